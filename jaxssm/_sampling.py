@@ -48,9 +48,7 @@ def sample(key: jax.Array, params: LGSSM, num_steps: int) -> tuple[jax.Array, ja
     try:
         n = operator.index(num_steps)
     except TypeError:
-        raise TypeError(
-            f"num_steps must be a Python int, got {type(num_steps).__name__}"
-        ) from None
+        raise TypeError(f"num_steps must be a Python int, got {type(num_steps).__name__}") from None
     if n < 1:
         raise ValueError(f"num_steps must be >= 1, got {n}")
     params = validate_params(params)

@@ -21,5 +21,6 @@ def assert_close(actual, expected, rtol, atol_scale=1e-2, err_msg=""):
     """
     expected = np.asarray(expected, np.float64)
     atol = rtol * atol_scale * max(float(np.max(np.abs(expected))), 1e-300)
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol, atol=atol,
-                               err_msg=err_msg)
+    np.testing.assert_allclose(
+        np.asarray(actual, np.float64), expected, rtol=rtol, atol=atol, err_msg=err_msg
+    )

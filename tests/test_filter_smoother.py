@@ -55,7 +55,7 @@ def test_smoother_from_filter_equals_smoother():
     params = to_params(model)
     a = ssm.rts_smoother(params, ys)
     b = ssm.rts_smoother_from_filter(params, ssm.kalman_filter(params, ys))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
@@ -117,8 +117,9 @@ def test_sample_shapes_dtype_and_statistics():
     # Monte Carlo error of a mean with 20k draws is ~ sd / 141: test at 5 sigma.
     sd = np.sqrt(np.diag(cov_x1))
     np.testing.assert_array_less(np.abs(x1.mean(0) - model.A @ model.m0), 5 * sd / np.sqrt(2e4))
-    np.testing.assert_allclose(np.cov(y1.T), model.H @ cov_x1 @ model.H.T + model.R,
-                               rtol=0.06, atol=0.03)
+    np.testing.assert_allclose(
+        np.cov(y1.T), model.H @ cov_x1 @ model.H.T + model.R, rtol=0.06, atol=0.03
+    )
     # Same key, same draw: explicit keys, no hidden state.
     a = ssm.sample(jax.random.PRNGKey(3), params, 5)
     b = ssm.sample(jax.random.PRNGKey(3), params, 5)
