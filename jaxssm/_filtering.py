@@ -100,10 +100,10 @@ def log_likelihood(params: LGSSM, ys: ArrayLike, *, method: str = "sequential") 
         A scalar with the dtype of the inputs.
     """
     _check_method(method)
-    if method == "parallel":
-        from jaxssm._parallel import parallel_kalman_filter
-
-        return parallel_kalman_filter(params, ys).log_likelihood
     params = validate_params(params)
     ys = validate_observations(ys, params)
+    if method == "parallel":
+        from jaxssm._parallel import _parallel_log_likelihood_jit
+
+        return _parallel_log_likelihood_jit(params, ys)
     return _log_likelihood_jit(params, ys)

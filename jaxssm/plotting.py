@@ -1,0 +1,242 @@
+"""Plots of SARCOS-style series and their smoothed estimates (matplotlib, imported lazily).
+
+The data layout is the exercise's: ``3 J`` columns for ``J`` joints, all positions first,
+then all velocities, then all accelerations. Each function draws on three axes (positions,
+velocities, accelerations) with one colour per joint (``C0``, ``C1``, ...), as the
+exercise's ``plot_data`` / ``plot_estimate`` did.
+
+matplotlib is an optional dependency (the ``plot`` extra: ``pip install "jaxssm[plot]"``).
+Importing this module does not import it; the first plotting call does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["plot_data", "plot_estimate", "plot_fit", "QUANTITIES"]
+
+#: Titles of the three axes, in column-block order.
+QUANTITIES = ("positions", "velocities", "accelerations")
+
+
+def _require_matplotlib():
+    """Import and return ``matplotlib.pyplot``, or raise an ImportError naming the extra."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError(
+            "jaxssm.plotting needs matplotlib, an optional dependency: "
+            'pip install "jaxssm[plot]" (or pip install matplotlib)'
+        ) from err
+    return plt
+
+
+def _check_axes(axs: Any) -> list:
+    axes = list(np.ravel(np.asarray(axs, dtype=object)))
+    if len(axes) != 3:
+        raise ValueError(
+            f"axs must hold 3 axes (positions, velocities, accelerations), got {len(axes)}"
+        )
+    return axes
+
+
+def _check_series(name: str, x: ArrayLike) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 3 or x.shape[1] % 3:
+        raise ValueError(
+            f"{name} must have shape [T, 3 J] (J joints: positions, velocities, "
+            f"accelerations), got shape {x.shape}"
+        )
+    return x
+
+
+def _check_time(t: ArrayLike | None, num_rows: int) -> np.ndarray:
+    if t is None:
+        return np.arange(num_rows)
+    t = np.asarray(t)
+    if t.shape != (num_rows,):
+        raise ValueError(f"t must have shape [T] = ({num_rows},), got shape {t.shape}")
+    return t
+
+
+def plot_data(axs: Sequence[Any], Y: ArrayLike, *, t: ArrayLike | None = None) -> list:
+    """Draw data points: positions, velocities and accelerations on three axes.
+
+    One marker line (``x`` markers, no connecting line) per joint and axis, coloured
+    ``C{joint}`` and labelled ``joint {joint}``.
+
+    Args:
+        axs: three matplotlib axes (positions, velocities, accelerations).
+        Y: data ``[T, 3 J]``: all positions, then all velocities, then all accelerations.
+        t: time stamps ``[T]``; default ``0..T-1``.
+
+    Returns:
+        The three axes, as a list.
+
+    Raises:
+        ValueError: not three axes, or bad shapes of ``Y`` or ``t``.
+        ImportError: matplotlib is not installed.
+    """
+    _require_matplotlib()
+    axes = _check_axes(axs)
+    Y = _check_series("Y", Y)
+    t = _check_time(t, Y.shape[0])
+    num_joints = Y.shape[1] // 3
+    for block, ax in enumerate(axes):
+        for j in range(num_joints):
+            ax.plot(
+                t,
+                Y[:, block * num_joints + j],
+                linestyle="none",
+                marker="x",
+                markersize=4,
+                color=f"C{j}",
+                label=f"joint {j}",
+            )
+    return axes
+
+
+def plot_estimate(
+    axs: Sequence[Any],
+    means: ArrayLike,
+    covs: ArrayLike,
+    *,
+    t: ArrayLike | None = None,
+    num_sd: float = 2.0,
+) -> list:
+    """Draw a Gaussian estimate: mean lines with a ``mean +/- num_sd * sd`` band.
+
+    One line and one shaded band per joint and axis, coloured ``C{joint}``.
+
+    Args:
+        axs: three matplotlib axes (positions, velocities, accelerations).
+        means: ``[T, 3 J]`` estimated means (e.g. ``SmootherResult.means`` rows).
+        covs: ``[T, 3 J, 3 J]`` covariances, or ``[T, 3 J]`` marginal variances.
+        t: time stamps ``[T]``; default ``0..T-1``.
+        num_sd: half-width of the band in standard deviations (default 2).
+
+    Returns:
+        The three axes, as a list.
+
+    Raises:
+        ValueError: not three axes, mismatched shapes, negative variances or ``num_sd``.
+        ImportError: matplotlib is not installed.
+    """
+    _require_matplotlib()
+    axes = _check_axes(axs)
+    means = _check_series("means", means)
+    covs = np.asarray(covs, dtype=np.float64)
+    T, D = means.shape
+    if covs.shape == (T, D, D):
+        variances = np.diagonal(covs, axis1=1, axis2=2)
+    elif covs.shape == (T, D):
+        variances = covs
+    else:
+        raise ValueError(
+            f"covs must have shape [T, D, D] = {(T, D, D)} or [T, D] = {(T, D)} to match "
+            f"means, got shape {covs.shape}"
+        )
+    if np.any(variances < 0):
+        raise ValueError("covs must have non-negative variances (diagonal entries)")
+    if not np.isfinite(num_sd) or num_sd < 0:
+        raise ValueError(f"num_sd must be a finite number >= 0, got {num_sd!r}")
+    t = _check_time(t, T)
+    half_width = num_sd * np.sqrt(variances)
+    num_joints = D // 3
+    for block, ax in enumerate(axes):
+        for j in range(num_joints):
+            col = block * num_joints + j
+            ax.plot(t, means[:, col], color=f"C{j}", linewidth=1.2)
+            ax.fill_between(
+                t,
+                means[:, col] - half_width[:, col],
+                means[:, col] + half_width[:, col],
+                color=f"C{j}",
+                alpha=0.3,
+                linewidth=0,
+            )
+    return axes
+
+
+def _window_slice(window: Any, num_rows: int) -> slice:
+    if isinstance(window, slice):
+        start, stop, step = window.indices(num_rows)
+        if step != 1:
+            raise ValueError(f"window must have step 1, got {window}")
+    else:
+        try:
+            start, stop = (int(w) for w in window)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"window must be a slice or a (start, stop) pair, got {window!r}"
+            ) from None
+    if not 0 <= start < stop <= num_rows:
+        raise ValueError(
+            f"window must satisfy 0 <= start < stop <= {num_rows} (the number of rows), "
+            f"got start={start}, stop={stop}"
+        )
+    return slice(start, stop)
+
+
+def plot_fit(
+    Y: ArrayLike,
+    smoothed: Any,
+    window: slice | tuple[int, int],
+    *,
+    num_sd: float = 2.0,
+    title: str | None = None,
+):
+    """Plot data against the smoothed estimate over a window of rows, on a new figure.
+
+    Row ``k`` of ``Y`` is compared with row ``k`` of the smoother, which holds when the
+    model was set up with ``m0 = Y[0]`` and ``ys = Y[1:]`` (:func:`jaxssm.exercise_setup`).
+    Only the window's covariance diagonals are read.
+
+    Args:
+        Y: data ``[N+1, 3 J]``.
+        smoothed: a :class:`~jaxssm.SmootherResult` (or anything with ``means [N+1, 3 J]``
+            and ``covs [N+1, 3 J, 3 J]``) of the same number of rows.
+        window: the rows to draw, a ``slice`` or ``(start, stop)``.
+        num_sd: half-width of the bands in standard deviations.
+        title: figure title (optional).
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with three axes (positions, velocities,
+        accelerations), x axis the row index.
+
+    Raises:
+        ValueError: mismatched shapes or a window outside the rows.
+        ImportError: matplotlib is not installed.
+    """
+    plt = _require_matplotlib()
+    Y = _check_series("Y", Y)
+    means = np.asarray(smoothed.means)
+    if means.shape != Y.shape:
+        raise ValueError(
+            f"smoothed.means must have the shape of Y {Y.shape} (rows k = 0..N), "
+            f"got shape {means.shape}"
+        )
+    rows = _window_slice(window, Y.shape[0])
+    covs = smoothed.covs[rows]
+    variances = np.diagonal(np.asarray(covs, dtype=np.float64), axis1=1, axis2=2)
+    t = np.arange(rows.start, rows.stop)
+    fig, axs = plt.subplots(3, 1, figsize=(10, 9), sharex=True, layout="constrained")
+    plot_estimate(axs, means[rows], variances, t=t, num_sd=num_sd)
+    plot_data(axs, Y[rows], t=t)
+    for ax, quantity in zip(axs, QUANTITIES, strict=True):
+        ax.set_ylabel(quantity)
+        ax.grid(True, alpha=0.3)
+    axs[-1].set_xlabel("time step (data row)")
+    axs[0].legend(
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
+        fontsize="small",
+        frameon=False,
+    )
+    band = f"mean +/- {num_sd:g} sd" if num_sd else "mean"
+    fig.suptitle(title or f"data (x) and smoothed estimate ({band})")
+    return fig
