@@ -13,3 +13,14 @@ def test_quickstart_runs():
     namespace: dict = {}
     exec(compile(block.group(1), "README-quickstart", "exec"), namespace)
     assert namespace["smoothed"].means.shape[0] == 501
+
+
+def test_em_snippet_runs():
+    text = README.read_text()
+    block = re.search(r"### EM in ten lines\n\n```python\n(.*?)```", text, re.S)
+    assert block, "README has no EM snippet"
+    code = block.group(1).replace("num_iters=100", "num_iters=3")
+    namespace: dict = {}
+    exec(compile(code, "README-em", "exec"), namespace)
+    lls = namespace["lls"]
+    assert lls.shape == (3,) and lls[2] > lls[0]
