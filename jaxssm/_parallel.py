@@ -46,7 +46,7 @@ are reused as they are.
 
 References:
     S. Sarkka and A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers",
-    IEEE Transactions on Automatic Control 66(1):299-306, 2021, Lemmas 7-10.
+    IEEE Transactions on Automatic Control 66(1):299-306, 2021.
 """
 
 from __future__ import annotations
@@ -358,6 +358,11 @@ def _parallel_filter(params: LGSSM, ys: jax.Array) -> FilterResult:
     ``log N(y_k; H m_k^-, H P_k^- H^T + R)`` (both vmapped over time), which is exact for any
     ``m0`` and ``P0``.
     """
+    # Exactly symmetric inputs are unchanged; the gradients with respect to P0, Q and R come
+    # out symmetric, as those of the sequential filter do.
+    params = params._replace(
+        P0=steps.symmetrize(params.P0), Q=steps.symmetrize(params.Q), R=steps.symmetrize(params.R)
+    )
     elems = _filter_elements(params, ys)
     scanned = jax.lax.associative_scan(_batched(_filter_combine), elems)
     means = jnp.concatenate([params.m0[None], scanned.b], axis=0)
