@@ -14,9 +14,9 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxssm._estep import _e_step, _log_likelihood
-from jaxssm._filtering import _check_method
 from jaxssm._model import LGSSM, validate_observations, validate_params
 from jaxssm._mstep import _m_step, normalize_update
+from jaxssm._schedules import resolve
 
 __all__ = ["EMInfo", "fit_em", "fit_em_with_info", "RUNNING", "CONVERGED", "DECREASED"]
 
@@ -196,6 +196,7 @@ def fit_em_with_info(
     update: str | Iterable[str] = ("A", "Q"),
     tol: float | None = None,
     method: str = "sequential",
+    steady_state: bool = True,
     decrease_rtol: float | None = None,
     progress: bool = False,
     callback: Callable[[jax.Array, jax.Array], None] | None = None,
@@ -210,7 +211,7 @@ def fit_em_with_info(
         number of iterations run, the stopping ``status`` and the size of a ``decrease``.
     """
     names = normalize_update(update)
-    _check_method(method)
+    schedule = resolve(method, steady_state)
     if isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer)) or num_iters < 1:
         raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
     if tol is not None:
@@ -234,7 +235,7 @@ def fit_em_with_info(
         num_iters=int(num_iters),
         update=names,
         tol=tol,
-        method=method,
+        method=schedule,
         decrease_rtol=float(decrease_rtol),
         callback=callback,
     )
@@ -269,6 +270,7 @@ def fit_em(
     update: str | Iterable[str] = ("A", "Q"),
     tol: float | None = None,
     method: str = "sequential",
+    steady_state: bool = True,
     decrease_rtol: float | None = None,
     progress: bool = False,
     callback: Callable[[jax.Array, jax.Array], None] | None = None,
@@ -314,6 +316,11 @@ def fit_em(
         update: parameter name(s) to learn, any subset of ``"m0", "P0", "A", "Q", "H", "R"``.
         tol: ``None`` (run all iterations) or the relative-improvement threshold above.
         method: ``"sequential"`` or ``"parallel"`` smoother in the E-step.
+        steady_state: with ``method="sequential"``, compute the E-step through the
+            steady-state fast path (default ``True``; see :func:`~jaxssm.e_step`): each
+            iteration costs ``O(N D^2)`` plus the transients instead of ``O(N D^3)``, with
+            the same results to round-off and an automatic fallback to the full recursion
+            for iterates whose covariances do not converge within the bound.
         decrease_rtol: relative tolerance of the decrease guard (default ``sqrt(eps)``).
         progress: print ``EM iteration i/num_iters: log-likelihood ...`` to stderr after each
             E-step (through :func:`jax.debug.callback`).
@@ -341,6 +348,7 @@ def fit_em(
         update=update,
         tol=tol,
         method=method,
+        steady_state=steady_state,
         decrease_rtol=decrease_rtol,
         progress=progress,
         callback=callback,

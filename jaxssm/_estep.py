@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm._filtering import _check_method, _filter
+from jaxssm import _schedules
 from jaxssm._model import LGSSM, validate_observations, validate_params
-from jaxssm._smoothing import SmootherResult, _smooth
+from jaxssm._smoothing import SmootherResult
 from jaxssm._stats import SufficientStats
 from jaxssm.steps import symmetrize
 
@@ -81,53 +81,36 @@ def _pool(stats: SufficientStats) -> SufficientStats:
     )
 
 
-def _smoother_fn(method: str):
-    if method == "parallel":
-        from jaxssm._parallel import _parallel_smooth
-
-        return _parallel_smooth
-    return lambda params, ys: _smooth(params, _filter(params, ys))
-
-
 def _e_step(
-    params: LGSSM, ys: jax.Array, method: str = "sequential"
+    params: LGSSM, ys: jax.Array, method: str = _schedules.SEQUENTIAL
 ) -> tuple[SufficientStats, jax.Array]:
-    """Unchecked E-step for ``ys [N, Dy]`` or ``[B, N, Dy]`` (used by the EM loop)."""
-    smoother = _smoother_fn(method)
+    """Unchecked E-step for ``ys [N, Dy]`` or ``[B, N, Dy]`` (used by the EM loop).
 
-    def one(y):
-        smoothed = smoother(params, y)
-        return _sequence_stats(smoothed, y), smoothed.log_likelihood
-
+    ``method`` is an internal schedule name (:mod:`jaxssm._schedules`): ``"sequential"``,
+    ``"steady"`` or ``"parallel"``.
+    """
+    one = _schedules.stats_fn(method)
     if ys.ndim == 2:
-        return one(ys)
-    stats, lls = jax.vmap(one)(ys)
+        return one(params, ys)
+    stats, lls = jax.vmap(one, in_axes=(None, 0))(params, ys)
     return _pool(stats), jnp.sum(lls)
 
 
 _e_step_jit = jax.jit(_e_step, static_argnames="method")
 
 
-def _log_likelihood(params: LGSSM, ys: jax.Array, method: str = "sequential") -> jax.Array:
+def _log_likelihood(
+    params: LGSSM, ys: jax.Array, method: str = _schedules.SEQUENTIAL
+) -> jax.Array:
     """Unchecked ``log p(y)`` for ``ys [N, Dy]`` or ``[B, N, Dy]`` (summed over sequences)."""
-    if method == "parallel":
-        from jaxssm._parallel import _parallel_smooth
-
-        # Under jit only the scalar is used, so XLA drops the backward pass.
-        def one(y):
-            return _parallel_smooth(params, y).log_likelihood
-    else:
-
-        def one(y):
-            return _filter(params, y).log_likelihood
-
+    one = _schedules.log_likelihood_fn(method)
     if ys.ndim == 2:
-        return one(ys)
-    return jnp.sum(jax.vmap(one)(ys))
+        return one(params, ys)
+    return jnp.sum(jax.vmap(one, in_axes=(None, 0))(params, ys))
 
 
 def e_step(
-    params: LGSSM, ys: ArrayLike, *, method: str = "sequential"
+    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool = True
 ) -> tuple[SufficientStats, jax.Array]:
     r"""E-step of EM: RTS smoother, then the exercise's statistics (normalised by N).
 
@@ -157,6 +140,12 @@ def e_step(
         ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]``.
         method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``)
             smoother.
+        steady_state: with ``method="sequential"``, use the steady-state fast path (default
+            ``True``): covariances, gains and their sums are computed over the transients at
+            both ends until they converge to round-off, the middle of the series contributes
+            ``count x`` the converged terms, and only the means run over every step, so no
+            ``[N, D, D]`` array is formed. Equal to the full recursion to round-off, with an
+            automatic fallback to it (see :func:`~jaxssm.kalman_filter`).
 
     Returns:
         ``(stats, log_likelihood)``: a :class:`~jaxssm.SufficientStats` (``Sigma [D, D]``,
@@ -167,7 +156,7 @@ def e_step(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3;
         R. H. Shumway and D. S. Stoffer (1982).
     """
-    _check_method(method)
+    schedule = _schedules.resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
-    return _e_step_jit(params, ys, method=method)
+    return _e_step_jit(params, ys, method=schedule)

@@ -53,12 +53,22 @@ def _filter(params: LGSSM, ys: jax.Array) -> FilterResult:
     return FilterResult(means, covs, pred_means, pred_covs, ll)
 
 
-_filter_jit = jax.jit(_filter)
-# Only the scalar leaves the compiled function, so XLA drops the stored moments.
-_log_likelihood_jit = jax.jit(lambda params, ys: _filter(params, ys).log_likelihood)
+def _filter_by_schedule(params: LGSSM, ys: jax.Array, schedule: str) -> FilterResult:
+    from jaxssm import _schedules
+
+    return _schedules.filter_fn(schedule)(params, ys)
 
 
-def kalman_filter(params: LGSSM, ys: ArrayLike) -> FilterResult:
+def _log_likelihood_by_schedule(params: LGSSM, ys: jax.Array, schedule: str) -> jax.Array:
+    from jaxssm import _schedules
+
+    return _schedules.log_likelihood_fn(schedule)(params, ys)
+
+
+_filter_jit = jax.jit(_filter_by_schedule, static_argnames="schedule")
+_log_likelihood_jit = jax.jit(_log_likelihood_by_schedule, static_argnames="schedule")
+
+def kalman_filter(params: LGSSM, ys: ArrayLike, *, steady_state: bool = True) -> FilterResult:
     """Kalman filter as one ``jax.lax.scan`` over ``y_1..y_N``.
 
     Works under ``jit``, ``vmap`` (over params and/or ``ys``) and ``grad``; the dtype of the
@@ -69,6 +79,13 @@ def kalman_filter(params: LGSSM, ys: ArrayLike) -> FilterResult:
     Args:
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1.
+        steady_state: use the steady-state fast path (default ``True``): the data-independent
+            covariance recursion runs until it has converged to round-off (relative change
+            below ``1e4 * eps``, within 1,000 steps), then only the means run, with the
+            converged gains (``O(N D^2)`` instead of ``O(N D^3)``). The results equal the full
+            recursion's to round-off; when the covariances do not converge within the bound,
+            or the series is short, the full recursion runs instead (decided on device, so it
+            works under ``jit``/``vmap``/``grad``). ``False`` always runs the full recursion.
 
     Returns:
         :class:`FilterResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
@@ -77,9 +94,12 @@ def kalman_filter(params: LGSSM, ys: ArrayLike) -> FilterResult:
     References:
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 4.2.
     """
+    from jaxssm._schedules import resolve
+
+    schedule = resolve("sequential", steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    return _filter_jit(params, ys)
+    return _filter_jit(params, ys, schedule=schedule)
 
 
 def _check_method(method: str) -> None:
@@ -87,7 +107,9 @@ def _check_method(method: str) -> None:
         raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
 
 
-def log_likelihood(params: LGSSM, ys: ArrayLike, *, method: str = "sequential") -> jax.Array:
+def log_likelihood(
+    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool = True
+) -> jax.Array:
     """Log marginal likelihood ``log p(y_1:N)`` of the model.
 
     Args:
@@ -95,15 +117,15 @@ def log_likelihood(params: LGSSM, ys: ArrayLike, *, method: str = "sequential") 
         ys: observations ``[N, Dy]``.
         method: ``"sequential"`` (``lax.scan``) or ``"parallel"``
             (``lax.associative_scan``); both give the same value up to round-off.
+        steady_state: with ``method="sequential"``, use the steady-state fast path (default;
+            see :func:`kalman_filter`). Ignored by ``method="parallel"``.
 
     Returns:
         A scalar with the dtype of the inputs.
     """
-    _check_method(method)
+    from jaxssm._schedules import resolve
+
+    schedule = resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    if method == "parallel":
-        from jaxssm._parallel import _parallel_log_likelihood_jit
-
-        return _parallel_log_likelihood_jit(params, ys)
-    return _log_likelihood_jit(params, ys)
+    return _log_likelihood_jit(params, ys, schedule=schedule)

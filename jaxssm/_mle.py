@@ -32,8 +32,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike
 
-from jaxssm import steps
-from jaxssm._filtering import _check_method, _filter
+from jaxssm import _schedules, steps
 from jaxssm._model import LGSSM, validate_observations, validate_params
 
 __all__ = ["UnconstrainedParams", "to_unconstrained", "from_unconstrained", "fit_mle"]
@@ -214,12 +213,8 @@ def from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
 
 
 def _log_likelihood_fn(method: str):
-    """``(params, ys [N, Dy]) -> log p(y)`` through the chosen filter (unchecked)."""
-    if method == "parallel":
-        from jaxssm._parallel import _parallel_filter  # lazy: heavier module, optional path
-
-        return lambda params, ys: _parallel_filter(params, ys).log_likelihood
-    return lambda params, ys: _filter(params, ys).log_likelihood
+    """``(params, ys [N, Dy]) -> log p(y)`` for an internal schedule name (unchecked)."""
+    return _schedules.log_likelihood_fn(method)
 
 
 def _stores_value_and_grad(state) -> bool:
@@ -291,6 +286,7 @@ def fit_mle(
     num_steps: int,
     update: Sequence[str] = ("A", "Q"),
     method: str = "sequential",
+    steady_state: bool = True,
 ) -> tuple[LGSSM, jax.Array]:
     r"""Maximise ``log p(y_1:N | theta)`` over the fields ``update`` with an optax optimiser.
 
@@ -329,6 +325,9 @@ def fit_mle(
         update: names of the fields to fit, from ``"m0", "P0", "A", "Q", "H", "R"``.
         method: ``"sequential"`` (``lax.scan`` filter) or ``"parallel"``
             (``lax.associative_scan`` filter).
+        steady_state: with ``method="sequential"``, differentiate through the steady-state
+            fast path of the filter (default ``True``; see :func:`~jaxssm.kalman_filter`):
+            same values and gradients to round-off, ``O(N D^2)`` after the transient.
 
     Returns:
         ``(params, log_likelihoods)``: the :class:`~jaxssm.LGSSM` after ``num_steps`` steps, and
@@ -347,7 +346,7 @@ def fit_mle(
         the energy function ``-log p(y | theta)`` and its gradient).
     """
     update = _check_update(update)
-    _check_method(method)
+    schedule = _schedules.resolve(method, steady_state)
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
         raise TypeError(f"num_steps must be a positive int, got {type(num_steps).__name__}")
     if num_steps < 1:
@@ -360,4 +359,4 @@ def fit_mle(
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
     theta0 = _to_unconstrained(params, update)
-    return _fit_jit(theta0, params, ys, optimizer, int(num_steps), method)
+    return _fit_jit(theta0, params, ys, optimizer, int(num_steps), schedule)

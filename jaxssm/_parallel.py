@@ -396,10 +396,6 @@ def _parallel_smooth(params: LGSSM, ys: jax.Array) -> SmootherResult:
 
 _parallel_filter_jit = jax.jit(_parallel_filter)
 _parallel_smooth_jit = jax.jit(_parallel_smooth)
-# Only the scalar leaves the compiled function, so XLA can drop the unused outputs.
-_parallel_log_likelihood_jit = jax.jit(
-    lambda params, ys: _parallel_filter(params, ys).log_likelihood
-)
 
 
 # ----------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxssm import steps
-from jaxssm._filtering import FilterResult, _filter
+from jaxssm._filtering import FilterResult
 from jaxssm._model import LGSSM, validate_observations, validate_params
 
 __all__ = ["SmootherResult", "rts_smoother", "rts_smoother_from_filter"]
@@ -52,15 +52,27 @@ def _smooth(params: LGSSM, filtered: FilterResult) -> SmootherResult:
 
 
 _smooth_jit = jax.jit(_smooth)
-_filter_smooth_jit = jax.jit(lambda params, ys: _smooth(params, _filter(params, ys)))
+def _filter_smooth(params: LGSSM, ys: jax.Array, schedule: str) -> SmootherResult:
+    from jaxssm import _schedules
+
+    return _schedules.smoother_fn(schedule)(params, ys)
 
 
-def rts_smoother(params: LGSSM, ys: ArrayLike) -> SmootherResult:
+_filter_smooth_jit = jax.jit(_filter_smooth, static_argnames="schedule")
+
+
+def rts_smoother(params: LGSSM, ys: ArrayLike, *, steady_state: bool = True) -> SmootherResult:
     """Kalman filter followed by a Rauch-Tung-Striebel backward pass (both ``lax.scan``).
 
     Args:
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
+        steady_state: use the steady-state fast path (default ``True``; see
+            :func:`~jaxssm.kalman_filter`): the filter and smoother covariances and gains are
+            computed until they converge to round-off at both ends of the series and reused
+            in between, so only the means run over the whole series. Results equal the full
+            recursion's to round-off, with an automatic fallback to it. ``False`` always
+            runs the full recursion.
 
     Returns:
         :class:`SmootherResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
@@ -69,9 +81,12 @@ def rts_smoother(params: LGSSM, ys: ArrayLike) -> SmootherResult:
     References:
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 8.2.
     """
+    from jaxssm._schedules import resolve
+
+    schedule = resolve("sequential", steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    return _filter_smooth_jit(params, ys)
+    return _filter_smooth_jit(params, ys, schedule=schedule)
 
 
 def rts_smoother_from_filter(params: LGSSM, filtered: FilterResult) -> SmootherResult:

@@ -1,0 +1,329 @@
+"""Steady-state fast path (jaxssm._steady) against the full recursion and the dense oracle.
+
+Tolerance: rtol 1e-10 in float64 (with the absolute floor of helpers.assert_close, 1e-12 x
+the array's largest entry, for entries that cancel to ~0). Once the covariance has settled to
+within ``rtol = 1e4 eps`` (2.2e-12) of its fixed point, the fast path's covariances, gains and
+innovation factors differ from the full recursion's by round-off (the recursion's own floor,
+100-1000 eps); the means then follow the same contraction with gains that differ at that
+level, and the sums over N = 2,400 steps are formed in another order. Measured differences are
+1e-14 to 1e-13, so 1e-10 leaves a margin of ~1e3 while any real slip (a gain used one step
+off, a missing transient term, a wrong count of steady rows) shows up at 1e-3 or larger.
+The independent numpy loop (tests/reference.py) uses plain solves in another order and agrees
+with the full recursion to 1e-9 over long series, so the fast path is held to 1e-9 against it.
+Gradients: 1e-8 (the fast path differentiates through the transient only; the derivative of
+the covariance settles with the covariance, at rate k rho^k).
+
+Every fast-path test asserts that the fast path actually ran (``SteadyInfo.converged``) and
+every fallback test that it did not, so no comparison passes by running the full recursion
+on both sides.
+"""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import assert_close, to_params
+from reference import (
+    dense_posterior,
+    dense_sufficient_stats,
+    numpy_smoother,
+    random_model,
+    simulate,
+)
+
+from jaxssm import _steady as st
+from jaxssm._filtering import _filter
+from jaxssm._smoothing import _smooth
+
+RTOL = 1e-10
+N_LONG = 2400
+STATS_FIELDS = ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed")
+
+_STATIC = ("max_transient", "rtol")
+steady_filter = jax.jit(st._steady_filter, static_argnames=_STATIC)
+steady_smooth = jax.jit(st._steady_smooth, static_argnames=_STATIC)
+steady_stats = jax.jit(st._steady_stats_with_info, static_argnames=_STATIC)
+steady_log_likelihood = jax.jit(st._steady_log_likelihood, static_argnames=_STATIC)
+steady_state_info = jax.jit(
+    lambda params, n, max_transient: st._steady_state(params, n, max_transient)[3],
+    static_argnums=(1, 2),
+)
+full_filter = jax.jit(_filter)
+full_smooth = jax.jit(lambda params, ys: _smooth(params, _filter(params, ys)))
+
+
+def numpy_stats(ys, means, covs, gains):
+    """DESIGN.md's EM sums as explicit numpy loops over a smoother's output."""
+    ys, m, P, G = (np.asarray(a, np.float64) for a in (ys, means, covs, gains))
+    N = ys.shape[0]
+    Sigma = sum(P[k] + np.outer(m[k], m[k]) for k in range(1, N + 1)) / N
+    Phi = sum(P[k - 1] + np.outer(m[k - 1], m[k - 1]) for k in range(1, N + 1)) / N
+    B = sum(np.outer(ys[k - 1], m[k]) for k in range(1, N + 1)) / N
+    C = sum(P[k] @ G[k - 1].T + np.outer(m[k], m[k - 1]) for k in range(1, N + 1)) / N
+    D = sum(np.outer(y, y) for y in ys) / N
+    return dict(Sigma=Sigma, Phi=Phi, B=B, C=C, D=D, m0_smoothed=m[0], P0_smoothed=P[0])
+
+
+def long_case(seed, D=4, Dy=3, N=N_LONG):
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, D, Dy, mean_scale=3.0)
+    _, ys = simulate(rng, model, N)
+    return model, to_params(model), jnp.asarray(ys)
+
+
+def fast_model(seed, D, Dy):
+    """A model whose covariances settle within a few steps (small A, precise observations)."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, D, Dy, mean_scale=3.0)
+    return rng, model._replace(A=model.A * (0.05 / 0.95), R=model.R * 0.01)
+
+
+def assert_stats_close(stats, expected, rtol, err_msg=""):
+    for name in STATS_FIELDS:
+        assert_close(getattr(stats, name), expected[name], rtol, err_msg=f"{err_msg} {name}")
+    assert int(stats.num_steps) == expected.get("num_steps", int(stats.num_steps))
+
+
+def assert_results_close(actual, expected, rtol, err_msg=""):
+    for name in type(expected)._fields:
+        assert_close(
+            getattr(actual, name), getattr(expected, name), rtol, err_msg=f"{err_msg} {name}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast path == full recursion on long series
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_path_matches_full_recursion(seed):
+    model, params, ys = long_case(seed)
+    info = steady_state_info(params, N_LONG, st.DEFAULT_MAX_TRANSIENT)
+    T = st.effective_transient(N_LONG, st.DEFAULT_MAX_TRANSIENT)
+    assert bool(info.converged), "the fast path must run on this stable model"
+    assert 0 < int(info.filter_transient) < T and 0 < int(info.smoother_transient) < T
+
+    full_f = full_filter(params, ys)
+    fast_f = steady_filter(params, ys)
+    assert fast_f.covs.shape == full_f.covs.shape == (N_LONG + 1, 4, 4)
+    assert fast_f.pred_covs.shape == full_f.pred_covs.shape == (N_LONG, 4, 4)
+    assert_results_close(fast_f, full_f, RTOL, "filter")
+    assert_close(steady_log_likelihood(params, ys), full_f.log_likelihood, RTOL)
+
+    full_s = full_smooth(params, ys)
+    fast_s = steady_smooth(params, ys)
+    assert fast_s.gains.shape == (N_LONG, 4, 4)
+    assert_results_close(fast_s, full_s, RTOL, "smoother")
+
+    stats, ll, info2 = steady_stats(params, ys)
+    assert bool(info2.converged)
+    expected = numpy_stats(ys, full_s.means, full_s.covs, full_s.gains)
+    expected["num_steps"] = N_LONG
+    assert_stats_close(stats, expected, RTOL, "stats")
+    assert_close(ll, full_f.log_likelihood, RTOL)
+
+
+def test_fast_path_matches_numpy_loop():
+    model, params, ys = long_case(3)
+    sm, sc, gains, ll = numpy_smoother(model, np.asarray(ys))
+    fast = steady_smooth(params, ys)
+    assert bool(steady_state_info(params, N_LONG, st.DEFAULT_MAX_TRANSIENT).converged)
+    assert_close(fast.means, sm, 1e-9)
+    assert_close(fast.covs, sc, 1e-9)
+    assert_close(fast.gains, gains, 1e-9)
+    assert_close(fast.log_likelihood, ll, 1e-11)
+
+
+# ---------------------------------------------------------------------------------------------
+# Short series: the dense oracle, fast path and fallback
+# ---------------------------------------------------------------------------------------------
+
+
+def check_against_dense(model, ys, params, err_msg, check_filter=True):
+    ref = dense_posterior(model, ys)
+    if check_filter:
+        f = steady_filter(params, jnp.asarray(ys))
+        assert_close(f.means, ref.filter_means, RTOL, err_msg=err_msg)
+        assert_close(f.covs, ref.filter_covs, RTOL, err_msg=err_msg)
+        assert_close(f.pred_means, ref.pred_means, RTOL, err_msg=err_msg)
+        assert_close(f.pred_covs, ref.pred_covs, RTOL, err_msg=err_msg)
+        assert_close(f.log_likelihood, ref.log_likelihood, RTOL, err_msg=err_msg)
+    s = steady_smooth(params, jnp.asarray(ys))
+    assert_close(s.means, ref.smooth_means, RTOL, err_msg=err_msg)
+    assert_close(s.covs, ref.smooth_covs, RTOL, err_msg=err_msg)
+    cross = jnp.einsum("kij,klj->kil", s.covs[1:], s.gains)
+    assert_close(cross, ref.smooth_cross, RTOL, err_msg=err_msg)
+    stats, ll, info = steady_stats(params, jnp.asarray(ys))
+    dense = dense_sufficient_stats(model, ys)
+    assert_stats_close(stats, dense, RTOL, err_msg)
+    assert_close(ll, dense["log_likelihood"], RTOL, err_msg=err_msg)
+    return info
+
+
+def test_fast_path_on_short_series_against_dense_oracle():
+    # N = 45 gives T = 15 in chunks of 3; this model settles in a few steps, so the three
+    # regions (start, middle, end) all appear in a series the dense oracle can handle.
+    rng, model = fast_model(0, 3, 2)
+    _, ys = simulate(rng, model, 45)
+    params = to_params(model)
+    info = check_against_dense(model, ys, params, "fast path, N = 45")
+    assert bool(info.converged) and info.num_transient == 15
+    assert 0 < int(info.filter_transient) < 15 and 0 < int(info.smoother_transient) < 15
+
+
+@pytest.mark.parametrize("N", [6, 2])
+def test_fallback_on_short_series_against_dense_oracle(N):
+    # N = 6: T = 2, too short for the covariance to settle -> lax.cond takes the full path.
+    # N = 2: T = 0, the full recursion is chosen at trace time.
+    rng = np.random.default_rng(4)
+    model = random_model(rng, 2, 3, mean_scale=3.0)
+    _, ys = simulate(rng, model, N)
+    info = check_against_dense(
+        model, ys, to_params(model), f"fallback, N = {N}", check_filter=False
+    )
+    assert not bool(info.converged)
+    assert info.num_transient == st.effective_transient(N, st.DEFAULT_MAX_TRANSIENT)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fallback on long series
+# ---------------------------------------------------------------------------------------------
+
+
+def undetectable_case():
+    """A unit-root state component that no observation sees: its variance grows without
+    bound, so the Riccati recursion never settles."""
+    model, _, _ = long_case(5)
+    A = np.array(model.A)
+    A[:, -1] = 0.0
+    A[-1, :] = 0.0
+    A[-1, -1] = 1.0
+    H = np.array(model.H)
+    H[:, -1] = 0.0
+    model = model._replace(A=A, H=H)
+    _, ys = simulate(np.random.default_rng(6), model, N_LONG)
+    return model, to_params(model), jnp.asarray(ys)
+
+
+def test_fallback_when_the_covariance_does_not_settle():
+    model, params, ys = undetectable_case()
+    stats, ll, info = steady_stats(params, ys)
+    assert not bool(info.converged)
+    full_s = full_smooth(params, ys)
+    assert_results_close(steady_smooth(params, ys), full_s, RTOL, "smoother")
+    full_f = full_filter(params, ys)
+    assert_results_close(steady_filter(params, ys), full_f, RTOL, "filter")
+    assert_close(steady_log_likelihood(params, ys), full_f.log_likelihood, RTOL)
+    expected = numpy_stats(ys, full_s.means, full_s.covs, full_s.gains)
+    assert_stats_close(stats, expected, RTOL, "stats")
+    assert_close(ll, full_s.log_likelihood, RTOL)
+
+
+def test_fallback_when_max_transient_is_too_small():
+    model, params, ys = long_case(0)
+    # The filter needs ~20 steps to settle: with T = 8 (chunks of 2) it does not.
+    stats, ll, info = steady_stats(params, ys, max_transient=8)
+    assert info.num_transient == 8 and not bool(info.converged)
+    full_s = full_smooth(params, ys)
+    expected = numpy_stats(ys, full_s.means, full_s.covs, full_s.gains)
+    assert_stats_close(stats, expected, RTOL, "stats")
+    assert_close(ll, full_s.log_likelihood, RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformations: grad, jit, vmap; float32
+# ---------------------------------------------------------------------------------------------
+
+
+def test_grad_of_log_likelihood_matches_full_path():
+    model, params, ys = long_case(7, N=600)
+    assert bool(steady_state_info(params, 600, st.DEFAULT_MAX_TRANSIENT).converged)
+    fast = jax.jit(jax.grad(lambda p: st._steady_log_likelihood(p, ys)))(params)
+    full = jax.jit(jax.grad(lambda p: _filter(p, ys).log_likelihood))(params)
+    for name in params._fields:
+        assert_close(getattr(fast, name), getattr(full, name), 1e-8, err_msg=name)
+
+
+@pytest.mark.slow
+def test_grad_of_statistics_matches_full_path():
+    model, params, ys = long_case(7, N=600)
+    # EM objectives differentiated through the E-step: d(sum of C)/d(params).
+    fast = jax.jit(jax.grad(lambda p: jnp.sum(st._steady_stats(p, ys)[0].C)))(params)
+    full = jax.jit(
+        jax.grad(lambda p: jnp.sum(st._stats_from_smoother(ys, _smooth(p, _filter(p, ys))).C))
+    )(params)
+    for name in params._fields:
+        assert_close(getattr(fast, name), getattr(full, name), 1e-8, err_msg=name)
+
+
+def test_vmap_over_sequences_and_over_parameters():
+    n = 600
+    model, params, ys = long_case(8, N=n)
+    _, ys2 = simulate(np.random.default_rng(9), model, n)
+    batch = jnp.stack([ys, jnp.asarray(ys2)])
+    # Shared parameters: the convergence test is not batched, lax.cond stays a cond.
+    out = jax.jit(jax.vmap(partial(st._steady_stats, params)))(batch)
+    for b in range(2):
+        expected = full_smooth(params, batch[b])
+        ref = numpy_stats(batch[b], expected.means, expected.covs, expected.gains)
+        assert_stats_close(jax.tree.map(lambda a, b=b: a[b], out[0]), ref, RTOL, f"seq {b}")
+        assert_close(out[1][b], expected.log_likelihood, RTOL)
+    # Batched parameters, one of which cannot settle: the cond becomes a select, each
+    # batch member still gets its own branch's result.
+    bad = undetectable_case()[1]
+    pair = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, bad)
+    infos = jax.vmap(lambda p: st._steady_state(p, n, st.DEFAULT_MAX_TRANSIENT)[3])(pair)
+    assert list(np.asarray(infos.converged)) == [True, False]
+    res = jax.jit(jax.vmap(lambda p: st._steady_smooth(p, ys)))(pair)
+    for b, p in enumerate((params, bad)):
+        assert_results_close(
+            jax.tree.map(lambda a, b=b: a[b], res), full_smooth(p, ys), RTOL, f"params {b}"
+        )
+
+
+def test_float32_runs_and_is_finite():
+    model, _, ys = long_case(10)
+    params32 = to_params(model, jnp.float32)
+    ys32 = ys.astype(jnp.float32)
+    stats, ll, info = steady_stats(params32, ys32)
+    assert bool(info.converged), "float32 (rtol = 1e4 eps = 1.2e-3) must settle too"
+    for name in STATS_FIELDS:
+        x = np.asarray(getattr(stats, name))
+        assert x.dtype == np.float32 and np.all(np.isfinite(x)), name
+    assert ll.dtype == jnp.float32 and np.isfinite(float(ll))
+    # Close to float64 at float32's resolution over 2,400 steps.
+    ref = full_smooth(to_params(model), ys)
+    expected = numpy_stats(ys, ref.means, ref.covs, ref.gains)
+    assert_stats_close(stats, expected, 1e-3)
+    assert_close(ll, ref.log_likelihood, 1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Static bound
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "N, bound, expected",
+    [
+        (44_483, 1000, 992),
+        (2400, 1000, 800),
+        (45, 1000, 15),
+        (6, 1000, 2),
+        (2, 1000, 0),
+        (3000, 100, 100),
+        (3000, 127, 124),
+        (3000, 7, 7),
+    ],
+)
+def test_effective_transient(N, bound, expected):
+    assert st.effective_transient(N, bound) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 2.5, None])
+def test_effective_transient_rejects_bad_bounds(bad):
+    with pytest.raises(ValueError, match="max_transient must be a positive int"):
+        st.effective_transient(100, bad)
