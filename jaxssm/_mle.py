@@ -24,16 +24,18 @@ them and they come back bitwise unchanged.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.typing import ArrayLike
 
 from jaxssm import _schedules, steps
 from jaxssm._model import LGSSM, validate_observations, validate_params
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = ["UnconstrainedParams", "to_unconstrained", "from_unconstrained", "fit_mle"]
 
@@ -219,6 +221,8 @@ def _log_likelihood_fn(method: str):
 
 def _stores_value_and_grad(state) -> bool:
     """Whether the optimiser state carries the objective's value and gradient (line search)."""
+    import optax
+
     try:
         value = optax.tree.get(state, "value")
         grad = optax.tree.get(state, "grad")
@@ -236,6 +240,8 @@ def _fit(
     method: str,
 ):
     """Unchecked optimisation loop: one ``lax.scan`` over ``num_steps`` optimiser steps."""
+    import optax  # imported on use: `import jaxssm` works where only jax is installed
+
     ll_fn = _log_likelihood_fn(method)
     dtype = template.A.dtype
     num_time_steps = ys.shape[0] * ys.shape[1] if ys.ndim == 3 else ys.shape[0]

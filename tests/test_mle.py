@@ -349,3 +349,12 @@ def test_bad_arguments(problem):
         ssm.from_unconstrained(theta._replace(Q=jnp.zeros(5)), start)
     with pytest.raises(TypeError, match="UnconstrainedParams"):
         ssm.from_unconstrained({"Q": theta.Q}, start)
+
+
+def test_import_jaxssm_does_not_import_optax():
+    # optax is imported on use, so `import jaxssm` works on machines with only jax (GPU boxes).
+    import subprocess
+    import sys
+
+    code = "import sys, jaxssm; assert 'optax' not in sys.modules, 'optax imported eagerly'"
+    subprocess.run([sys.executable, "-c", code], check=True)
