@@ -102,11 +102,6 @@ def kalman_filter(params: LGSSM, ys: ArrayLike, *, steady_state: bool = True) ->
     return _filter_jit(params, ys, schedule=schedule)
 
 
-def _check_method(method: str) -> None:
-    if method not in ("sequential", "parallel"):
-        raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
-
-
 def log_likelihood(
     params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool = True
 ) -> jax.Array:

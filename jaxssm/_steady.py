@@ -79,6 +79,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from jaxssm import steps
+from jaxssm._estep import _sequence_stats
 from jaxssm._filtering import FilterResult, _filter
 from jaxssm._model import LGSSM
 from jaxssm._smoothing import SmootherResult, _smooth
@@ -97,7 +98,6 @@ __all__ = [
     "_steady_smooth",
     "_steady_stats",
     "_steady_stats_with_info",
-    "_stats_from_smoother",
 ]
 
 #: Default bound on the transient (rounded down to a multiple of the chunk, 32). Thanks to the
@@ -707,35 +707,6 @@ def _steady_smooth(
     )
 
 
-def _stats_from_smoother(ys: jax.Array, smoothed: SmootherResult) -> SufficientStats:
-    """Reduce a smoother's output to the EM statistics of one sequence (plain sums).
-
-    Args:
-        ys: observations ``[N, Dy]``.
-        smoothed: :class:`~jaxssm.SmootherResult` for ``ys``.
-
-    Returns:
-        :class:`~jaxssm.SufficientStats` (normalised by ``N``).
-    """
-    N = ys.shape[0]
-    m, P, G = smoothed.means, smoothed.covs, smoothed.gains
-    Sigma = (jnp.sum(P[1:], axis=0) + m[1:].T @ m[1:]) / N
-    Phi = (jnp.sum(P[:-1], axis=0) + m[:-1].T @ m[:-1]) / N
-    B = ys.T @ m[1:] / N
-    C = (jnp.einsum("kij,klj->il", P[1:], G) + m[1:].T @ m[:-1]) / N
-    Dm = ys.T @ ys / N
-    return SufficientStats(
-        Sigma=steps.symmetrize(Sigma),
-        Phi=steps.symmetrize(Phi),
-        B=B,
-        C=C,
-        D=steps.symmetrize(Dm),
-        m0_smoothed=m[0],
-        P0_smoothed=P[0],
-        num_steps=jnp.asarray(N, jnp.int32),
-    )
-
-
 def _fast_stats(params, ys, ss, end_covs, start_covs):
     N = ys.shape[0]
     T = ss.obs_factors.shape[0]
@@ -769,7 +740,7 @@ def _fast_stats(params, ys, ss, end_covs, start_covs):
 
 def _full_stats(params, ys):
     smoothed = _smooth(params, _filter(params, ys))
-    return _stats_from_smoother(ys, smoothed), smoothed.log_likelihood
+    return _sequence_stats(smoothed, ys), smoothed.log_likelihood
 
 
 def _steady_stats_with_info(
@@ -815,7 +786,7 @@ def _steady_stats(
 
     The covariance sums are transient sums plus count x steady terms; the mean sums are
     ``[D, N] @ [N, D]`` products. No ``[N, D, D]`` array is formed on the fast path; the
-    fallback is the full smoother followed by :func:`_stats_from_smoother`.
+    fallback is the full smoother followed by :func:`jaxssm._estep._sequence_stats`.
 
     Args:
         params: an :class:`~jaxssm.LGSSM` (unchecked).

@@ -34,6 +34,7 @@ from reference import (
 )
 
 from jaxssm import _steady as st
+from jaxssm._estep import _sequence_stats
 from jaxssm._filtering import _filter
 from jaxssm._smoothing import _smooth
 
@@ -253,7 +254,7 @@ def test_grad_of_statistics_matches_full_path():
     # EM objectives differentiated through the E-step: d(sum of C)/d(params).
     fast = jax.jit(jax.grad(lambda p: jnp.sum(st._steady_stats(p, ys)[0].C)))(params)
     full = jax.jit(
-        jax.grad(lambda p: jnp.sum(st._stats_from_smoother(ys, _smooth(p, _filter(p, ys))).C))
+        jax.grad(lambda p: jnp.sum(_sequence_stats(_smooth(p, _filter(p, ys)), ys).C))
     )(params)
     for name in params._fields:
         assert_close(getattr(fast, name), getattr(full, name), 1e-8, err_msg=name)
