@@ -31,7 +31,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # a script may; the library never does
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
@@ -41,19 +40,7 @@ from jaxssm.datasets import load_sarcos  # noqa: E402
 POSITIONS = slice(0, 7)
 
 
-def exercise_setup(Y: np.ndarray, seed: int) -> tuple[ssm.LGSSM, jax.Array]:
-    D = Y.shape[1]
-    R = np.kron(np.diag([0.01, 0.01, 1.0]), np.eye(D // 3))
-    u = np.random.default_rng(seed).uniform(size=D)
-    params = ssm.LGSSM(
-        m0=jnp.asarray(Y[0]),
-        P0=jnp.asarray(R),
-        A=jnp.zeros((D, D)),
-        Q=jnp.asarray(0.01 * np.diag(u)),
-        H=jnp.eye(D),
-        R=jnp.asarray(R),
-    )
-    return params, jnp.asarray(Y[1:])
+from em_vs_mle import exercise_start_from as exercise_setup  # noqa: E402  (same directory)
 
 
 def position_rmse(params: ssm.LGSSM, ys: jax.Array) -> float:
