@@ -1,10 +1,7 @@
-"""The EM loop: E-step and M-step iterated inside one compiled ``lax.scan``/``lax.while_loop``."""
+"""EM: the E-step (smoother and statistics) and the EM loop compiled as one program."""
 
 from __future__ import annotations
 
-import math
-import sys
-import warnings
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -13,39 +10,77 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm._estep import _e_step, _log_likelihood
-from jaxssm._model import LGSSM, validate_observations, validate_params
-from jaxssm._mstep import _m_step, normalize_update
-from jaxssm._schedules import resolve
+from jaxssm import _dispatch
+from jaxssm._mstep import _m_step
+from jaxssm._types import LGSSM, EMInfo, EMStatus, SufficientStats
+from jaxssm._validation import (
+    ProgressCallback,
+    check_callback,
+    check_num_iters,
+    check_tol,
+    check_update,
+    validate_observations,
+    validate_params,
+)
 
-__all__ = ["EMInfo", "fit_em", "fit_em_with_info", "RUNNING", "CONVERGED", "DECREASED"]
+__all__ = ["e_step", "fit_em"]
 
-#: ``EMInfo.status`` values.
-RUNNING, CONVERGED, DECREASED = 0, 1, 2
+_CONVERGED, _DECREASED = int(EMStatus.CONVERGED), int(EMStatus.DECREASED)
+# Inside the loop status 0 means "still running"; a loop that never leaves it ran all
+# iterations, which is what EMStatus.MAX_ITERS = 0 reports.
+_RUNNING = int(EMStatus.MAX_ITERS)
 
 
-class EMInfo(NamedTuple):
-    """What happened in :func:`fit_em_with_info`.
+def e_step(
+    params: LGSSM,
+    ys: ArrayLike,
+    *,
+    method: str = "sequential",
+    steady_state: bool | None = None,
+) -> tuple[SufficientStats, jax.Array]:
+    r"""E-step of EM: RTS smoother, then the exercise's statistics (normalised by N).
 
-    Attributes:
-        log_likelihoods: ``[num_iters]``; entry ``i`` is ``log p(y | theta_i)`` with
-            ``theta_0`` the initial parameters, NaN for iterations that did not run (after
-            convergence or a decrease).
-        log_likelihood: ``log p(y | params)`` of the returned parameters, a scalar.
-        num_iters: the number of E-steps run in the loop (the entries of
-            ``log_likelihoods`` that were filled; the rest are NaN), an int32 scalar.
-        status: ``0`` ran all ``num_iters`` iterations, ``1`` converged (relative improvement
-            below ``tol``), ``2`` stopped because the log-likelihood decreased by more than
-            round-off (or became non-finite); an int32 scalar.
-        decrease: the size of that decrease, ``log p(y | theta_best) - log p(y | theta_bad)``
-            (``inf`` for a non-finite log-likelihood); ``0`` unless ``status == 2``.
+    .. math::
+
+        \Sigma = \tfrac1N \sum_{k=1}^N (P_k^s + m_k^s m_k^{sT}), \quad
+        \Phi = \tfrac1N \sum_{k=1}^N (P_{k-1}^s + m_{k-1}^s m_{k-1}^{sT}), \quad
+        B = \tfrac1N \sum_{k=1}^N y_k m_k^{sT},
+
+        C = \tfrac1N \sum_{k=1}^N (P_k^s G_{k-1}^T + m_k^s m_{k-1}^{sT}), \quad
+        D = \tfrac1N \sum_{k=1}^N y_k y_k^T.
+
+    The sums over time are one compiled reduction inside the same compiled function as the
+    smoother (matrix products over the time axis for the outer products); a second call with
+    the same shapes does not recompile.
+
+    For a batch ``ys [B, N, Dy]`` (B sequences of equal length, independent given the
+    parameters) the statistics are pooled: ``Sigma, Phi, B, C, D`` are sums over all
+    ``B * N`` steps divided by ``B * N`` (``num_steps = B * N``), ``m0_smoothed`` is the average
+    of the sequences' ``E[x_0 | y]`` and ``P0_smoothed = mean_b [P0s_b + (m0s_b - m0_smoothed)
+    (m0s_b - m0_smoothed)^T]``, so that :func:`~jaxssm.m_step` returns the joint maximiser over
+    all sequences. The returned log-likelihood is then the sum over sequences.
+
+    Args:
+        params: an :class:`~jaxssm.LGSSM` (``theta_n``, the parameters the smoother runs with).
+        ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]``.
+        method: ``"sequential"`` or ``"parallel"``, as in :func:`~jaxssm.kalman_filter`.
+        steady_state: as in :func:`~jaxssm.kalman_filter`. On the steady-state fast path the
+            covariance sums are transient sums plus ``count x`` the converged terms and no
+            ``[N, D, D]`` array is formed.
+
+    Returns:
+        ``(stats, log_likelihood)``: a :class:`~jaxssm.SufficientStats` (``Sigma [D, D]``,
+        ``Phi [D, D]``, ``B [Dy, D]``, ``C [D, D]``, ``D [Dy, Dy]``, ``m0_smoothed [D]``,
+        ``P0_smoothed [D, D]``, ``num_steps []`` int32) and ``log p(y | params)``, a scalar.
+
+    References:
+        S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3;
+        R. H. Shumway and D. S. Stoffer (1982).
     """
-
-    log_likelihoods: jax.Array
-    log_likelihood: jax.Array
-    num_iters: jax.Array
-    status: jax.Array
-    decrease: jax.Array
+    schedule = _dispatch.resolve(method, steady_state)
+    params = validate_params(params)
+    ys = validate_observations(ys, params, allow_batch=True)
+    return _dispatch.stats(params, ys, schedule)
 
 
 class _State(NamedTuple):
@@ -74,15 +109,6 @@ def _decrease_size(decreased, best_ll, ll):
     return jnp.where(decreased, size, jnp.zeros_like(ll))
 
 
-def _print_progress(iteration, log_likelihood, num_iters):
-    print(
-        f"EM iteration {int(iteration) + 1}/{num_iters}: "
-        f"log-likelihood {float(log_likelihood):.6f}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def _fit(
     params: LGSSM,
     ys: jax.Array,
@@ -99,7 +125,7 @@ def _fit(
     nan = jnp.array(jnp.nan, dtype)
 
     def iterate(state: _State, i) -> tuple[_State, jax.Array]:
-        stats, ll = _e_step(state.params, ys, method)
+        stats, ll = _dispatch.stats(state.params, ys, method)
         if callback is not None:
             jax.debug.callback(callback, i, ll, ordered=True)
         decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
@@ -118,7 +144,7 @@ def _fit(
         next_params = jax.tree.map(
             lambda a, b: jnp.where(decreased | converged, a, b), keep, new_params
         )
-        status = jnp.where(decreased, DECREASED, jnp.where(converged, CONVERGED, RUNNING))
+        status = jnp.where(decreased, _DECREASED, jnp.where(converged, _CONVERGED, _RUNNING))
         new_state = _State(
             params=next_params,
             best=keep,
@@ -133,7 +159,7 @@ def _fit(
         params=params,
         best=params,
         best_ll=jnp.array(-jnp.inf, dtype),
-        status=jnp.array(RUNNING, jnp.int32),
+        status=jnp.array(_RUNNING, jnp.int32),
         decrease=jnp.zeros((), dtype),
         count=jnp.zeros((), jnp.int32),
     )
@@ -142,14 +168,14 @@ def _fit(
         # Fixed number of iterations: a scan. Once the guard stops the loop, the remaining
         # iterations skip all work through lax.cond and record NaN.
         def body(state, i):
-            return jax.lax.cond(state.status == RUNNING, iterate, lambda s, _: (s, nan), state, i)
+            return jax.lax.cond(state.status == _RUNNING, iterate, lambda s, _: (s, nan), state, i)
 
         state, trace = jax.lax.scan(body, init, jnp.arange(num_iters))
     else:
 
         def cond(carry):
             state, _ = carry
-            return (state.status == RUNNING) & (state.count < num_iters)
+            return (state.status == _RUNNING) & (state.count < num_iters)
 
         def loop(carry):
             state, trace = carry
@@ -165,20 +191,20 @@ def _fit(
     # smoother) so that the guard also covers the final step and the returned parameters'
     # log-likelihood is known.
     def finish(state):
-        ll = _log_likelihood(state.params, ys, method)
+        ll = _dispatch.log_likelihood(state.params, ys, method)
         decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
         params = jax.tree.map(lambda a, b: jnp.where(decreased, a, b), state.best, state.params)
         return (
             params,
             jnp.where(decreased, state.best_ll, ll),
-            jnp.where(decreased, DECREASED, RUNNING).astype(jnp.int32),
+            jnp.where(decreased, _DECREASED, _RUNNING).astype(jnp.int32),
             _decrease_size(decreased, state.best_ll, ll),
         )
 
     def stopped(state):
         return state.best, state.best_ll, state.status, state.decrease
 
-    params, ll, status, decrease = jax.lax.cond(state.status == RUNNING, finish, stopped, state)
+    params, ll, status, decrease = jax.lax.cond(state.status == _RUNNING, finish, stopped, state)
     return params, EMInfo(trace, ll, state.count, status, decrease)
 
 
@@ -186,80 +212,6 @@ _fit_jit = jax.jit(
     _fit,
     static_argnames=("num_iters", "update", "tol", "method", "decrease_rtol", "callback"),
 )
-
-
-def fit_em_with_info(
-    params: LGSSM,
-    ys: ArrayLike,
-    *,
-    num_iters: int,
-    update: str | Iterable[str] = ("A", "Q"),
-    tol: float | None = None,
-    method: str = "sequential",
-    steady_state: bool = True,
-    decrease_rtol: float | None = None,
-    progress: bool = False,
-    callback: Callable[[jax.Array, jax.Array], None] | None = None,
-) -> tuple[LGSSM, EMInfo]:
-    """:func:`fit_em`, returning an :class:`EMInfo` instead of the bare trace.
-
-    Args and behaviour as :func:`fit_em`.
-
-    Returns:
-        ``(params, info)``: the fitted :class:`~jaxssm.LGSSM` and an :class:`EMInfo` with the
-        trace ``log_likelihoods [num_iters]``, the returned parameters' ``log_likelihood``, the
-        number of iterations run, the stopping ``status`` and the size of a ``decrease``.
-    """
-    names = normalize_update(update)
-    schedule = resolve(method, steady_state)
-    if isinstance(num_iters, bool) or not isinstance(num_iters, (int, np.integer)) or num_iters < 1:
-        raise ValueError(f"num_iters must be a positive int, got {num_iters!r}")
-    if tol is not None:
-        if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
-            raise ValueError(f"tol must be None or a finite float >= 0, got {tol!r}")
-        tol = float(tol)
-    params = validate_params(params)
-    ys = validate_observations(ys, params, allow_batch=True)
-    if decrease_rtol is None:
-        decrease_rtol = default_decrease_rtol(params.A.dtype)
-    elif not isinstance(decrease_rtol, (int, float)) or not decrease_rtol >= 0:
-        raise ValueError(f"decrease_rtol must be None or a float >= 0, got {decrease_rtol!r}")
-    if callback is not None and not callable(callback):
-        raise ValueError(f"callback must be callable or None, got {type(callback).__name__}")
-    if progress:
-        # Equal for equal (num_iters, callback), so repeated calls reuse the compiled loop.
-        callback = _ProgressCallback(int(num_iters), callback)
-    return _fit_jit(
-        params,
-        ys,
-        num_iters=int(num_iters),
-        update=names,
-        tol=tol,
-        method=schedule,
-        decrease_rtol=float(decrease_rtol),
-        callback=callback,
-    )
-
-
-class _ProgressCallback:
-    """Hashable progress printer (equal for equal arguments, so the jit cache is reused)."""
-
-    def __init__(self, num_iters: int, user: Callable | None):
-        self.num_iters, self.user = num_iters, user
-
-    def __call__(self, i, ll):
-        _print_progress(i, ll, self.num_iters)
-        if self.user is not None:
-            self.user(i, ll)
-
-    def __eq__(self, other):
-        return isinstance(other, _ProgressCallback) and (self.num_iters, self.user) == (
-            other.num_iters,
-            other.user,
-        )
-
-    def __hash__(self):
-        return hash((self.num_iters, self.user))
 
 
 def fit_em(
@@ -270,11 +222,11 @@ def fit_em(
     update: str | Iterable[str] = ("A", "Q"),
     tol: float | None = None,
     method: str = "sequential",
-    steady_state: bool = True,
+    steady_state: bool | None = None,
     decrease_rtol: float | None = None,
     progress: bool = False,
     callback: Callable[[jax.Array, jax.Array], None] | None = None,
-) -> tuple[LGSSM, jax.Array]:
+) -> tuple[LGSSM, EMInfo]:
     """Expectation-maximisation for the parameters in ``update``, compiled as one loop.
 
     Iteration ``i`` runs the E-step at ``theta_i`` (smoother and statistics, which also give
@@ -287,7 +239,7 @@ def fit_em(
     ``theta_0`` being ``params``. When all iterations run, the returned parameters are
     ``theta_num_iters``: one M-step past the last trace entry, so *their* log-likelihood is not
     in the trace. It is computed once after the loop (one extra filter pass, for the guard
-    below) and returned as ``EMInfo.log_likelihood`` by :func:`fit_em_with_info`.
+    below) and returned as ``EMInfo.log_likelihood``.
 
     **Stopping early** (``tol``). When ``log p(y | theta_i) - log p(y | theta_{i-1}) <= tol *
     |log p(y | theta_{i-1})|`` the loop stops and returns ``theta_i`` (whose log-likelihood is
@@ -303,8 +255,8 @@ def fit_em(
     log-likelihood is a sum of N per-step terms, each computed from covariances that carry a
     relative error of a modest multiple of ``eps``, so its accumulated relative error is well
     below ``sqrt(eps)`` for the series this library targets, while a genuine breakdown moves
-    it far more. :func:`fit_em` then issues a ``RuntimeWarning``; :func:`fit_em_with_info`
-    reports whether (``status == 2``) and by how much instead.
+    it far more. ``EMInfo.status`` then says ``EMStatus.DECREASED`` and ``EMInfo.decrease``
+    by how much.
 
     For a batch ``ys [B, N, Dy]`` the statistics are pooled (see :func:`~jaxssm.e_step`) and
     the log-likelihoods are sums over sequences.
@@ -315,12 +267,10 @@ def fit_em(
         num_iters: the maximum number of EM iterations (static: it fixes the trace length).
         update: parameter name(s) to learn, any subset of ``"m0", "P0", "A", "Q", "H", "R"``.
         tol: ``None`` (run all iterations) or the relative-improvement threshold above.
-        method: ``"sequential"`` or ``"parallel"`` smoother in the E-step.
-        steady_state: with ``method="sequential"``, compute the E-step through the
-            steady-state fast path (default ``True``; see :func:`~jaxssm.e_step`): each
-            iteration costs ``O(N D^2)`` plus the transients instead of ``O(N D^3)``, with
-            the same results to round-off and an automatic fallback to the full recursion
-            for iterates whose covariances do not converge within the bound.
+        method: the E-step's schedule, ``"sequential"`` or ``"parallel"``, as in
+            :func:`~jaxssm.kalman_filter`.
+        steady_state: as in :func:`~jaxssm.kalman_filter`; on the default steady-state fast
+            path an iteration costs ``O(N D^2)`` plus the transients instead of ``O(N D^3)``.
         decrease_rtol: relative tolerance of the decrease guard (default ``sqrt(eps)``).
         progress: print ``EM iteration i/num_iters: log-likelihood ...`` to stderr after each
             E-step (through :func:`jax.debug.callback`).
@@ -330,35 +280,43 @@ def fit_em(
             pass the same function object to reuse the compiled loop.
 
     Returns:
-        ``(params, log_likelihoods)``: the fitted :class:`~jaxssm.LGSSM` and the trace
-        ``[num_iters]`` described above.
+        ``(params, info)``: the fitted :class:`~jaxssm.LGSSM` and an :class:`~jaxssm.EMInfo`
+        with the trace ``log_likelihoods [num_iters]``, the returned parameters'
+        ``log_likelihood``, the number of iterations run, the stopping ``status``
+        (:class:`~jaxssm.EMStatus`) and the size of a ``decrease``.
 
     Raises:
-        ValueError: an unknown ``update`` name, ``method``, or a bad ``num_iters``/``tol``;
-            the errors of :func:`~jaxssm.validate_params` for bad parameters or ``ys``.
+        ValueError: an unknown, repeated or empty ``update``, a bad ``method``, a non-positive
+            ``num_iters``, a negative or non-finite ``tol``; the errors of
+            :func:`~jaxssm.validate_params` for bad parameters or ``ys``.
+        TypeError: arguments of the wrong type (``num_iters`` not an int, ``tol`` not a
+            number, ``callback`` not callable).
 
     References:
         R. H. Shumway and D. S. Stoffer (1982); Z. Ghahramani and G. E. Hinton (1996);
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3.
     """
-    params, info = fit_em_with_info(
+    names = check_update(update)
+    schedule = _dispatch.resolve(method, steady_state)
+    num_iters = check_num_iters(num_iters)
+    tol = check_tol(tol)
+    params = validate_params(params)
+    ys = validate_observations(ys, params, allow_batch=True)
+    if decrease_rtol is None:
+        decrease_rtol = default_decrease_rtol(params.A.dtype)
+    else:
+        decrease_rtol = check_tol(decrease_rtol, "decrease_rtol")
+    callback = check_callback(callback)
+    if progress:
+        # Equal for equal (num_iters, callback), so repeated calls reuse the compiled loop.
+        callback = ProgressCallback("EM iteration", num_iters, callback)
+    return _fit_jit(
         params,
         ys,
         num_iters=num_iters,
-        update=update,
+        update=names,
         tol=tol,
-        method=method,
-        steady_state=steady_state,
-        decrease_rtol=decrease_rtol,
-        progress=progress,
+        method=schedule,
+        decrease_rtol=float(decrease_rtol),
         callback=callback,
     )
-    if not isinstance(info.status, jax.core.Tracer) and int(info.status) == DECREASED:
-        warnings.warn(
-            f"fit_em stopped after {int(info.num_iters)} E-steps: the log-likelihood fell by "
-            f"{float(info.decrease):.6g} (more than round-off, or to a non-finite value); "
-            "returning the last parameters before the fall. Use fit_em_with_info for details.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return params, info.log_likelihoods

@@ -23,48 +23,33 @@ them and they come back bitwise unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _schedules, steps
-from jaxssm._model import LGSSM, validate_observations, validate_params
+from jaxssm import _dispatch
+from jaxssm._linalg import LAPACK, symmetrize
+from jaxssm._types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
+from jaxssm._validation import (
+    ProgressCallback,
+    check_callback,
+    check_num_iters,
+    check_update,
+    validate_observations,
+    validate_params,
+)
 
 if TYPE_CHECKING:
     import optax
 
-__all__ = ["UnconstrainedParams", "to_unconstrained", "from_unconstrained", "fit_mle"]
+__all__ = ["to_unconstrained", "from_unconstrained", "fit_mle"]
 
-_FIELDS = LGSSM._fields
+_FIELDS = PARAMETER_NAMES
 _COVARIANCES = ("P0", "Q", "R")
-
-
-class UnconstrainedParams(NamedTuple):
-    """Unconstrained coordinates of the free parameters of an :class:`~jaxssm.LGSSM`.
-
-    A pytree for optax: fields that are not optimised are ``None`` (empty subtrees), so an
-    optimiser never sees them.
-
-    Attributes:
-        m0: ``[D]`` (the mean itself), or ``None`` when fixed.
-        P0: ``[D (D + 1) / 2]`` lower-triangle entries of the Cholesky factor of ``P0``, with the
-            diagonal through ``softplus^{-1}``; or ``None``.
-        A: ``[D, D]`` (the matrix itself), or ``None``.
-        Q: ``[D (D + 1) / 2]``, as ``P0``; or ``None``.
-        H: ``[Dy, D]`` (the matrix itself), or ``None``.
-        R: ``[Dy (Dy + 1) / 2]``, as ``P0``; or ``None``.
-    """
-
-    m0: jax.Array | None = None
-    P0: jax.Array | None = None
-    A: jax.Array | None = None
-    Q: jax.Array | None = None
-    H: jax.Array | None = None
-    R: jax.Array | None = None
 
 
 # --- the covariance <-> vector map -------------------------------------------------------
@@ -79,7 +64,7 @@ def _cov_to_vector(S: jax.Array) -> jax.Array:
     """SPD ``[D, D]`` -> ``[D (D + 1) / 2]`` (Cholesky factor, diagonal via softplus^-1)."""
     D = S.shape[-1]
     rows, cols = np.tril_indices(D)
-    L = jnp.linalg.cholesky(steps.symmetrize(S))
+    L = LAPACK.cholesky(symmetrize(S))
     v = L[rows, cols]
     on_diag = rows == cols
     return jnp.where(on_diag, _softplus_inverse(jnp.where(on_diag, v, 1)), v)
@@ -91,7 +76,7 @@ def _vector_to_cov(v: jax.Array, D: int) -> jax.Array:
     on_diag = rows == cols
     entries = jnp.where(on_diag, jax.nn.softplus(v), v)
     L = jnp.zeros((D, D), v.dtype).at[rows, cols].set(entries)
-    return steps.symmetrize(L @ L.T)
+    return symmetrize(L @ L.T)
 
 
 def _to_unconstrained(params: LGSSM, update: tuple[str, ...]) -> UnconstrainedParams:
@@ -117,32 +102,6 @@ def _from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
     return LGSSM(**fields)
 
 
-# --- argument checks -----------------------------------------------------------------------
-
-
-def _check_update(update) -> tuple[str, ...]:
-    """Normalise ``update`` to a tuple of field names in LGSSM order, or raise ValueError."""
-    if isinstance(update, str):
-        update = (update,)
-    try:
-        names = tuple(update)
-    except TypeError:
-        raise TypeError(
-            f"update must be a sequence of parameter names from {list(_FIELDS)}, "
-            f"got {type(update).__name__}"
-        ) from None
-    bad = [n for n in names if n not in _FIELDS]
-    if bad:
-        raise ValueError(
-            f"update has unknown parameter name(s) {bad}; valid names are {list(_FIELDS)}"
-        )
-    if not names:
-        raise ValueError(f"update must name at least one of {list(_FIELDS)}, got {update!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"update must not repeat names, got {list(names)}")
-    return tuple(n for n in _FIELDS if n in names)
-
-
 def to_unconstrained(
     params: LGSSM, update: Sequence[str] = ("m0", "P0", "A", "Q", "H", "R")
 ) -> UnconstrainedParams:
@@ -162,9 +121,10 @@ def to_unconstrained(
         :class:`UnconstrainedParams`; :func:`from_unconstrained` inverts it.
 
     Raises:
-        ValueError: unknown or repeated names in ``update``, or invalid ``params``.
+        ValueError: an empty, repeated or unknown name in ``update``, or invalid ``params``.
+        TypeError: ``update`` is not a name or an iterable of names.
     """
-    update = _check_update(update)
+    update = check_update(update)
     params = validate_params(params)
     return _to_unconstrained(params, update)
 
@@ -214,11 +174,6 @@ def from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
 # --- the optimisation loop -----------------------------------------------------------------
 
 
-def _log_likelihood_fn(method: str):
-    """``(params, ys [N, Dy]) -> log p(y)`` for an internal schedule name (unchecked)."""
-    return _schedules.log_likelihood_fn(method)
-
-
 def _stores_value_and_grad(state) -> bool:
     """Whether the optimiser state carries the objective's value and gradient (line search)."""
     import optax
@@ -236,13 +191,13 @@ def _fit(
     template: LGSSM,
     ys: jax.Array,
     optimizer: optax.GradientTransformation,
-    num_steps: int,
+    num_iters: int,
     method: str,
-):
-    """Unchecked optimisation loop: one ``lax.scan`` over ``num_steps`` optimiser steps."""
+    callback: Callable | None,
+) -> tuple[LGSSM, MLEInfo]:
+    """Unchecked optimisation loop: one ``lax.scan`` over ``num_iters`` optimiser steps."""
     import optax  # imported on use: `import jaxssm` works where only jax is installed
 
-    ll_fn = _log_likelihood_fn(method)
     dtype = template.A.dtype
     num_time_steps = ys.shape[0] * ys.shape[1] if ys.ndim == 3 else ys.shape[0]
     scale = jnp.asarray(num_time_steps, dtype)
@@ -252,11 +207,7 @@ def _fit(
         # with x64 enabled): keep every iterate in the parameters' dtype.
         theta = jax.tree.map(lambda x: x.astype(dtype), theta)
         params = _from_unconstrained(theta, template)
-        if ys.ndim == 3:
-            ll = jnp.sum(jax.vmap(ll_fn, in_axes=(None, 0))(params, ys))
-        else:
-            ll = ll_fn(params, ys)
-        return -ll / scale
+        return -_dispatch.log_likelihood(params, ys, method) / scale
 
     opt = optax.with_extra_args_support(optimizer)
     state0 = opt.init(theta0)
@@ -270,18 +221,22 @@ def _fit(
             del state
             return jax.value_and_grad(objective)(theta)
 
-    def step(carry, _):
+    def step(carry, i):
         theta, state = carry
         value, grad = value_and_grad(theta, state=state)
+        if callback is not None:
+            jax.debug.callback(callback, i, -value * scale, ordered=True)
         updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=objective)
         theta = optax.apply_updates(theta, updates)
         return (theta, state), value
 
-    (theta, _), values = jax.lax.scan(step, (theta0, state0), None, length=num_steps)
-    return _from_unconstrained(theta, template), (-values * scale).astype(dtype)
+    (theta, _), values = jax.lax.scan(step, (theta0, state0), jnp.arange(num_iters))
+    params = _from_unconstrained(theta, template)
+    final = _dispatch.log_likelihood(params, ys, method)
+    return params, MLEInfo((-values * scale).astype(dtype), final)
 
 
-_fit_jit = jax.jit(_fit, static_argnames=("optimizer", "num_steps", "method"))
+_fit_jit = jax.jit(_fit, static_argnames=("optimizer", "num_iters", "method", "callback"))
 
 
 def fit_mle(
@@ -289,11 +244,13 @@ def fit_mle(
     ys: ArrayLike,
     *,
     optimizer: optax.GradientTransformation,
-    num_steps: int,
+    num_iters: int,
     update: Sequence[str] = ("A", "Q"),
     method: str = "sequential",
-    steady_state: bool = True,
-) -> tuple[LGSSM, jax.Array]:
+    steady_state: bool | None = None,
+    progress: bool = False,
+    callback: Callable[[jax.Array, jax.Array], None] | None = None,
+) -> tuple[LGSSM, MLEInfo]:
     r"""Maximise ``log p(y_1:N | theta)`` over the fields ``update`` with an optax optimiser.
 
     The objective is the Kalman filter's log marginal likelihood, differentiated with
@@ -305,7 +262,7 @@ def fit_mle(
     L-BFGS's initial scaling; the reported log-likelihoods are multiplied back by ``T``
     (equal to ``log p(y)`` up to round-off).
 
-    All ``num_steps`` steps run as one compiled ``lax.scan``. Any
+    All ``num_iters`` steps run as one compiled ``lax.scan``. Any
     :class:`optax.GradientTransformation` works: each update receives ``value``, ``grad`` and
     ``value_fn`` (the normalised objective) as extra arguments, which transformations that do
     not use them ignore, and which line searches such as the one in ``optax.lbfgs()`` need.
@@ -317,9 +274,9 @@ def fit_mle(
     returned covariance can be numerically singular; the checked public functions then reject
     it (call them under ``jax.jit`` to skip the value check, or keep that covariance fixed).
 
-    Compilation is cached on the optimiser object, ``num_steps``, ``method``, ``update`` and the
-    shapes/dtypes: reuse one optimiser object (``opt = optax.adam(1e-2)``) across calls to
-    avoid recompiling.
+    Compilation is cached on the optimiser object, ``num_iters``, ``method``, ``update``,
+    ``callback`` and the shapes/dtypes: reuse one optimiser object (``opt = optax.adam(1e-2)``)
+    across calls to avoid recompiling.
 
     Args:
         params: the starting :class:`~jaxssm.LGSSM`; fields not in ``update`` stay fixed and are
@@ -327,42 +284,44 @@ def fit_mle(
         ys: observations ``[N, Dy]``, or ``[B, N, Dy]`` for ``B`` independent sequences
             sharing the parameters (their log-likelihoods are summed).
         optimizer: an optax optimiser, e.g. ``optax.adam(1e-2)`` or ``optax.lbfgs()``.
-        num_steps: number of optimiser steps, a positive int.
+        num_iters: number of optimiser steps, a positive int.
         update: names of the fields to fit, from ``"m0", "P0", "A", "Q", "H", "R"``.
-        method: ``"sequential"`` (``lax.scan`` filter) or ``"parallel"``
-            (``lax.associative_scan`` filter).
-        steady_state: with ``method="sequential"``, differentiate through the steady-state
-            fast path of the filter (default ``True``; see :func:`~jaxssm.kalman_filter`):
-            same values and gradients to round-off, ``O(N D^2)`` after the transient.
+        method: ``"sequential"`` or ``"parallel"``, as in :func:`~jaxssm.kalman_filter`.
+        steady_state: as in :func:`~jaxssm.kalman_filter`; the default differentiates
+            through the steady-state fast path (same values and gradients to round-off).
+        progress: print ``MLE step i/num_iters: log-likelihood ...`` to stderr at each step.
+        callback: ``callback(step, log_likelihood)`` called at each step with
+            ``log p(y | theta_step)`` (through :func:`jax.debug.callback`); static, so pass
+            the same function object to reuse the compiled loop.
 
     Returns:
-        ``(params, log_likelihoods)``: the :class:`~jaxssm.LGSSM` after ``num_steps`` steps, and
-        ``log_likelihoods [num_steps]`` with ``log_likelihoods[i] = log p(y | theta_i)``, the
-        log-likelihood *before* step ``i`` (entry 0 is that of the starting point; the value at
-        the returned parameters is not included: compute it with
-        :func:`~jaxssm.log_likelihood`).
+        ``(params, info)``: the :class:`~jaxssm.LGSSM` after ``num_iters`` steps and an
+        :class:`~jaxssm.MLEInfo` with ``log_likelihoods [num_iters]``
+        (``log_likelihoods[i] = log p(y | theta_i)``, before step ``i``) and
+        ``log_likelihood``, that of the returned parameters.
 
     Raises:
-        ValueError: unknown names in ``update``, bad ``method`` or ``num_steps``, or invalid
-            ``params`` / ``ys``.
-        TypeError: ``optimizer`` is not an optax gradient transformation.
+        ValueError: an empty, repeated or unknown name in ``update``, a bad ``method``, a
+            non-positive ``num_iters``, or invalid ``params`` / ``ys``.
+        TypeError: ``optimizer`` is not an optax gradient transformation, ``num_iters`` not
+            an int, or ``callback`` not callable.
 
     References:
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), ch. 12 (parameter estimation via
         the energy function ``-log p(y | theta)`` and its gradient).
     """
-    update = _check_update(update)
-    schedule = _schedules.resolve(method, steady_state)
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise TypeError(f"num_steps must be a positive int, got {type(num_steps).__name__}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps}")
+    update = check_update(update)
+    schedule = _dispatch.resolve(method, steady_state)
+    num_iters = check_num_iters(num_iters)
     if not all(callable(getattr(optimizer, f, None)) for f in ("init", "update")):
         raise TypeError(
             "optimizer must be an optax.GradientTransformation (with init and update), "
             f"got {type(optimizer).__name__}"
         )
+    callback = check_callback(callback)
+    if progress:
+        callback = ProgressCallback("MLE step", num_iters, callback)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
     theta0 = _to_unconstrained(params, update)
-    return _fit_jit(theta0, params, ys, optimizer, int(num_steps), schedule)
+    return _fit_jit(theta0, params, ys, optimizer, num_iters, schedule, callback)

@@ -27,43 +27,13 @@ from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_factor, cho_solve
 
-from jaxssm._model import LGSSM, validate_params
-from jaxssm._stats import SufficientStats
-from jaxssm.steps import symmetrize
+from jaxssm._linalg import LAPACK, symmetrize
+from jaxssm._types import LGSSM, SufficientStats
+from jaxssm._validation import check_update, validate_params
+from jaxssm.steps import LOG_2PI
 
-__all__ = ["m_step", "expected_log_joint", "UPDATABLE"]
-
-#: The parameters the M-step can update, in the order it updates them.
-UPDATABLE = ("A", "Q", "H", "R", "m0", "P0")
-
-_LOG_2PI = 1.8378770664093453
-
-
-def normalize_update(update) -> tuple[str, ...]:
-    """Check ``update`` and return its names in M-step order (a hashable tuple).
-
-    Args:
-        update: one name (``"A"``) or a tuple/list/set of names from ``UPDATABLE``.
-
-    Raises:
-        ValueError: not a str or a tuple/list/set/frozenset of str, or an unknown name.
-    """
-    valid = ", ".join(repr(n) for n in UPDATABLE)
-    if isinstance(update, str):
-        names = (update,)
-    elif isinstance(update, (tuple, list, set, frozenset)):
-        names = tuple(update)
-    else:
-        raise ValueError(
-            f"update must be a parameter name or a tuple of names from {{{valid}}}, "
-            f"got {type(update).__name__}"
-        )
-    for name in names:
-        if not isinstance(name, str) or name not in UPDATABLE:
-            raise ValueError(f"update contains {name!r}; valid names are {{{valid}}}")
-    return tuple(n for n in UPDATABLE if n in names)
+__all__ = ["m_step", "expected_log_joint"]
 
 
 def _residual_cov(second: jax.Array, cross: jax.Array, M: jax.Array, prev: jax.Array):
@@ -77,15 +47,19 @@ def _residual_cov(second: jax.Array, cross: jax.Array, M: jax.Array, prev: jax.A
 
 
 def _m_step(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> LGSSM:
-    """Unchecked M-step; ``update`` already normalised (see :func:`normalize_update`)."""
+    """Unchecked M-step; ``update`` already checked (:func:`jaxssm._validation.check_update`).
+
+    The closed forms are applied in the order A, Q, H, R, m0, P0 whatever the order of
+    ``update``.
+    """
     m0, P0, A, Q, H, R = params
     if "A" in update:
         # A Phi = C  <=>  Phi A^T = C^T (Phi symmetric).
-        A = cho_solve(cho_factor(stats.Phi, lower=True), stats.C.T).T
+        A = LAPACK.cho_solve(LAPACK.cholesky(stats.Phi), stats.C.T).T
     if "Q" in update:
         Q = _residual_cov(stats.Sigma, stats.C, A, stats.Phi)
     if "H" in update:
-        H = cho_solve(cho_factor(stats.Sigma, lower=True), stats.B.T).T
+        H = LAPACK.cho_solve(LAPACK.cholesky(stats.Sigma), stats.B.T).T
     if "R" in update:
         R = _residual_cov(stats.D, stats.B, H, stats.Sigma)
     if "m0" in update:
@@ -159,14 +133,15 @@ def m_step(
         The updated :class:`~jaxssm.LGSSM`.
 
     Raises:
-        ValueError: ``update`` is not a name or tuple of names, or names an unknown
-            parameter; ``stats`` has shapes that do not match ``params``.
+        ValueError: ``update`` is empty, repeats or names an unknown parameter; ``stats``
+            has shapes that do not match ``params``.
+        TypeError: ``update`` is not a name or an iterable of names.
 
     References:
         Z. Ghahramani and G. E. Hinton, "Parameter estimation for linear dynamical
         systems" (1996); S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3.
     """
-    names = normalize_update(update)
+    names = check_update(update)
     params = validate_params(params, check_values=False)
     stats = _check_stats(stats, params)
     return _m_step_jit(params, stats, update=names)
@@ -183,10 +158,10 @@ def _expected_log_joint(
 
     def gaussian_term(cov, scatter):
         """``-(log|2 pi cov| + tr(cov^-1 scatter)) / 2`` through a Cholesky factor."""
-        chol = jnp.linalg.cholesky(symmetrize(cov))
+        chol = LAPACK.cholesky(symmetrize(cov))
         logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
-        trace = jnp.trace(cho_solve((chol, True), scatter))
-        return -0.5 * (cov.shape[0] * _LOG_2PI + logdet + trace)
+        trace = jnp.trace(LAPACK.cho_solve(chol, scatter))
+        return -0.5 * (cov.shape[0] * LOG_2PI + logdet + trace)
 
     dev = stats.m0_smoothed - m0
     initial = gaussian_term(P0, stats.P0_smoothed + jnp.outer(dev, dev))

@@ -30,19 +30,11 @@ and the ``(I + C_i J_j)`` term of the filtering operator is solved by Gauss-Jord
 elimination with partial pivoting (it is not symmetric). Every covariance-like output is
 symmetrised.
 
-Why this module has its own small linear algebra: on CPU, jaxlib 0.10.x runs every batched
-(vmapped) ``cholesky`` / ``triangular_solve`` / ``lu`` as a LAPACK FFI kernel that splits its
-batch over XLA's intra-op thread pool and blocks until the pieces finish
-(``jax::ParallelBatchMap``). When XLA runs as many such kernels concurrently as the pool has
-threads, every thread waits for work that no thread is free to run: the program hangs with
-0% CPU. Vmapped per-step algebra inside an associative scan produces exactly such
-independent batched calls, which is why parallel Kalman filters built on ``jnp.linalg``
-hang on small CPU machines with that jaxlib. The helpers below (:func:`_cholesky`,
-:func:`_solve_lower`, :func:`_solve_lower_t`, :func:`_solve`) are plain ``lax.fori_loop``\ s
-over the matrix dimension, so the compiled parallel filter and smoother contain no LAPACK
-call at all, on any jax version. They mirror the algebra of :mod:`jaxssm.steps`
-(``update`` and ``smooth_step``) step for step; ``steps.predict`` and ``steps.symmetrize``
-are reused as they are.
+The per-step algebra is that of :mod:`jaxssm.steps`, with the linear algebra of
+:data:`jaxssm._linalg.BATCHED` (safe to vmap over time on CPU, the backend's kernels
+elsewhere). No matrix is inverted: the ``(I + C_i J_j)`` term of the filtering operator is
+solved with partial pivoting (it is not symmetric). Every covariance-like output is
+symmetrised. All functions here are unchecked and meant to be called inside ``jit``.
 
 References:
     S. Sarkka and A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers",
@@ -56,14 +48,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.typing import ArrayLike
 
 from jaxssm import steps
-from jaxssm._filtering import FilterResult
-from jaxssm._model import LGSSM, validate_observations, validate_params
-from jaxssm._smoothing import SmootherResult
+from jaxssm._linalg import BATCHED as LA
+from jaxssm._linalg import symmetrize
+from jaxssm._types import LGSSM, FilterResult, SmootherResult
 
-__all__ = ["FilterElement", "SmoothElement", "parallel_kalman_filter", "parallel_rts_smoother"]
+__all__ = ["FilterElement", "SmoothElement", "filter", "smooth"]
 
 
 class FilterElement(NamedTuple):
@@ -99,72 +90,6 @@ class SmoothElement(NamedTuple):
     E: jax.Array
     g: jax.Array
     L: jax.Array
-
-
-# ----------------------------------------------------------------------------------------
-# LAPACK-free linear algebra for one matrix (vmapped by the callers; see the module note)
-# ----------------------------------------------------------------------------------------
-
-_LOG_2PI = 1.8378770664093453  # log(2 pi)
-
-
-def _cholesky(A: jax.Array) -> jax.Array:
-    """Lower Cholesky factor of an SPD ``[n, n]`` matrix, column by column (no LAPACK).
-
-    NaN where ``A`` is not positive definite, like ``jnp.linalg.cholesky``.
-    """
-    n = A.shape[-1]
-    idx = jnp.arange(n)
-
-    def body(j, L):
-        # Columns >= j of L are still zero, so L @ L[j] sums over k < j only.
-        c = A[:, j] - L @ L[j]
-        d = jnp.sqrt(c[j])
-        col = jnp.where(idx > j, c / d, jnp.where(idx == j, d, jnp.zeros_like(d)))
-        return L.at[:, j].set(col)
-
-    return lax.fori_loop(0, n, body, jnp.zeros_like(A))
-
-
-def _solve_lower(L: jax.Array, B: jax.Array) -> jax.Array:
-    """``L^{-1} B`` for lower-triangular ``L [n, n]`` and ``B [n, r]`` (forward substitution)."""
-    n = L.shape[-1]
-
-    def body(i, X):
-        # Rows >= i of X are still zero, so L[i] @ X sums over k < i only.
-        return X.at[i].set((B[i] - L[i] @ X) / L[i, i])
-
-    return lax.fori_loop(0, n, body, jnp.zeros_like(B))
-
-
-def _solve_lower_t(L: jax.Array, B: jax.Array) -> jax.Array:
-    """``L^{-T} B`` for lower-triangular ``L [n, n]`` and ``B [n, r]`` (back substitution)."""
-    n = L.shape[-1]
-
-    def body(t, X):
-        i = n - 1 - t
-        # (L^T)[i, k] = L[k, i] is zero for k < i; rows <= i of X are still zero.
-        return X.at[i].set((B[i] - L[:, i] @ X) / L[i, i])
-
-    return lax.fori_loop(0, n, body, jnp.zeros_like(B))
-
-
-def _solve(M: jax.Array, B: jax.Array) -> jax.Array:
-    """``M^{-1} B`` for a general ``M [n, n]`` and ``B [n, r]``: Gauss-Jordan, partial pivoting."""
-    n = M.shape[-1]
-    idx = jnp.arange(n)
-
-    def body(j, aug):
-        pivot = jnp.argmax(jnp.where(idx >= j, jnp.abs(aug[:, j]), -1.0))
-        row_j, row_p = aug[j], aug[pivot]
-        aug = aug.at[pivot].set(row_j).at[j].set(row_p)
-        row = aug[j] / aug[j, j]
-        factors = aug[:, j].at[j].set(0.0)
-        aug = aug - factors[:, None] * row[None, :]
-        return aug.at[j].set(row)
-
-    aug = lax.fori_loop(0, n, body, jnp.concatenate([M, B], axis=1))
-    return aug[:, n:]
 
 
 # ----------------------------------------------------------------------------------------
@@ -208,61 +133,39 @@ def _batched(fn):
 
 
 # ----------------------------------------------------------------------------------------
-# Per-step algebra (one step each; vmapped over time)
+# Elements (one step each; vmapped over time)
 # ----------------------------------------------------------------------------------------
-
-
-def _update(
-    mean: jax.Array, cov: jax.Array, H: jax.Array, R: jax.Array, y: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Return the filtered moments of a measurement update, as ``steps.update`` does."""
-    HP = H @ cov
-    chol = _cholesky(steps.symmetrize(HP @ H.T + R))
-    Wz = _solve_lower(chol, jnp.concatenate([HP, (y - H @ mean)[:, None]], axis=1))
-    W, z = Wz[:, :-1], Wz[:, -1]
-    return mean + W.T @ z, steps.symmetrize(cov - W.T @ W)
-
-
-def _log_likelihood_step(
-    mean: jax.Array, cov: jax.Array, H: jax.Array, R: jax.Array, y: jax.Array
-) -> jax.Array:
-    """``log N(y; H m, H P H^T + R)`` through the Cholesky factor, as in ``steps.update``."""
-    chol = _cholesky(steps.symmetrize(H @ cov @ H.T + R))
-    z = _solve_lower(chol, (y - H @ mean)[:, None])[:, 0]
-    dy = y.shape[-1]
-    return -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * dy * _LOG_2PI
 
 
 def _filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
     """Build the generic filtering element (``k >= 2``): ``x_k`` given ``y_k`` and ``x_{k-1}``.
 
-    ``(b, C)`` is the measurement update of ``N(0, Q)`` with ``y`` (what
-    :func:`jaxssm.steps.update` computes); ``A``, ``eta`` and ``J`` share its Cholesky factor
-    ``S = H Q H^T + R = L L^T``: with ``W = L^{-1} H Q``, ``V = L^{-1} H A`` and
-    ``z = L^{-1} y``, ``(I - K H) A = A - W^T V``, ``b = W^T z``, ``C = Q - W^T W``,
+    ``(b, C)`` is the measurement update of ``N(0, Q)`` with ``y``
+    (:func:`jaxssm.steps.update_cov` and its mean half); ``A``, ``eta`` and ``J`` share its
+    Cholesky factor ``S = H Q H^T + R = L L^T``: with ``W = L^{-1} H Q``, ``V = L^{-1} H A``
+    and ``z = L^{-1} y``, ``(I - K H) A = A - W^T V``, ``b = W^T z``, ``C = Q - W^T W``,
     ``eta = V^T z`` and ``J = V^T V``.
     """
-    A, Q, H, R = params.A, params.Q, params.H, params.R
-    D = A.shape[0]
-    HQ = H @ Q
-    chol = _cholesky(steps.symmetrize(HQ @ H.T + R))
-    WVz = _solve_lower(chol, jnp.concatenate([HQ, H @ A, y[:, None]], axis=1))
-    W, V, z = WVz[:, :D], WVz[:, D : 2 * D], WVz[:, -1]
+    A, Q, H = params.A, params.Q, params.H
+    half = steps.update_cov(Q, H, params.R, LA)
+    Vz = LA.solve_lower(half.chol, jnp.concatenate([H @ A, y[:, None]], axis=1))
+    V, z = Vz[:, :-1], Vz[:, -1]
+    W = half.obs_factor
     return FilterElement(
         A=A - W.T @ V,
-        b=W.T @ z,
-        C=steps.symmetrize(Q - W.T @ W),
+        b=steps.update_mean(jnp.zeros_like(params.m0), W, z),
+        C=half.cov,
         eta=V.T @ z,
-        J=steps.symmetrize(V.T @ V),
+        J=symmetrize(V.T @ V),
     )
 
 
 def _first_filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
     """Element ``k = 1``: the ordinary predict + update from ``(m0, P0)``; no dependence on x_0."""
     pred = steps.predict(params.m0, params.P0, params.A, params.Q)
-    mean, cov = _update(pred.mean, pred.cov, params.H, params.R, y)
+    upd = steps.update(pred.mean, pred.cov, params.H, params.R, y, LA)
     zeros = jnp.zeros_like(params.A)
-    return FilterElement(zeros, mean, cov, jnp.zeros_like(params.m0), zeros)
+    return FilterElement(zeros, upd.mean, upd.cov, jnp.zeros_like(params.m0), zeros)
 
 
 def _filter_elements(params: LGSSM, ys: jax.Array) -> FilterElement:
@@ -273,22 +176,29 @@ def _filter_elements(params: LGSSM, ys: jax.Array) -> FilterElement:
 
 
 def _smooth_element(
-    filt_mean: jax.Array, filt_cov: jax.Array, pred_mean: jax.Array, pred_cov: jax.Array,
+    mean: jax.Array,
+    cov: jax.Array,
+    next_pred_mean: jax.Array,
+    next_pred_cov: jax.Array,
     A: jax.Array,
 ) -> SmoothElement:
-    """Smoothing element ``k < N``: the RTS step of ``steps.smooth_step`` from a zero next state.
+    """Smoothing element ``k < N``: the RTS step of :mod:`jaxssm.steps` from a zero next state.
 
-    With the gain ``G = P_k A^T (P_{k+1}^-)^{-1}`` (Cholesky solve, as in
-    :func:`jaxssm.steps.smooth_step`): ``E_k = G``, ``g_k = m_k + G (0 - m_{k+1}^-)`` and
-    ``L_k = P_k + G (0 - P_{k+1}^-) G^T``.
+    ``E_k = G_k``, ``g_k = m_k + G_k (0 - m_{k+1}^-)`` and ``L_k = P_k + G_k (0 - P_{k+1}^-)
+    G_k^T``.
     """
-    chol = _cholesky(pred_cov)
-    gain = _solve_lower_t(chol, _solve_lower(chol, A @ filt_cov)).T
+    gain = steps.smoother_gain(cov, next_pred_cov, A, LA)
     return SmoothElement(
         E=gain,
-        g=filt_mean - gain @ pred_mean,
-        L=steps.symmetrize(filt_cov - gain @ pred_cov @ gain.T),
+        g=steps.smooth_mean(mean, next_pred_mean, jnp.zeros_like(mean), gain),
+        L=steps.smooth_cov(cov, next_pred_cov, jnp.zeros_like(cov), gain),
     )
+
+
+def _log_likelihood_step(mean, cov, H, R, y) -> jax.Array:
+    """``log N(y; H m^-, H P^- H^T + R)`` (the likelihood half of :func:`jaxssm.steps.update`)."""
+    chol = steps.innovation_chol(cov, H, R, LA)
+    return steps.log_normal_whitened(steps.whitened_innovation(mean, y, H, chol, LA), chol)
 
 
 # ----------------------------------------------------------------------------------------
@@ -316,14 +226,14 @@ def _filter_combine(earlier: FilterElement, later: FilterElement) -> FilterEleme
     Aj, bj, Cj, etaj, Jj = later
     D = Ai.shape[-1]
     eye = jnp.eye(D, dtype=Ai.dtype)
-    X = _solve(eye + Ci @ Jj, jnp.concatenate([Ai, (bi + Ci @ etaj)[:, None], Ci], axis=1))
+    X = LA.solve(eye + Ci @ Jj, jnp.concatenate([Ai, (bi + Ci @ etaj)[:, None], Ci], axis=1))
     MinvAi, Minvb, MinvC = X[:, :D], X[:, D], X[:, D + 1 :]
     return FilterElement(
         A=Aj @ MinvAi,
         b=Aj @ Minvb + bj,
-        C=steps.symmetrize(Aj @ MinvC @ Aj.T + Cj),
+        C=symmetrize(Aj @ MinvC @ Aj.T + Cj),
         eta=MinvAi.T @ (etaj - Jj @ bi) + etai,
-        J=steps.symmetrize(MinvAi.T @ Jj @ Ai + Ji),
+        J=symmetrize(MinvAi.T @ Jj @ Ai + Ji),
     )
 
 
@@ -341,17 +251,17 @@ def _smooth_combine(later: SmoothElement, earlier: SmoothElement) -> SmoothEleme
     return SmoothElement(
         E=earlier.E @ later.E,
         g=earlier.E @ later.g + earlier.g,
-        L=steps.symmetrize(earlier.E @ later.L @ earlier.E.T + earlier.L),
+        L=symmetrize(earlier.E @ later.L @ earlier.E.T + earlier.L),
     )
 
 
 # ----------------------------------------------------------------------------------------
-# Drivers (unchecked, jittable)
+# The schedule (unchecked, jittable)
 # ----------------------------------------------------------------------------------------
 
 
-def _parallel_filter(params: LGSSM, ys: jax.Array) -> FilterResult:
-    """Unchecked parallel filter: same :class:`FilterResult` as ``_filtering._filter``.
+def filter(params: LGSSM, ys: jax.Array) -> FilterResult:
+    """Parallel Kalman filter: the same :class:`~jaxssm.FilterResult` as the sequential one.
 
     The filtered moments come from the associative scan. The predicted moments are then
     ``predict(m_{k-1}, P_{k-1})`` and the log-likelihood is the sum over ``k`` of
@@ -361,7 +271,7 @@ def _parallel_filter(params: LGSSM, ys: jax.Array) -> FilterResult:
     # Exactly symmetric inputs are unchanged; the gradients with respect to P0, Q and R come
     # out symmetric, as those of the sequential filter do.
     params = params._replace(
-        P0=steps.symmetrize(params.P0), Q=steps.symmetrize(params.Q), R=steps.symmetrize(params.R)
+        P0=symmetrize(params.P0), Q=symmetrize(params.Q), R=symmetrize(params.R)
     )
     elems = _filter_elements(params, ys)
     scanned = jax.lax.associative_scan(_batched(_filter_combine), elems)
@@ -376,75 +286,12 @@ def _parallel_filter(params: LGSSM, ys: jax.Array) -> FilterResult:
     return FilterResult(means, covs, pred.mean, pred.cov, jnp.sum(lls))
 
 
-def _parallel_smooth_from_filter(params: LGSSM, filtered: FilterResult) -> SmootherResult:
-    """Unchecked parallel RTS pass over a :class:`FilterResult`."""
+def smooth(params: LGSSM, filtered: FilterResult) -> SmootherResult:
+    """Parallel RTS pass over a :class:`~jaxssm.FilterResult` (gains included)."""
     body = _batched(lambda m, P, mp, Pp: _smooth_element(m, P, mp, Pp, params.A))(
         filtered.means[:-1], filtered.covs[:-1], filtered.pred_means, filtered.pred_covs
     )
     last = SmoothElement(jnp.zeros_like(params.A), filtered.means[-1], filtered.covs[-1])
-    elems = jax.tree_util.tree_map(
-        lambda x, y: jnp.concatenate([x, y[None]], axis=0), body, last
-    )
+    elems = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y[None]], axis=0), body, last)
     scanned = jax.lax.associative_scan(jax.vmap(_smooth_combine), elems, reverse=True)
     return SmootherResult(scanned.g, scanned.L, body.E, filtered.log_likelihood)
-
-
-def _parallel_smooth(params: LGSSM, ys: jax.Array) -> SmootherResult:
-    """Unchecked parallel filter + smoother (gains and log-likelihood included)."""
-    return _parallel_smooth_from_filter(params, _parallel_filter(params, ys))
-
-
-_parallel_filter_jit = jax.jit(_parallel_filter)
-_parallel_smooth_jit = jax.jit(_parallel_smooth)
-
-
-# ----------------------------------------------------------------------------------------
-# Public entry points
-# ----------------------------------------------------------------------------------------
-
-
-def parallel_kalman_filter(params: LGSSM, ys: ArrayLike) -> FilterResult:
-    """Kalman filter as one ``jax.lax.associative_scan`` (temporal parallelisation).
-
-    Same results as :func:`~jaxssm.kalman_filter` up to round-off, with ``O(log N)`` span:
-    faster on GPUs for long series, typically slower on a few CPU cores. Works under
-    ``jit``, ``vmap`` and ``grad``, for any ``N >= 1``; the dtype follows the inputs.
-
-    Args:
-        params: an :class:`~jaxssm.LGSSM`.
-        ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1.
-
-    Returns:
-        :class:`~jaxssm.FilterResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
-        ``pred_means [N, D]``, ``pred_covs [N, D, D]`` and ``log_likelihood []``.
-
-    References:
-        S. Sarkka and A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian
-        smoothers", IEEE TAC 66(1), 2021.
-    """
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    return _parallel_filter_jit(params, ys)
-
-
-def parallel_rts_smoother(params: LGSSM, ys: ArrayLike) -> SmootherResult:
-    """Parallel Kalman filter followed by a parallel RTS pass (two associative scans).
-
-    Same results as :func:`~jaxssm.rts_smoother` up to round-off, including the smoother
-    gains ``G_k`` that the EM statistics need.
-
-    Args:
-        params: an :class:`~jaxssm.LGSSM`.
-        ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1.
-
-    Returns:
-        :class:`~jaxssm.SmootherResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
-        ``gains [N, D, D]`` and ``log_likelihood []``; row 0 is ``p(x_0 | y_1:N)``.
-
-    References:
-        S. Sarkka and A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian
-        smoothers", IEEE TAC 66(1), 2021.
-    """
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    return _parallel_smooth_jit(params, ys)

@@ -8,7 +8,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm._model import LGSSM, validate_params
+from jaxssm._types import LGSSM
+from jaxssm._validation import validate_params
 
 __all__ = ["sample"]
 

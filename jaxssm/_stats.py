@@ -1,46 +1,88 @@
-"""EM sufficient statistics (the container; computed in jaxssm._estep)."""
+r"""EM sufficient statistics from smoothed moments, for one sequence or pooled over a batch.
+
+The statistics (:class:`~jaxssm.SufficientStats`) are sums over ``k = 1..N`` of per-step
+terms. :func:`from_sums` forms them from the covariance sums and the smoothed means, so that
+each schedule supplies the sums its own way: the full recursions sum ``[N+1, D, D]``
+arrays (:func:`from_smoother`), the steady-state path adds transient sums to
+``count x`` its converged terms. The sums of outer products of means and observations are
+``[D, N] @ [N, D]`` products.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
+import jax.numpy as jnp
 
-__all__ = ["SufficientStats"]
+from jaxssm._linalg import symmetrize
+from jaxssm._types import SmootherResult, SufficientStats
+
+__all__ = ["from_sums", "from_smoother", "pool"]
 
 
-class SufficientStats(NamedTuple):
-    r"""Expected sufficient statistics of the complete-data log-likelihood, normalised by N.
+def from_sums(
+    cov_sum_now: jax.Array,
+    cov_sum_prev: jax.Array,
+    cross_sum: jax.Array,
+    means: jax.Array,
+    ys: jax.Array,
+    P0_smoothed: jax.Array,
+) -> SufficientStats:
+    """Statistics of one sequence (unchecked, jittable).
 
-    With smoothed moments ``m_k^s, P_k^s`` and smoother gains ``G_k`` (DESIGN.md, "EM"):
-
-    .. math::
-
-        \Sigma = \tfrac1N \sum_{k=1}^N (P_k^s + m_k^s m_k^{sT}), \quad
-        \Phi = \tfrac1N \sum_{k=1}^N (P_{k-1}^s + m_{k-1}^s m_{k-1}^{sT}),
-
-        B = \tfrac1N \sum_{k=1}^N y_k m_k^{sT}, \quad
-        C = \tfrac1N \sum_{k=1}^N (P_k^s G_{k-1}^T + m_k^s m_{k-1}^{sT}), \quad
-        D = \tfrac1N \sum_{k=1}^N y_k y_k^T.
-
-    Attributes:
-        Sigma: ``[D, D]``.
-        Phi: ``[D, D]``.
-        B: ``[Dy, D]``.
-        C: ``[D, D]``.
-        D: ``[Dy, Dy]``.
-        m0_smoothed: ``E[x_0 | y]``, ``[D]`` (for a batch: the average over sequences).
-        P0_smoothed: ``Cov[x_0 | y]``, ``[D, D]`` (for a batch: the average over sequences of
-            ``P0s_b + (m0s_b - m0_smoothed)(m0s_b - m0_smoothed)^T``, so that the M-step's
-            ``P0 = P0_smoothed`` when ``m0 = m0_smoothed``).
-        num_steps: the number of steps N summed over (for a batch: B * N), a scalar.
+    Args:
+        cov_sum_now: ``sum_{k=1..N} P_k^s``, ``[D, D]``.
+        cov_sum_prev: ``sum_{k=0..N-1} P_k^s``, ``[D, D]``.
+        cross_sum: ``sum_{k=1..N} P_k^s G_{k-1}^T``, ``[D, D]``.
+        means: smoothed means ``m_k^s``, ``k = 0..N``, ``[N+1, D]``.
+        ys: ``[N, Dy]``.
+        P0_smoothed: ``P_0^s``, ``[D, D]``.
     """
+    n = ys.shape[0]
+    now, prev = means[1:], means[:-1]
+    mm_now = now.T @ now
+    # sum_{k=0..N-1} m_k m_k^T differs from the sum over k = 1..N by two outer products.
+    mm_prev = mm_now + jnp.outer(means[0], means[0]) - jnp.outer(means[-1], means[-1])
+    return SufficientStats(
+        Sigma=symmetrize(cov_sum_now + mm_now) / n,
+        Phi=symmetrize(cov_sum_prev + mm_prev) / n,
+        B=ys.T @ now / n,
+        C=(cross_sum + now.T @ prev) / n,
+        D=symmetrize(ys.T @ ys) / n,
+        m0_smoothed=means[0],
+        P0_smoothed=P0_smoothed,
+        num_steps=jnp.asarray(n, dtype=jnp.int32),
+    )
 
-    Sigma: jax.Array
-    Phi: jax.Array
-    B: jax.Array
-    C: jax.Array
-    D: jax.Array
-    m0_smoothed: jax.Array
-    P0_smoothed: jax.Array
-    num_steps: jax.Array
+
+def from_smoother(smoothed: SmootherResult, ys: jax.Array) -> SufficientStats:
+    """Statistics of one sequence from a full :class:`~jaxssm.SmootherResult`.
+
+    The lag-one cross-covariances are ``Cov(x_k, x_{k-1} | y) = P_k^s G_{k-1}^T``.
+    """
+    covs = smoothed.covs
+    cross = jnp.einsum("kij,klj->il", covs[1:], smoothed.gains)
+    return from_sums(
+        jnp.sum(covs[1:], axis=0), jnp.sum(covs[:-1], axis=0), cross, smoothed.means, ys, covs[0]
+    )
+
+
+def pool(stats: SufficientStats) -> SufficientStats:
+    """Pool per-sequence statistics with a leading batch axis ``[B, ...]`` (equal lengths).
+
+    The normalised sums average over sequences; the initial-state moments are pooled as in
+    :class:`~jaxssm.SufficientStats`' docstring, so that the M-step maximises the joint
+    objective.
+    """
+    m0 = jnp.mean(stats.m0_smoothed, axis=0)
+    dev = stats.m0_smoothed - m0[None, :]  # [B, D]
+    P0 = jnp.mean(stats.P0_smoothed, axis=0) + dev.T @ dev / dev.shape[0]
+    return SufficientStats(
+        Sigma=jnp.mean(stats.Sigma, axis=0),
+        Phi=jnp.mean(stats.Phi, axis=0),
+        B=jnp.mean(stats.B, axis=0),
+        C=jnp.mean(stats.C, axis=0),
+        D=jnp.mean(stats.D, axis=0),
+        m0_smoothed=m0,
+        P0_smoothed=symmetrize(P0),
+        num_steps=jnp.sum(stats.num_steps),
+    )

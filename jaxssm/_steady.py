@@ -1,4 +1,4 @@
-r"""Steady-state fast path for time-invariant models: exact inference at the cost of the means.
+r"""The steady-state schedule: exact inference at the cost of the means.
 
 For a time-invariant model (fixed ``A, Q, H, R``, every ``y_k`` observed) the filter
 covariances follow the Riccati recursion
@@ -10,63 +10,36 @@ covariances follow the Riccati recursion
 
 which does not depend on the data and, for a stabilisable and detectable model, converges
 geometrically to a fixed point :math:`P_\infty`. Once it has, the Kalman gain ``K``, the
-innovation covariance ``S`` and the smoother gain ``G = P A^\top (P^-)^{-1}`` are constant
-too, and the smoother covariance obeys the Stein recursion
-:math:`P_k^s = P + G (P_{k+1}^s - P^-) G^\top` backward from :math:`P_N^s = P_N`, which
-converges to :math:`P^s_\infty` at the rate :math:`\rho(G)^2`. The series therefore has three
-regions:
+innovation covariance ``S`` and the smoother gain ``G`` are constant too, and the smoother
+covariance obeys the Stein recursion :math:`P_k^s = P + G (P_{k+1}^s - P^-) G^\top` backward
+from :math:`P_N^s = P_N`, which converges at the rate :math:`\rho(G)^2`. The series therefore
+has three regions:
 
 * start, ``k = 0..T``: transient filter covariances (computed step by step) and the smoother
   covariance recursion run backward from :math:`P^s_\infty` through them;
 * middle, ``k = T+1..N-T-1``: every covariance and gain is constant;
-* end, ``k = N-T..N``: the backward Stein transient :math:`X_j = P^s_{N-j}`, ``j = 0..T``,
-  which depends on nothing but the steady filter quantities.
+* end, ``k = N-T..N``: the backward Stein transient :math:`X_j = P^s_{N-j}`, ``j = 0..T``.
 
-``T`` is a static bound (``max_transient``). The ``O(D^3)`` work is in three scans over at
-most ``T`` steps, run in chunks (32 steps for the default bound): once a whole chunk has
-settled, the remaining chunks are skipped by ``lax.cond`` and filled with the settled value,
-so only the transient actually present costs covariance steps. Over the full series only
-the means run, as linear recursions with constant matrices (``O(N D^2)``; blocked, so that a
-few hundred loop steps cover N = 44,484). The EM sums become transient sums + count x steady
-terms + a few ``[D, N] @ [N, D]`` products for the means; no ``[N, D, D]`` array is formed.
+``T`` is a static bound (:func:`transient_bound`). The ``O(D^3)`` work is in three scans over
+at most ``T`` steps, run in chunks: once a whole chunk has settled, the remaining chunks are
+skipped by ``lax.cond``, so only the transient actually present costs covariance steps. Over
+the full series only the means run, as linear recursions with constant matrices
+(``O(N D^2)``). The EM sums are transient sums + count x steady terms + a few
+``[D, N] @ [N, D]`` products; no ``[N, D, D]`` array is formed.
 
-Exactness. The transient is taken to have ended after the last step at which the filter
-covariance (and, separately, the Stein iterate) changed by more than ``rtol``, measured
-entrywise on the correlation scale, ``|P_k - P_{k-1}|_ij <= rtol sqrt(P_ii P_jj)``, and the
-recursion counts as settled once a whole chunk of consecutive steps stayed below ``rtol``.
-The default ``rtol`` is ``1e4 * eps(dtype)`` (2.2e-12 in float64). The change at the
-round-off floor, where the recursion wanders once converged, measured 30-400 eps on random
-dense models up to ``D = 21`` and 70-1,100 eps on the EM iterates of the SARCOS exercise; the
-default leaves a factor of 10 above that. For a geometric recursion with rate ``rho`` that has
-reached a change of ``rtol``, the distance left to the fixed point is
-``rtol * rho / (1 - rho)``: at most 2e-11 for ``rho <= 0.9`` (all models measured here
-contract faster), and for any model that settles within ``T`` steps from an ``O(1)`` start,
-``1 - rho >= ln(1 / rtol) / T`` bounds it by ``rtol * T / ln(1 / rtol)``, 8e-11 for
-``T = 992``: inside the 1e-10 that the fast path must agree with the full recursion to. When
-either transient has not ended within ``T`` steps, or the series is too short to hold the
-three regions, every function here falls back to the full recursion
-(:func:`jaxssm._filtering._filter`, :func:`jaxssm._smoothing._smooth`).
+Every covariance-side step is the one of :mod:`jaxssm.steps`, so the transient covariances
+are the ones the full recursion computes. The transient ends after the last step at which
+the covariance changed by more than ``rtol`` on the correlation scale (default
+``1e4 * eps``); whether the fast path is exact to the 1e-10 the tests hold it to, and what
+was measured, is in ``docs/numerics.md`` of the source repository.
 
-The choice is made on device by :func:`jax.lax.cond`, so it works under ``jit``. Under
-``vmap`` a ``cond`` whose predicate is batched becomes a ``select`` and both branches run: that
-happens when the *parameters* are batched; a batch of sequences with shared parameters keeps
-the ``cond`` (the convergence test depends on the parameters only). For the statistics and
-the log-likelihood the fast result is computed before the ``cond`` and only the small result
-enters it (passing the ``[T, D, D]`` transient arrays into a ``cond`` copies them); when the
-fallback runs, that fast work is wasted, a few percent of the full recursion's. Gradients flow
-through the branch taken; through the fast path they treat the covariances after step ``T``
-as equal to those at ``T``, which holds to round-off for the values and, when the transient
-ended well before ``T``, for their derivatives too (their transient is ``k rho^k``). A model
-whose covariance overflows within ``T`` steps gives non-finite gradients, as the full path
-does.
-
-All functions here are unchecked (no validation) and meant to be called inside ``jit``.
+This module assumes convergence: the functions that return results take the covariance side
+as an argument, and :mod:`jaxssm._dispatch` decides, on device, whether to use them or the
+full recursion. All functions are unchecked and meant to be called inside ``jit``.
 
 References:
-    B. D. O. Anderson and J. B. Moore, *Optimal Filtering* (1979), ch. 4 (time-invariant
-    filters, convergence of the Riccati equation).
-    S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorems 4.2, 8.2 and 12.5 (filter,
-    RTS smoother, EM for linear-Gaussian models).
+    B. D. O. Anderson and J. B. Moore, *Optimal Filtering* (1979), ch. 4.
+    S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorems 4.2, 8.2 and 12.5.
 """
 
 from __future__ import annotations
@@ -76,44 +49,32 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
 
-from jaxssm import steps
-from jaxssm._estep import _sequence_stats
-from jaxssm._filtering import FilterResult, _filter
-from jaxssm._model import LGSSM
-from jaxssm._smoothing import SmootherResult, _smooth
-from jaxssm._stats import SufficientStats
+from jaxssm import _stats, steps
+from jaxssm._linalg import LAPACK
+from jaxssm._types import LGSSM, FilterResult, SmootherResult, SteadyInfo, SufficientStats
 
 __all__ = [
     "DEFAULT_MAX_TRANSIENT",
-    "SteadyState",
-    "SteadyInfo",
     "default_rtol",
-    "effective_transient",
-    "_riccati_transient",
-    "_steady_state",
-    "_steady_filter",
-    "_steady_log_likelihood",
-    "_steady_smooth",
-    "_steady_stats",
-    "_steady_stats_with_info",
+    "transient_bound",
+    "FilterSide",
+    "SmootherSide",
+    "filter_side",
+    "smoother_side",
+    "filter",
+    "log_likelihood",
+    "smooth",
+    "stats",
 ]
 
-#: Default bound on the transient (rounded down to a multiple of the chunk, 32). Thanks to the
-#: chunked scans below, only the transient actually observed (rounded up to whole chunks) costs
-#: covariance steps; beyond that the bound costs memory (a few ``[T, D, D]`` arrays, 3.5 MB
-#: each at D = 21) and decides when to give up and run the full recursion, which is 20-30 times
-#: slower at N = 44,484: a generous bound is the cheaper mistake.
-#: Filter transients measured: 10-40 steps on random stable models, 1-120 on the first 100
-#: EM iterates of the SARCOS exercise.
+#: Default bound on each transient (rounded down to a multiple of the chunk: 992). Only the
+#: transient actually present (rounded up to whole chunks) costs covariance steps; the bound
+#: decides when to give up and run the full recursion.
 DEFAULT_MAX_TRANSIENT = 1000
 
-#: Steps per chunk of the transient scans: once a whole chunk has changed by less than ``rtol``
-#: at every step, the remaining chunks are skipped (``lax.cond``) and filled with the last value.
+#: Steps per chunk of the transient scans.
 _CHUNK = 32
-
-_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def default_rtol(dtype) -> float:
@@ -121,14 +82,18 @@ def default_rtol(dtype) -> float:
     return 1e4 * float(jnp.finfo(dtype).eps)
 
 
-def effective_transient(num_steps: int, max_transient: int) -> int:
-    """Return the static transient bound ``T`` used for a series of ``N = num_steps`` steps.
+def _chunk(T: int) -> int:
+    """Chunk length of the transient scans for a bound ``T``: ``min(32, max(1, T // 4))``."""
+    return min(_CHUNK, max(1, T // 4))
+
+
+def transient_bound(num_steps: int, max_transient: int = DEFAULT_MAX_TRANSIENT) -> int:
+    """Return the static transient bound ``T`` for a series of ``N = num_steps`` steps.
 
     ``T0 = min(max_transient, N // 3)``, rounded down to a multiple of the chunk length
-    ``min(32, max(1, T0 // 4))`` (so ``max_transient = 1000`` gives ``T = 992``). The three
-    regions (start, middle, end) need ``N >= 2 T + 1``; capping ``T`` at ``N // 3`` also
-    keeps the fast path's covariance work below the full path's. 0 means the series is too
-    short and the full recursion runs.
+    ``min(32, max(1, T0 // 4))``. The three regions need ``N >= 2 T + 1``; capping ``T`` at
+    ``N // 3`` also keeps the covariance work below the full path's. 0 means the series is
+    too short for this schedule.
     """
     if not isinstance(max_transient, int) or isinstance(max_transient, bool) or max_transient < 1:
         raise ValueError(f"max_transient must be a positive int, got {max_transient!r}")
@@ -139,29 +104,22 @@ def effective_transient(num_steps: int, max_transient: int) -> int:
     return chunk * (T0 // chunk)
 
 
-def _chunk(T: int) -> int:
-    """Chunk length of the transient scans for a bound ``T``: ``min(32, max(1, T // 4))``."""
-    return min(_CHUNK, max(1, T // 4))
-
-
-class SteadyState(NamedTuple):
-    """The data-independent covariance side of the fast path for one model and ``T``.
+class FilterSide(NamedTuple):
+    """The data-independent side of the fast filter for one model and bound ``T``.
 
     Attributes:
         pred_covs: transient predicted covariances ``P_k^-``, ``k = 1..T``, ``[T, D, D]``.
         covs: transient filtered covariances ``P_k``, ``k = 0..T``, ``[T+1, D, D]``.
-        chols: lower Cholesky factors ``L_k`` of ``S_k = H P_k^- H^T + R``, ``k = 1..T``,
-            ``[T, Dy, Dy]``.
-        obs_factors: ``W_k = L_k^{-1} H P_k^-``, ``k = 1..T``, ``[T, Dy, D]`` (the update is
-            ``m_k = m_k^- + W_k^T L_k^{-1} (y_k - H m_k^-)``, as in :func:`jaxssm.steps.update`).
-        smoother_gains: ``G_k = P_k A^T (P_{k+1}^-)^{-1}``, ``k = 0..T-1``, ``[T, D, D]``.
-        pred_cov: steady ``P^- = A P_T A^T + Q``, ``[D, D]``.
+        chols: Cholesky factors of ``S_k``, ``k = 1..T``, ``[T, Dy, Dy]``.
+        obs_factors: ``W_k = L_k^{-1} H P_k^-``, ``k = 1..T``, ``[T, Dy, D]``.
+        smoother_gains: ``G_k``, ``k = 0..T-1``, ``[T, D, D]``.
+        pred_cov: steady ``P^-``, ``[D, D]``.
         cov: steady ``P = P_T``, ``[D, D]``.
         chol: steady Cholesky factor of ``S``, ``[Dy, Dy]``.
-        gain: steady Kalman gain ``K = P^- H^T S^{-1}``, ``[D, Dy]``.
-        smoother_gain: steady ``G = P A^T (P^-)^{-1}``, ``[D, D]``.
-        filter_transient: the last step whose change exceeded ``rtol`` (0 if none), int32.
-        filter_converged: whether a whole chunk of steps changed by less than ``rtol``, bool.
+        gain: steady Kalman gain ``K``, ``[D, Dy]``.
+        smoother_gain: steady ``G``, ``[D, D]``.
+        transient: the last step whose change exceeded ``rtol`` (0 if none), int32.
+        converged: whether a whole chunk of steps changed by less than ``rtol``, bool.
     """
 
     pred_covs: jax.Array
@@ -174,26 +132,24 @@ class SteadyState(NamedTuple):
     chol: jax.Array
     gain: jax.Array
     smoother_gain: jax.Array
-    filter_transient: jax.Array
-    filter_converged: jax.Array
+    transient: jax.Array
+    converged: jax.Array
 
 
-class SteadyInfo(NamedTuple):
-    """Diagnostics of one fast-path call.
+class SmootherSide(NamedTuple):
+    """The data-independent side of the fast smoother.
 
     Attributes:
-        num_transient: the static bound ``T`` used (:func:`effective_transient`), a Python int.
-        filter_transient: the last step at which the filter covariance still changed by more
-            than ``rtol`` (``<= T``), int32.
-        smoother_transient: the same for the smoother covariance, counted backward from
-            ``k = N`` (``<= T``), int32; ``T`` when the filter did not converge.
-        converged: whether the fast path ran (True) or the full recursion (False), bool.
+        filt: the :class:`FilterSide`.
+        end_covs: ``X_j = P^s_{N-j}``, ``j = 0..T``, ``[T+1, D, D]``.
+        start_covs: ``P^s_k``, ``k = 0..T``, ``[T+1, D, D]``.
+        info: :class:`~jaxssm._types.SteadyInfo`.
     """
 
-    num_transient: int
-    filter_transient: jax.Array
-    smoother_transient: jax.Array
-    converged: jax.Array
+    filt: FilterSide
+    end_covs: jax.Array
+    start_covs: jax.Array
+    info: SteadyInfo
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,75 +215,41 @@ def _settling_scan(step, init, length: int, chunk: int):
     return outs, small.reshape(length), settled
 
 
-def _measurement(params: LGSSM, pred_cov: jax.Array):
-    """Covariance half of :func:`jaxssm.steps.update`, with the same algebra.
-
-    Returns ``(L, W, P)``: the Cholesky factor of ``S = H P^- H^T + R``, ``W = L^{-1} H P^-``
-    and the filtered covariance ``P = P^- - W^T W``.
-    """
-    HP = params.H @ pred_cov
-    L = jnp.linalg.cholesky(steps.symmetrize(HP @ params.H.T + params.R))
-    W = solve_triangular(L, HP, lower=True)
-    return L, W, steps.symmetrize(pred_cov - W.T @ W)
-
-
-def _smoother_gain(params: LGSSM, cov: jax.Array, next_pred_cov: jax.Array) -> jax.Array:
-    """``G = P A^T (P^-_{next})^{-1}`` as in :func:`jaxssm.steps.smooth_step`: ``[D, D]``."""
-    chol = jnp.linalg.cholesky(next_pred_cov)
-    return cho_solve((chol, True), params.A @ cov).T
-
-
-def _predict_cov(params: LGSSM, cov: jax.Array) -> jax.Array:
-    """Return ``A P A^T + Q`` as :func:`jaxssm.steps.predict` computes it."""
-    return steps.symmetrize(params.A @ cov @ params.A.T + params.Q)
-
-
-def _riccati_transient(params: LGSSM, max_transient: int, rtol: float | None = None) -> SteadyState:
-    """Run the filter's covariance recursion for ``T = max_transient`` steps (fewer if settled).
-
-    The algebra is that of :func:`jaxssm.steps.predict` and :func:`jaxssm.steps.update`, so the
-    transient covariances are the ones the full filter computes. The recursion runs in chunks
-    of ``min(32, max(1, T // 4))`` steps (``T`` must be a multiple of it, as
-    :func:`effective_transient` returns); once a whole chunk changed by less than ``rtol`` at
-    every step, the rest is filled with the last values. The steady quantities are those of
-    step ``T + 1`` (predicted from ``P_T``).
+def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
+    """Run the filter's covariance recursion for ``T`` steps (fewer if it settles).
 
     Args:
         params: an :class:`~jaxssm.LGSSM` (unchecked).
-        max_transient: the static number of steps ``T >= 1``.
+        T: the static bound, a positive multiple of its chunk (as :func:`transient_bound`
+            returns).
         rtol: convergence tolerance; ``None`` for :func:`default_rtol` of the dtype.
 
     Returns:
-        :class:`SteadyState`; ``filter_transient`` and ``filter_converged`` say whether and when
-        the covariance settled.
+        :class:`FilterSide`; the steady quantities are those of step ``T + 1``.
     """
-    T = int(max_transient)
     chunk = _chunk(T)
     if T < 1 or T % chunk:
-        raise ValueError(
-            f"max_transient must be a positive multiple of min(32, max(1, T // 4)) (as "
-            f"effective_transient returns), got {T}"
-        )
+        raise ValueError(f"T must be a positive multiple of min(32, max(1, T // 4)), got {T}")
     if rtol is None:
         rtol = default_rtol(params.A.dtype)
+    A, Q, H, R = params.A, params.Q, params.H, params.R
 
     # Everything per step inside the scan (no vmapped LAPACK calls afterwards): independent
-    # batched LAPACK calls in one program have hung jax 0.10.2 on CPU (ENVIRONMENT.md).
+    # batched LAPACK calls in one program have hung jaxlib 0.10 on CPU (jaxssm._linalg).
     def step(cov):
-        pred_cov = _predict_cov(params, cov)
-        L, W, new_cov = _measurement(params, pred_cov)
-        G = _smoother_gain(params, cov, pred_cov)
-        return new_cov, (pred_cov, new_cov, L, W, G), _small_change(new_cov, cov, rtol)
+        pred_cov = steps.predict_cov(cov, A, Q)
+        half = steps.update_cov(pred_cov, H, R)
+        G = steps.smoother_gain(cov, pred_cov, A)
+        out = (pred_cov, half.cov, half.chol, half.obs_factor, G)
+        return half.cov, out, _small_change(half.cov, cov, rtol)
 
     outs, small, settled = _settling_scan(step, params.P0, T, chunk)
     pred_covs, covs, chols, obs_factors, smoother_gains = outs
     covs = jnp.concatenate([params.P0[None], covs], axis=0)
-
     cov = covs[-1]
-    pred_cov = _predict_cov(params, cov)
-    L, W, _ = _measurement(params, pred_cov)
-    gain = solve_triangular(L, W, lower=True, trans="T").T  # K = W^T L^{-1} = P^- H^T S^{-1}
-    return SteadyState(
+    pred_cov = steps.predict_cov(cov, A, Q)
+    half = steps.update_cov(pred_cov, H, R)
+    return FilterSide(
         pred_covs=pred_covs,
         covs=covs,
         chols=chols,
@@ -335,47 +257,46 @@ def _riccati_transient(params: LGSSM, max_transient: int, rtol: float | None = N
         smoother_gains=smoother_gains,
         pred_cov=pred_cov,
         cov=cov,
-        chol=L,
-        gain=gain,
-        smoother_gain=_smoother_gain(params, cov, pred_cov),
-        filter_transient=_last_unsettled(small),
-        filter_converged=settled,
+        chol=half.chol,
+        gain=steps.kalman_gain(half.chol, half.obs_factor),
+        smoother_gain=steps.smoother_gain(cov, pred_cov, A),
+        transient=_last_unsettled(small),
+        converged=settled,
     )
 
 
-def _stein_transient(ss: SteadyState, T: int, rtol: float) -> tuple[jax.Array, ...]:
+def _stein_transient(fs: FilterSide, T: int, rtol: float):
     """Smoother covariances backward from ``P_N^s = P``: ``X_j = P^s_{N-j}``, ``j = 0..T``.
 
     Returns ``(X [T+1, D, D], transient length, settled)``.
     """
-    G = ss.smoother_gain
+    G = fs.smoother_gain
 
     def step(X):
-        new = steps.symmetrize(ss.cov + G @ (X - ss.pred_cov) @ G.T)
+        new = steps.smooth_cov(fs.cov, fs.pred_cov, X, G)
         return new, new, _small_change(new, X, rtol)
 
-    Xs, small, settled = _settling_scan(step, ss.cov, T, _chunk(T))
-    return jnp.concatenate([ss.cov[None], Xs], axis=0), _last_unsettled(small), settled
+    Xs, small, settled = _settling_scan(step, fs.cov, T, _chunk(T))
+    return jnp.concatenate([fs.cov[None], Xs], axis=0), _last_unsettled(small), settled
 
 
-def _start_smoother_covs(ss: SteadyState, X_inf: jax.Array) -> jax.Array:
+def _start_smoother_covs(fs: FilterSide, X_inf: jax.Array) -> jax.Array:
     """Smoother covariances ``P_k^s``, ``k = 0..T``, backward from ``P_T^s = X_inf``.
 
     Chunks that lie wholly after the filter transient (every input steady) are not computed:
     there the recursion sits at its fixed point ``X_inf``.
     """
-    T = ss.smoother_gains.shape[0]
+    T = fs.smoother_gains.shape[0]
     chunk = _chunk(T)
     num_chunks = T // chunk
     D = X_inf.shape[0]
-    xs = (ss.covs[:-1], ss.pred_covs, ss.smoother_gains)
+    xs = (fs.covs[:-1], fs.pred_covs, fs.smoother_gains)
     xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
-    steady_from = ss.filter_transient  # inputs are steady for k >= filter_transient
     starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
 
     def body(next_cov, inputs):
         cov, next_pred_cov, G = inputs
-        new = steps.symmetrize(cov + G @ (next_cov - next_pred_cov) @ G.T)
+        new = steps.smooth_cov(cov, next_pred_cov, next_cov, G)
         return new, new
 
     def run(next_cov, inputs):
@@ -386,40 +307,32 @@ def _start_smoother_covs(ss: SteadyState, X_inf: jax.Array) -> jax.Array:
 
     def outer(next_cov, chunk_in):
         start, inputs = chunk_in
-        return jax.lax.cond(start >= steady_from, skip, run, next_cov, inputs)
+        return jax.lax.cond(start >= fs.transient, skip, run, next_cov, inputs)
 
     _, Ys = jax.lax.scan(outer, X_inf, (starts, xs), reverse=True)
     return jnp.concatenate([Ys.reshape(T, D, D), X_inf[None]], axis=0)
 
 
-def _steady_state(params: LGSSM, num_steps: int, max_transient: int, rtol: float | None = None):
-    """Every covariance-side quantity of the fast path, with diagnostics.
+def smoother_side(params: LGSSM, T: int, rtol: float | None = None) -> SmootherSide:
+    """Every covariance-side quantity of the fast smoother, with diagnostics.
 
     Args:
         params: an :class:`~jaxssm.LGSSM` (unchecked).
-        num_steps: the static series length ``N``.
-        max_transient: static bound; the transient used is ``effective_transient(N, .)``.
+        T: the static bound (as :func:`transient_bound` returns; positive).
         rtol: convergence tolerance (``None``: :func:`default_rtol`).
 
     Returns:
-        ``(ss, end_covs, start_covs, info)``: the :class:`SteadyState`, the end-region smoother
-        covariances ``X_j = P^s_{N-j}`` ``[T+1, D, D]``, the start-region ones ``P^s_k``,
-        ``k = 0..T`` ``[T+1, D, D]``, and :class:`SteadyInfo`. ``None`` for all but ``info``
-        (and ``info`` with ``converged = False``) when ``N`` is too short.
+        :class:`SmootherSide`; ``info.converged`` says whether both transients ended within
+        ``T`` steps.
     """
-    T = effective_transient(num_steps, max_transient)
-    if T < 1:
-        false = jnp.zeros((), bool)
-        zero = jnp.zeros((), jnp.int32)
-        return None, None, None, SteadyInfo(0, zero, zero, false)
     if rtol is None:
         rtol = default_rtol(params.A.dtype)
-    ss = _riccati_transient(params, T, rtol)
-    end_covs, s_len, s_ok = _stein_transient(ss, T, rtol)
-    start_covs = _start_smoother_covs(ss, end_covs[-1])
-    converged = ss.filter_converged & s_ok
-    s_len = jnp.where(ss.filter_converged, s_len, jnp.int32(T))
-    return ss, end_covs, start_covs, SteadyInfo(T, ss.filter_transient, s_len, converged)
+    fs = filter_side(params, T, rtol)
+    end_covs, s_len, s_ok = _stein_transient(fs, T, rtol)
+    start_covs = _start_smoother_covs(fs, end_covs[-1])
+    s_len = jnp.where(fs.converged, s_len, jnp.int32(T))
+    info = SteadyInfo(T, fs.transient, s_len, fs.converged & s_ok)
+    return SmootherSide(fs, end_covs, start_covs, info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,32 +398,32 @@ def _linear_recursion(
     return X.transpose(1, 0, 2).reshape(nb * L, D)[:n]
 
 
-def _filter_means(params: LGSSM, ys: jax.Array, ss: SteadyState):
+def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
     """Compute the filtered means ``[N+1, D]`` and ``log p(y_1:N)``.
 
-    Steps ``k <= T`` run in chunks: while the covariance is still changing, with the algebra
-    of :func:`jaxssm.steps.update` and the per-step factors; in chunks that lie wholly after
-    the filter transient, and for all ``k > T``, with the steady gain,
+    Steps ``k <= T`` run in chunks: while the covariance is still changing, with the mean
+    half of :func:`jaxssm.steps.update` and the per-step factors; in chunks wholly after the
+    filter transient, and for all ``k > T``, with the steady gain,
     ``m_k = A m_{k-1} + K v_k``, ``v_k = y_k - H A m_{k-1}``. The innovation terms of those
     steps sum to ``tr(S^{-1} sum_k v_k v_k^T)``: one ``[Dy, N] @ [N, Dy]`` product and two
     triangular solves.
     """
-    T = ss.obs_factors.shape[0]
+    T = fs.obs_factors.shape[0]
     N, Dy = ys.shape
-    A, H, K = params.A, params.H, ss.gain
+    A, H, K = params.A, params.H, fs.gain
     HA = H @ A
     chunk = _chunk(T)
     num_chunks = T // chunk
-    xs = (ys[:T], ss.chols, ss.obs_factors)
+    xs = (ys[:T], fs.chols, fs.obs_factors)
     xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
     starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
     zero = jnp.zeros((), ys.dtype)
 
     def transient_step(m, inputs):
         y, L, W = inputs
-        mp = A @ m
-        z = solve_triangular(L, y - H @ mp, lower=True)
-        m = mp + W.T @ z
+        mp = steps.predict_mean(m, A)
+        z = steps.whitened_innovation(mp, y, H, L)
+        m = steps.update_mean(mp, W, z)
         return m, (m, z @ z, jnp.zeros_like(y))
 
     def steady_step(m, y):
@@ -521,7 +434,7 @@ def _filter_means(params: LGSSM, ys: jax.Array, ss: SteadyState):
     def outer(m, chunk_in):
         start, inputs = chunk_in
         return jax.lax.cond(
-            start >= ss.filter_transient,
+            start >= fs.transient,
             lambda m, x: jax.lax.scan(steady_step, m, x[0]),
             lambda m, x: jax.lax.scan(transient_step, m, x),
             m,
@@ -535,267 +448,91 @@ def _filter_means(params: LGSSM, ys: jax.Array, ss: SteadyState):
 
     # Innovations of the steady steps: zeros stand in for the transient steps among k <= T.
     v = jnp.concatenate([v_start.reshape(T, Dy), ys[T:] - means[T:-1] @ HA.T], axis=0)
-    M = solve_triangular(ss.chol, v.T @ v, lower=True)  # L^{-1} V^T V
-    quad_steady = jnp.trace(solve_triangular(ss.chol, M.T, lower=True))  # tr(L^-1 V^T V L^-T)
-    logdet_start = jnp.sum(jnp.log(jnp.diagonal(ss.chols, axis1=1, axis2=2)))
-    logdet_rest = (N - T) * jnp.sum(jnp.log(jnp.diagonal(ss.chol)))
+    M = LAPACK.solve_lower(fs.chol, v.T @ v)  # L^{-1} V^T V
+    quad_steady = jnp.trace(LAPACK.solve_lower(fs.chol, M.T))  # tr(L^-1 V^T V L^-T)
+    logdet_start = jnp.sum(jnp.log(jnp.diagonal(fs.chols, axis1=1, axis2=2)))
+    logdet_rest = (N - T) * jnp.sum(jnp.log(jnp.diagonal(fs.chol)))
     quad = jnp.sum(quad_start) + quad_steady
-    ll = -0.5 * quad - logdet_start - logdet_rest - 0.5 * (N * Dy) * _LOG_2PI
+    ll = -0.5 * quad - logdet_start - logdet_rest - 0.5 * (N * Dy) * steps.LOG_2PI
     return means, ll
 
 
-def _smoother_means(params: LGSSM, means: jax.Array, ss: SteadyState) -> jax.Array:
+def _smoother_means(params: LGSSM, means: jax.Array, fs: FilterSide) -> jax.Array:
     """Compute the smoothed means ``[N+1, D]`` from the filtered ones ``[N+1, D]``."""
-    T = ss.smoother_gains.shape[0]
-    A, G = params.A, ss.smoother_gain
+    T = fs.smoother_gains.shape[0]
+    A, G = params.A, fs.smoother_gain
     # k = N-1 .. T: m^s_k = G m^s_{k+1} + (I - G A) m_k.
     u = means[T:-1] @ (jnp.eye(A.shape[0], dtype=A.dtype) - G @ A).T
     rest = _linear_recursion(G, u, means[-1], reverse=True)
 
     def body(next_mean, inputs):
         m, Gk = inputs
-        mean = m + Gk @ (next_mean - A @ m)
+        mean = steps.smooth_mean(m, steps.predict_mean(m, A), next_mean, Gk)
         return mean, mean
 
-    _, start = jax.lax.scan(body, rest[0], (means[:T], ss.smoother_gains), reverse=True)
+    _, start = jax.lax.scan(body, rest[0], (means[:T], fs.smoother_gains), reverse=True)
     return jnp.concatenate([start, rest, means[-1:]], axis=0)
 
 
 # ---------------------------------------------------------------------------------------------
-# Fast paths with the fallback
+# Results (assuming convergence; jaxssm._dispatch decides)
 # ---------------------------------------------------------------------------------------------
 
 
-def _fast_filter(params: LGSSM, ys: jax.Array, ss: SteadyState) -> FilterResult:
+def log_likelihood(params: LGSSM, ys: jax.Array, fs: FilterSide) -> jax.Array:
+    """Return ``log p(y_1:N)``: only the filter's means run over the series."""
+    return _filter_means(params, ys, fs)[1]
+
+
+def filter(params: LGSSM, ys: jax.Array, fs: FilterSide) -> FilterResult:
+    """Return the :class:`~jaxssm.FilterResult`; after the transient the converged covariances."""
     N = ys.shape[0]
-    T = ss.obs_factors.shape[0]
-    means, ll = _filter_means(params, ys, ss)
+    T = fs.obs_factors.shape[0]
+    means, ll = _filter_means(params, ys, fs)
     pred_means = means[:-1] @ params.A.T
-    covs = jnp.concatenate([ss.covs, jnp.broadcast_to(ss.cov, (N - T,) + ss.cov.shape)], 0)
+    covs = jnp.concatenate([fs.covs, jnp.broadcast_to(fs.cov, (N - T,) + fs.cov.shape)], 0)
     pred_covs = jnp.concatenate(
-        [ss.pred_covs, jnp.broadcast_to(ss.pred_cov, (N - T,) + ss.cov.shape)], 0
+        [fs.pred_covs, jnp.broadcast_to(fs.pred_cov, (N - T,) + fs.cov.shape)], 0
     )
     return FilterResult(means, covs, pred_means, pred_covs, ll)
 
 
-def _steady_filter(
-    params: LGSSM,
-    ys: jax.Array,
-    *,
-    max_transient: int = DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> FilterResult:
-    """Kalman filter through the steady-state fast path, with the full filter as fallback.
-
-    Args:
-        params: an :class:`~jaxssm.LGSSM` (unchecked).
-        ys: observations ``[N, Dy]`` (unchecked).
-        max_transient: static bound on the filter transient (see :func:`effective_transient`).
-        rtol: convergence tolerance (``None``: ``1e4 * eps`` of the dtype).
-
-    Returns:
-        :class:`~jaxssm.FilterResult` as :func:`jaxssm._filtering._filter`: ``means [N+1, D]``,
-        ``covs [N+1, D, D]`` (after the transient, the converged covariance broadcast),
-        ``pred_means [N, D]``, ``pred_covs [N, D, D]``, ``log_likelihood []``.
-    """
-    T = effective_transient(ys.shape[0], max_transient)
-    if T < 1:
-        return _filter(params, ys)
-    if rtol is None:
-        rtol = default_rtol(params.A.dtype)
-    ss = _riccati_transient(params, T, rtol)
-    return jax.lax.cond(
-        ss.filter_converged,
-        lambda p, y, s: _fast_filter(p, y, s),
-        lambda p, y, s: _filter(p, y),
-        params,
-        ys,
-        ss,
-    )
-
-
-def _steady_log_likelihood(
-    params: LGSSM,
-    ys: jax.Array,
-    *,
-    max_transient: int = DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> jax.Array:
-    """Compute ``log p(y_1:N)`` through the fast path, with the full filter as fallback.
-
-    For gradient-based fitting: only the filter's means run over the series, no
-    ``[N, D, D]`` array is formed, and the fast value is computed before the ``lax.cond`` so
-    that only scalars enter it.
-
-    Args:
-        params: an :class:`~jaxssm.LGSSM` (unchecked).
-        ys: observations ``[N, Dy]`` (unchecked).
-        max_transient: static bound on the filter transient (see :func:`effective_transient`).
-        rtol: convergence tolerance (``None``: ``1e4 * eps`` of the dtype).
-
-    Returns:
-        A scalar with the dtype of the inputs.
-    """
-    T = effective_transient(ys.shape[0], max_transient)
-    if T < 1:
-        return _filter(params, ys).log_likelihood
-    if rtol is None:
-        rtol = default_rtol(params.A.dtype)
-    ss = _riccati_transient(params, T, rtol)
-    fast = _filter_means(params, ys, ss)[1]
-    return jax.lax.cond(
-        ss.filter_converged,
-        lambda f, p, y: f,
-        lambda f, p, y: _filter(p, y).log_likelihood,
-        fast,
-        params,
-        ys,
-    )
-
-
-def _fast_smooth(params, ys, ss, end_covs, start_covs) -> SmootherResult:
+def smooth(params: LGSSM, ys: jax.Array, side: SmootherSide) -> SmootherResult:
+    """Return the :class:`~jaxssm.SmootherResult` of the fast path."""
+    fs = side.filt
     N = ys.shape[0]
-    T = ss.obs_factors.shape[0]
-    D = ss.cov.shape[0]
-    means, ll = _filter_means(params, ys, ss)
-    sm = _smoother_means(params, means, ss)
+    T = fs.obs_factors.shape[0]
+    D = fs.cov.shape[0]
+    means, ll = _filter_means(params, ys, fs)
+    sm = _smoother_means(params, means, fs)
     covs = jnp.concatenate(
         [
-            start_covs,
-            jnp.broadcast_to(end_covs[-1], (N - 2 * T - 1, D, D)),
-            end_covs[::-1],
+            side.start_covs,
+            jnp.broadcast_to(side.end_covs[-1], (N - 2 * T - 1, D, D)),
+            side.end_covs[::-1],
         ],
         axis=0,
     )
     gains = jnp.concatenate(
-        [ss.smoother_gains, jnp.broadcast_to(ss.smoother_gain, (N - T, D, D))], axis=0
+        [fs.smoother_gains, jnp.broadcast_to(fs.smoother_gain, (N - T, D, D))], axis=0
     )
     return SmootherResult(sm, covs, gains, ll)
 
 
-def _steady_smooth(
-    params: LGSSM,
-    ys: jax.Array,
-    *,
-    max_transient: int = DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> SmootherResult:
-    """RTS smoother through the steady-state fast path, with the full smoother as fallback.
-
-    Args:
-        params: an :class:`~jaxssm.LGSSM` (unchecked).
-        ys: observations ``[N, Dy]`` (unchecked).
-        max_transient: static bound on each transient (see :func:`effective_transient`).
-        rtol: convergence tolerance (``None``: ``1e4 * eps`` of the dtype).
-
-    Returns:
-        :class:`~jaxssm.SmootherResult` as :func:`jaxssm._smoothing._smooth`:
-        ``means [N+1, D]``, ``covs [N+1, D, D]``, ``gains [N, D, D]``, ``log_likelihood []``.
-    """
-    ss, end_covs, start_covs, info = _steady_state(params, ys.shape[0], max_transient, rtol)
-    if ss is None:
-        return _smooth(params, _filter(params, ys))
-    return jax.lax.cond(
-        info.converged,
-        lambda p, y, s, e, b: _fast_smooth(p, y, s, e, b),
-        lambda p, y, s, e, b: _smooth(p, _filter(p, y)),
-        params,
-        ys,
-        ss,
-        end_covs,
-        start_covs,
-    )
-
-
-def _fast_stats(params, ys, ss, end_covs, start_covs):
+def stats(params: LGSSM, ys: jax.Array, side: SmootherSide) -> tuple[SufficientStats, jax.Array]:
+    """Return the EM statistics and ``log p(y_1:N)``; no ``[N, D, D]`` array is formed."""
+    fs, start_covs, end_covs = side.filt, side.start_covs, side.end_covs
     N = ys.shape[0]
-    T = ss.obs_factors.shape[0]
-    means, ll = _filter_means(params, ys, ss)
-    m = _smoother_means(params, means, ss)
+    T = fs.obs_factors.shape[0]
+    means, ll = _filter_means(params, ys, fs)
+    m = _smoother_means(params, means, fs)
     # Covariances: rows 0..T start_covs, rows T+1..N-T-1 X_T, rows N-T..N = X_T .. X_0.
-    X_inf = end_covs[-1]
-    steady_and_end = (N - 2 * T - 1) * X_inf + jnp.sum(end_covs, axis=0)
+    steady_and_end = (N - 2 * T - 1) * end_covs[-1] + jnp.sum(end_covs, axis=0)
     total = jnp.sum(start_covs, axis=0) + steady_and_end
-    cov_sigma = total - start_covs[0]  # k = 1..N
-    cov_phi = total - end_covs[0]  # k = 0..N-1 (row N is X_0)
     # sum_{k=1..N} P^s_k G_{k-1}^T: transient gains for k <= T, then the constant gain.
     cross = (
-        jnp.einsum("kij,klj->il", start_covs[1:], ss.smoother_gains)
-        + steady_and_end @ ss.smoother_gain.T
+        jnp.einsum("kij,klj->il", start_covs[1:], fs.smoother_gains)
+        + steady_and_end @ fs.smoother_gain.T
     )
-    mm = m[1:].T @ m[1:]
-    mm_prev = mm + jnp.outer(m[0], m[0]) - jnp.outer(m[-1], m[-1])
-    stats = SufficientStats(
-        Sigma=steps.symmetrize(cov_sigma + mm) / N,
-        Phi=steps.symmetrize(cov_phi + mm_prev) / N,
-        B=ys.T @ m[1:] / N,
-        C=(cross + m[1:].T @ m[:-1]) / N,
-        D=steps.symmetrize(ys.T @ ys) / N,
-        m0_smoothed=m[0],
-        P0_smoothed=start_covs[0],
-        num_steps=jnp.asarray(N, jnp.int32),
-    )
-    return stats, ll
-
-
-def _full_stats(params, ys):
-    smoothed = _smooth(params, _filter(params, ys))
-    return _sequence_stats(smoothed, ys), smoothed.log_likelihood
-
-
-def _steady_stats_with_info(
-    params: LGSSM,
-    ys: jax.Array,
-    *,
-    max_transient: int = DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> tuple[SufficientStats, jax.Array, SteadyInfo]:
-    """Compute :func:`_steady_stats` and its :class:`SteadyInfo` (transients, branch taken).
-
-    Returns:
-        ``(SufficientStats, log_likelihood [], SteadyInfo)``.
-    """
-    ss, end_covs, start_covs, info = _steady_state(params, ys.shape[0], max_transient, rtol)
-    if ss is None:
-        stats, ll = _full_stats(params, ys)
-        return stats, ll, info
-    # The fast statistics are computed before the cond and only the small result enters it:
-    # passing the [T, D, D] transient arrays into a cond costs a copy of each (measured: about
-    # as much as the rest of the fast path at N = 3,000). When the fallback is taken, the
-    # wasted fast work is a few percent of the full recursion's.
-    fast = _fast_stats(params, ys, ss, end_covs, start_covs)
-    stats, ll = jax.lax.cond(
-        info.converged,
-        lambda f, p, y: f,
-        lambda f, p, y: _full_stats(p, y),
-        fast,
-        params,
-        ys,
-    )
-    return stats, ll, info
-
-
-def _steady_stats(
-    params: LGSSM,
-    ys: jax.Array,
-    *,
-    max_transient: int = DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> tuple[SufficientStats, jax.Array]:
-    """EM statistics and ``log p(y_1:N)`` of one sequence through the fast path.
-
-    The covariance sums are transient sums plus count x steady terms; the mean sums are
-    ``[D, N] @ [N, D]`` products. No ``[N, D, D]`` array is formed on the fast path; the
-    fallback is the full smoother followed by :func:`jaxssm._estep._sequence_stats`.
-
-    Args:
-        params: an :class:`~jaxssm.LGSSM` (unchecked).
-        ys: observations ``[N, Dy]`` (unchecked; one sequence).
-        max_transient: static bound on each transient (see :func:`effective_transient`).
-        rtol: convergence tolerance (``None``: ``1e4 * eps`` of the dtype).
-
-    Returns:
-        ``(SufficientStats, log_likelihood [])``.
-    """
-    stats, ll, _ = _steady_stats_with_info(params, ys, max_transient=max_transient, rtol=rtol)
-    return stats, ll
+    out = _stats.from_sums(total - start_covs[0], total - end_covs[0], cross, m, ys, start_covs[0])
+    return out, ll

@@ -1,12 +1,24 @@
 r"""Per-step algebra of the Kalman filter and the Rauch-Tung-Striebel smoother.
 
-Every driver in jaxssm (sequential ``lax.scan``, the time-parallel elements, the EM
-statistics) is built from these functions; they are public so that user code can reuse
-them. They act on one time step and are unbatched: use :func:`jax.vmap` for batches.
+Every schedule in jaxssm (the sequential scan, the steady-state fast path, the
+associative-scan elements) is built from these functions; they are public so that user
+code can reuse them. Each acts on one time step and is unbatched: use :func:`jax.vmap`.
 
-All covariance updates are computed in a form that is symmetric by construction and then
-symmetrised again to remove round-off asymmetry. No jitter is added, and no matrix is
-inverted: positive-definite systems are solved through Cholesky factors.
+Each step comes in two halves, because the schedules need them apart:
+
+* the **covariance half** (:func:`predict_cov`, :func:`update_cov`, :func:`smoother_gain`,
+  :func:`smooth_cov`) does not depend on the data; the steady-state path runs it only until
+  it converges;
+* the **mean half** (:func:`predict_mean`, :func:`whitened_innovation`, :func:`update_mean`,
+  :func:`log_normal_whitened`, :func:`smooth_mean`) runs at every step.
+
+:func:`predict`, :func:`update` and :func:`smooth_step` compose the two halves.
+
+Covariance updates are computed in a form that is symmetric by construction and then
+symmetrised again to remove round-off asymmetry. No jitter is added and no matrix is
+inverted: positive-definite systems are solved through Cholesky factors. The functions that
+factor or solve take ``la``, the linear algebra to use (:mod:`jaxssm._linalg`; the default
+calls LAPACK, the associative-scan schedule passes a form that is safe to vmap on CPU).
 
 References:
     S. Sarkka, *Bayesian Filtering and Smoothing*, Cambridge University Press (2013),
@@ -15,29 +27,60 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
+
+from jaxssm._linalg import LAPACK, Linalg, symmetrize
 
 __all__ = [
+    "LOG_2PI",
     "Gaussian",
+    "CovUpdate",
     "UpdateResult",
     "SmoothStepResult",
     "symmetrize",
+    "predict_mean",
+    "predict_cov",
     "predict",
+    "innovation_chol",
+    "update_cov",
+    "kalman_gain",
+    "whitened_innovation",
+    "update_mean",
+    "log_normal_whitened",
     "update",
+    "smoother_gain",
+    "smooth_mean",
+    "smooth_cov",
     "smooth_step",
 ]
 
-_LOG_2PI = 1.8378770664093453  # log(2 pi)
+#: ``log(2 pi)``.
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 class Gaussian(NamedTuple):
     """A Gaussian's moments: ``mean [D]`` and ``cov [D, D]``."""
 
     mean: jax.Array
+    cov: jax.Array
+
+
+class CovUpdate(NamedTuple):
+    """Covariance half of a measurement update.
+
+    Attributes:
+        chol: lower Cholesky factor ``L`` of the innovation covariance
+            ``S = H P^- H^T + R``, ``[Dy, Dy]``.
+        obs_factor: ``W = L^{-1} H P^-``, ``[Dy, D]``.
+        cov: filtered covariance ``P = P^- - W^T W``, ``[D, D]``.
+    """
+
+    chol: jax.Array
+    obs_factor: jax.Array
     cov: jax.Array
 
 
@@ -69,9 +112,17 @@ class SmoothStepResult(NamedTuple):
     gain: jax.Array
 
 
-def symmetrize(M: jax.Array) -> jax.Array:
-    """Return ``(M + M^T) / 2`` (over the last two axes)."""
-    return 0.5 * (M + jnp.swapaxes(M, -1, -2))
+# --- time update ------------------------------------------------------------------------------
+
+
+def predict_mean(mean: jax.Array, A: jax.Array) -> jax.Array:
+    """Return the predicted mean ``A m``, ``[D]``."""
+    return A @ mean
+
+
+def predict_cov(cov: jax.Array, A: jax.Array, Q: jax.Array) -> jax.Array:
+    """Return the predicted covariance ``A P A^T + Q``, symmetrised, ``[D, D]``."""
+    return symmetrize(A @ cov @ A.T + Q)
 
 
 def predict(mean: jax.Array, cov: jax.Array, A: jax.Array, Q: jax.Array) -> Gaussian:
@@ -86,11 +137,69 @@ def predict(mean: jax.Array, cov: jax.Array, A: jax.Array, Q: jax.Array) -> Gaus
     Returns:
         ``Gaussian(A m, A P A^T + Q)``.
     """
-    return Gaussian(A @ mean, symmetrize(A @ cov @ A.T + Q))
+    return Gaussian(predict_mean(mean, A), predict_cov(cov, A, Q))
+
+
+# --- measurement update -----------------------------------------------------------------------
+
+
+def innovation_chol(cov: jax.Array, H: jax.Array, R: jax.Array, la: Linalg = LAPACK) -> jax.Array:
+    """Return the lower Cholesky factor ``L`` of ``S = H P^- H^T + R``, ``[Dy, Dy]``."""
+    return la.cholesky(symmetrize(H @ cov @ H.T + R))
+
+
+def update_cov(cov: jax.Array, H: jax.Array, R: jax.Array, la: Linalg = LAPACK) -> CovUpdate:
+    r"""Covariance half of the measurement update.
+
+    With ``S = H P^- H^T + R = L L^T`` and ``W = L^{-1} H P^-``: ``P = P^- - W^T W``.
+
+    Args:
+        cov: predicted covariance ``P^-``, ``[D, D]``.
+        H: observation matrix ``[Dy, D]``.
+        R: observation-noise covariance ``[Dy, Dy]``.
+        la: the linear algebra to use.
+
+    Returns:
+        :class:`CovUpdate` ``(L, W, P)``.
+    """
+    L = innovation_chol(cov, H, R, la)
+    W = la.solve_lower(L, H @ cov)
+    return CovUpdate(L, W, symmetrize(cov - W.T @ W))
+
+
+def kalman_gain(chol: jax.Array, obs_factor: jax.Array, la: Linalg = LAPACK) -> jax.Array:
+    """Return the Kalman gain ``K = P^- H^T S^{-1} = (L^{-T} W)^T``, ``[D, Dy]``."""
+    return la.solve_lower_t(chol, obs_factor).T
+
+
+def whitened_innovation(
+    mean: jax.Array, y: jax.Array, H: jax.Array, chol: jax.Array, la: Linalg = LAPACK
+) -> jax.Array:
+    """Return ``z = L^{-1} (y - H m^-)``, the innovation whitened by ``S``'s factor, ``[Dy]``."""
+    return la.solve_lower(chol, (y - H @ mean)[:, None])[:, 0]
+
+
+def update_mean(mean: jax.Array, obs_factor: jax.Array, z: jax.Array) -> jax.Array:
+    """Mean half of the measurement update: ``m = m^- + W^T z``, ``[D]``."""
+    return mean + obs_factor.T @ z
+
+
+def log_normal_whitened(z: jax.Array, chol: jax.Array) -> jax.Array:
+    """``log N(y; mu, S)`` from ``z = L^{-1} (y - mu)`` and ``S = L L^T``: a scalar.
+
+    ``-z^T z / 2 - sum log diag L - Dy log(2 pi) / 2``.
+    """
+    dy = z.shape[-1]
+    return -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * dy * LOG_2PI
 
 
 def update(
-    mean: jax.Array, cov: jax.Array, H: jax.Array, R: jax.Array, y: jax.Array
+    mean: jax.Array,
+    cov: jax.Array,
+    H: jax.Array,
+    R: jax.Array,
+    y: jax.Array,
+    la: Linalg = LAPACK,
 ) -> UpdateResult:
     r"""Measurement update with one observation, through the Cholesky factor of ``S``.
 
@@ -104,20 +213,39 @@ def update(
         H: observation matrix ``[Dy, D]``.
         R: observation-noise covariance ``[Dy, Dy]``.
         y: observation ``[Dy]``.
+        la: the linear algebra to use.
 
     Returns:
         :class:`UpdateResult` with the filtered moments and the log predictive density of ``y``.
     """
-    HP = H @ cov
-    S = symmetrize(HP @ H.T + R)
-    L = jnp.linalg.cholesky(S)
-    W = solve_triangular(L, HP, lower=True)
-    z = solve_triangular(L, y - H @ mean, lower=True)
-    new_mean = mean + W.T @ z
-    new_cov = symmetrize(cov - W.T @ W)
-    dy = y.shape[-1]
-    log_lik = -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diagonal(L))) - 0.5 * dy * _LOG_2PI
-    return UpdateResult(new_mean, new_cov, log_lik.astype(mean.dtype))
+    half = update_cov(cov, H, R, la)
+    z = whitened_innovation(mean, y, H, half.chol, la)
+    log_lik = log_normal_whitened(z, half.chol)
+    return UpdateResult(update_mean(mean, half.obs_factor, z), half.cov, log_lik)
+
+
+# --- smoothing --------------------------------------------------------------------------------
+
+
+def smoother_gain(
+    cov: jax.Array, next_pred_cov: jax.Array, A: jax.Array, la: Linalg = LAPACK
+) -> jax.Array:
+    """Return the RTS gain ``G_k = P_k A^T (P_{k+1}^-)^{-1}`` (a Cholesky solve), ``[D, D]``."""
+    return la.cho_solve(la.cholesky(next_pred_cov), A @ cov).T
+
+
+def smooth_mean(
+    mean: jax.Array, next_pred_mean: jax.Array, next_mean: jax.Array, gain: jax.Array
+) -> jax.Array:
+    """Return ``m_k^s = m_k + G_k (m_{k+1}^s - m_{k+1}^-)``, ``[D]``."""
+    return mean + gain @ (next_mean - next_pred_mean)
+
+
+def smooth_cov(
+    cov: jax.Array, next_pred_cov: jax.Array, next_cov: jax.Array, gain: jax.Array
+) -> jax.Array:
+    """Return ``P_k^s = P_k + G_k (P_{k+1}^s - P_{k+1}^-) G_k^T``, symmetrised, ``[D, D]``."""
+    return symmetrize(cov + gain @ (next_cov - next_pred_cov) @ gain.T)
 
 
 def smooth_step(
@@ -128,6 +256,7 @@ def smooth_step(
     next_mean: jax.Array,
     next_cov: jax.Array,
     A: jax.Array,
+    la: Linalg = LAPACK,
 ) -> SmoothStepResult:
     """One backward Rauch-Tung-Striebel step from ``k + 1`` to ``k``.
 
@@ -139,12 +268,14 @@ def smooth_step(
         next_mean: smoothed mean ``m_{k+1}^s``, ``[D]``.
         next_cov: smoothed covariance ``P_{k+1}^s``, ``[D, D]``.
         A: transition matrix ``[D, D]``.
+        la: the linear algebra to use.
 
     Returns:
         :class:`SmoothStepResult` with ``m_k^s``, ``P_k^s`` and ``G_k``.
     """
-    chol = jnp.linalg.cholesky(pred_cov)
-    gain = cho_solve((chol, True), A @ filt_cov).T
-    mean = filt_mean + gain @ (next_mean - pred_mean)
-    cov = symmetrize(filt_cov + gain @ (next_cov - pred_cov) @ gain.T)
-    return SmoothStepResult(mean, cov, gain)
+    gain = smoother_gain(filt_cov, pred_cov, A, la)
+    return SmoothStepResult(
+        smooth_mean(filt_mean, pred_mean, next_mean, gain),
+        smooth_cov(filt_cov, pred_cov, next_cov, gain),
+        gain,
+    )

@@ -1,4 +1,9 @@
-"""Test-wide settings: float64 on (tests may; the library never touches JAX config)."""
+"""Test-wide settings (tests may change JAX's configuration; the library never does).
+
+- float64 on, so that the references can be held to rtol 1e-10;
+- strict dtype promotion and rank promotion "raise" (as equinox's tests run), so that a
+  silent float32/float64 mix or an accidental broadcast inside the library fails a test.
+"""
 
 import sys
 from pathlib import Path
@@ -6,6 +11,8 @@ from pathlib import Path
 import jax
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 # Let tests import the numpy references as `reference`.
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,44 +1,32 @@
-"""The model's parameters and the checks every public entry point runs on its inputs."""
+"""Argument checks shared by every public entry point.
+
+Shapes and dtypes are checked at trace time, so errors name the argument and the expected
+shape under ``jit`` and ``vmap`` as well. Value checks of the covariances (finite,
+symmetric, positive definite) run only on concrete (untraced) values.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+import operator
+import sys
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.typing import ArrayLike
 
-__all__ = ["LGSSM", "validate_params", "validate_observations"]
+from jaxssm._types import LGSSM, PARAMETER_NAMES
 
-
-class LGSSM(NamedTuple):
-    r"""Parameters of a linear-Gaussian state-space model (a pytree).
-
-    .. math::
-
-        x_0 \sim N(m_0, P_0), \quad
-        x_k = A x_{k-1} + q_k,\ q_k \sim N(0, Q), \quad
-        y_k = H x_k + r_k,\ r_k \sim N(0, R), \quad k = 1..N.
-
-    ``x_0`` is not observed; ``ys`` holds ``y_1..y_N``.
-
-    Attributes:
-        m0: initial mean, ``[D]``.
-        P0: initial covariance, ``[D, D]``, symmetric positive definite.
-        A: transition matrix, ``[D, D]``.
-        Q: process-noise covariance, ``[D, D]``, symmetric positive definite.
-        H: observation matrix, ``[Dy, D]``.
-        R: observation-noise covariance, ``[Dy, Dy]``, symmetric positive definite.
-    """
-
-    m0: ArrayLike
-    P0: ArrayLike
-    A: ArrayLike
-    Q: ArrayLike
-    H: ArrayLike
-    R: ArrayLike
-
+__all__ = [
+    "validate_params",
+    "validate_observations",
+    "check_update",
+    "check_num_iters",
+    "check_tol",
+    "check_callback",
+    "ProgressCallback",
+]
 
 _COVARIANCES = ("P0", "Q", "R")
 
@@ -100,7 +88,7 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     ``P0``, ``Q`` and ``R`` are also checked to be finite, symmetric and positive definite.
 
     Args:
-        params: an :class:`LGSSM`.
+        params: an :class:`~jaxssm.LGSSM`.
         check_values: also check symmetry / positive definiteness of concrete covariances.
 
     Returns:
@@ -112,7 +100,7 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     """
     if not isinstance(params, LGSSM):
         raise TypeError(f"params must be a jaxssm.LGSSM, got {type(params).__name__}")
-    fields = {name: _as_float_array(name, getattr(params, name)) for name in LGSSM._fields}
+    fields = {name: _as_float_array(name, getattr(params, name)) for name in PARAMETER_NAMES}
     A = fields["A"]
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be a square matrix [D, D], got shape {tuple(A.shape)}")
@@ -174,3 +162,100 @@ def validate_observations(
             f"got {np.dtype(ys.dtype)}"
         )
     return ys
+
+
+def check_update(update) -> tuple[str, ...]:
+    """Check an ``update=`` argument and return its names in :class:`~jaxssm.LGSSM` order.
+
+    The one rule for EM, MLE and the command line: a parameter name or an iterable of
+    names from ``("m0", "P0", "A", "Q", "H", "R")``, at least one, none repeated.
+
+    Raises:
+        TypeError: ``update`` is neither a str nor an iterable of str.
+        ValueError: it is empty, repeats a name or names an unknown parameter.
+    """
+    valid = ", ".join(repr(n) for n in PARAMETER_NAMES)
+    if isinstance(update, str):
+        names: tuple = (update,)
+    else:
+        try:
+            names = tuple(update)
+        except TypeError:
+            raise TypeError(
+                f"update must be a parameter name or an iterable of names from ({valid}), "
+                f"got {type(update).__name__}"
+            ) from None
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"update must hold parameter names (str), got {n!r}")
+        if n not in PARAMETER_NAMES:
+            raise ValueError(f"update names an unknown parameter {n!r}; valid names: {valid}")
+    if not names:
+        raise ValueError(f"update must name at least one parameter from ({valid}), got {update!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"update must not repeat names, got {list(names)}")
+    return tuple(n for n in PARAMETER_NAMES if n in names)
+
+
+def check_num_iters(num_iters) -> int:
+    """Return ``num_iters`` as a positive Python int, or raise naming it."""
+    if isinstance(num_iters, bool):
+        raise TypeError(f"num_iters must be a positive int, got {num_iters!r}")
+    try:
+        n = operator.index(num_iters)
+    except TypeError:
+        raise TypeError(
+            f"num_iters must be a positive int, got {type(num_iters).__name__}"
+        ) from None
+    if n < 1:
+        raise ValueError(f"num_iters must be a positive int, got {n}")
+    return int(n)
+
+
+def check_tol(tol, name: str = "tol") -> float | None:
+    """Return ``tol`` as a finite float >= 0 (or None), or raise naming it."""
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be None or a finite float >= 0, got {tol!r}")
+    if not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"{name} must be None or a finite float >= 0, got {tol!r}")
+    return float(tol)
+
+
+def check_callback(callback) -> Callable | None:
+    """Return ``callback`` if it is None or callable, or raise naming it."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    return callback
+
+
+def _print_progress(label, iteration, log_likelihood, num_iters):
+    print(
+        f"{label} {int(iteration) + 1}/{num_iters}: log-likelihood {float(log_likelihood):.6f}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class ProgressCallback:
+    """Hashable progress printer (equal for equal arguments, so the jit cache is reused).
+
+    ``ProgressCallback(label, num_iters, user)(i, ll)`` prints ``label i+1/num_iters:
+    log-likelihood ll`` to stderr, then calls ``user(i, ll)`` if given.
+    """
+
+    def __init__(self, label: str, num_iters: int, user: Callable | None):
+        self.key = (label, num_iters, user)
+
+    def __call__(self, i, ll):
+        label, num_iters, user = self.key
+        _print_progress(label, i, ll, num_iters)
+        if user is not None:
+            user(i, ll)
+
+    def __eq__(self, other):
+        return isinstance(other, ProgressCallback) and self.key == other.key
+
+    def __hash__(self):
+        return hash(self.key)

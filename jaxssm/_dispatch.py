@@ -1,0 +1,194 @@
+"""Which schedule runs: the one place that owns ``method``, ``steady_state`` and the fallback.
+
+Public entry points take ``method="sequential" | "parallel"`` and
+``steady_state=None | True | False`` and hand them to :func:`resolve`, which checks them and
+returns a static schedule name:
+
+* ``"auto"`` (``method="sequential"``, ``steady_state=None``, the default): the steady-state
+  fast path for series of at least :data:`MIN_STEADY_STEPS` steps, the full sequential
+  recursion for shorter ones (there the fast path saves milliseconds and costs seconds of
+  compilation). The rule depends on the shape only, so it is static.
+* ``"steady"`` (``steady_state=True``): the fast path whenever the series holds its three
+  regions (:func:`jaxssm._steady.transient_bound` > 0).
+* ``"sequential"`` (``steady_state=False``): the full ``lax.scan`` recursion.
+* ``"parallel"`` (``method="parallel"``): the associative scan. ``steady_state=True`` with
+  it is an error (the fast path is sequential); ``None`` and ``False`` mean the same.
+
+The fast path is exact only once the covariances have converged, which is known on device:
+:func:`_steady_or_full` is the single ``lax.cond`` that picks the fast result or the full
+recursion. The functions here are jitted with the schedule static, unchecked, and take
+``ys [N, Dy]``; :func:`log_likelihood` and :func:`stats` also take a batch ``[B, N, Dy]``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from jaxssm import _parallel, _sequential, _stats, _steady
+from jaxssm._types import LGSSM, FilterResult, SmootherResult, SufficientStats
+
+__all__ = [
+    "MIN_STEADY_STEPS",
+    "METHODS",
+    "resolve",
+    "filter",
+    "smooth",
+    "smooth_filtered",
+    "log_likelihood",
+    "stats",
+]
+
+#: With ``steady_state=None``, series shorter than this run the full recursion.
+MIN_STEADY_STEPS = 2048
+
+METHODS = ("sequential", "parallel")
+
+
+def resolve(method: str, steady_state: bool | None) -> str:
+    """Check ``method`` and ``steady_state`` and return the static schedule name."""
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
+    if steady_state is not None and not isinstance(steady_state, bool):
+        raise TypeError(f"steady_state must be None, True or False, got {steady_state!r}")
+    if method == "parallel":
+        if steady_state:
+            raise ValueError(
+                "steady_state=True needs method='sequential' (the steady-state fast path is a "
+                "sequential schedule); with method='parallel' pass steady_state=None or False"
+            )
+        return "parallel"
+    return {None: "auto", True: "steady", False: "sequential"}[steady_state]
+
+
+def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
+    """Return the steady-state bound ``T`` to use, or 0 for the full recursion (static)."""
+    if schedule == "auto" and num_steps < MIN_STEADY_STEPS:
+        return 0
+    if schedule in ("auto", "steady"):
+        return _steady.transient_bound(num_steps, max_transient)
+    return 0
+
+
+def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str):
+    """Run the full recursion of the sequential or the parallel schedule for one result."""
+    mod = _parallel if schedule == "parallel" else _sequential
+    filtered = mod.filter(params, ys)
+    if kind == "filter":
+        return filtered
+    if kind == "log_likelihood":
+        return filtered.log_likelihood  # under jit, XLA drops the unused moments
+    smoothed = mod.smooth(params, filtered)
+    if kind == "smooth":
+        return smoothed
+    return _stats.from_smoother(smoothed, ys), smoothed.log_likelihood
+
+
+def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
+    """Return the fast path's result if it converged within ``T`` steps, else the full one's.
+
+    This is the one ``lax.cond`` between the steady-state path and the full sequential
+    recursion.
+
+    Small results (the log-likelihood, the statistics) are computed before the ``cond`` so
+    that only they enter it; the ``[T, D, D]`` covariance side would be copied into it.
+    Under a ``vmap`` over parameters the predicate is batched and both branches run.
+    """
+    if kind in ("filter", "log_likelihood"):
+        side = _steady.filter_side(params, T, rtol)
+        ok = side.converged
+    else:
+        side = _steady.smoother_side(params, T, rtol)
+        ok = side.info.converged
+    fast_fn = {
+        "filter": _steady.filter,
+        "log_likelihood": _steady.log_likelihood,
+        "smooth": _steady.smooth,
+        "stats": _steady.stats,
+    }[kind]
+
+    def full(p, y):
+        return _full(kind, p, y, "sequential")
+
+    if kind in ("log_likelihood", "stats"):
+        fast = fast_fn(params, ys, side)
+        return jax.lax.cond(ok, lambda f, p, y: f, lambda f, p, y: full(p, y), fast, params, ys)
+    return jax.lax.cond(ok, fast_fn, lambda p, y, s: full(p, y), params, ys, side)
+
+
+def _one(kind, params, ys, schedule, max_transient, rtol):
+    T = _fast_bound(schedule, ys.shape[0], max_transient)
+    if T:
+        return _steady_or_full(kind, params, ys, T, rtol)
+    return _full(kind, params, ys, schedule)
+
+
+_STATIC = ("schedule", "max_transient", "rtol")
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def filter(
+    params: LGSSM,
+    ys: jax.Array,
+    schedule: str = "auto",
+    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
+    rtol: float | None = None,
+) -> FilterResult:
+    """Kalman filter of ``ys [N, Dy]`` on ``schedule``."""
+    return _one("filter", params, ys, schedule, max_transient, rtol)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def smooth(
+    params: LGSSM,
+    ys: jax.Array,
+    schedule: str = "auto",
+    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
+    rtol: float | None = None,
+) -> SmootherResult:
+    """Filter and RTS smoother of ``ys [N, Dy]`` on ``schedule``."""
+    return _one("smooth", params, ys, schedule, max_transient, rtol)
+
+
+@partial(jax.jit, static_argnames="schedule")
+def smooth_filtered(params: LGSSM, filtered: FilterResult, schedule: str) -> SmootherResult:
+    """RTS backward pass over a :class:`~jaxssm.FilterResult` (sequential or parallel)."""
+    mod = _parallel if schedule == "parallel" else _sequential
+    return mod.smooth(params, filtered)
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def log_likelihood(
+    params: LGSSM,
+    ys: jax.Array,
+    schedule: str = "auto",
+    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
+    rtol: float | None = None,
+) -> jax.Array:
+    """``log p(y)`` of ``ys [N, Dy]``, or the sum over a batch ``[B, N, Dy]``."""
+
+    def one(y):
+        return _one("log_likelihood", params, y, schedule, max_transient, rtol)
+
+    return one(ys) if ys.ndim == 2 else jnp.sum(jax.vmap(one)(ys))
+
+
+@partial(jax.jit, static_argnames=_STATIC)
+def stats(
+    params: LGSSM,
+    ys: jax.Array,
+    schedule: str = "auto",
+    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
+    rtol: float | None = None,
+) -> tuple[SufficientStats, jax.Array]:
+    """EM statistics and ``log p(y)`` of ``ys [N, Dy]``; a batch ``[B, N, Dy]`` is pooled."""
+
+    def one(y):
+        return _one("stats", params, y, schedule, max_transient, rtol)
+
+    if ys.ndim == 2:
+        return one(ys)
+    per_sequence, lls = jax.vmap(one)(ys)
+    return _stats.pool(per_sequence), jnp.sum(lls)

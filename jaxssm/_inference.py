@@ -1,0 +1,146 @@
+"""Public inference entry points: filter, smoother and log-likelihood.
+
+Each checks its arguments (shapes and dtypes at trace time; covariance values when
+concrete), resolves the schedule (:mod:`jaxssm._dispatch`) and calls the jitted dispatcher.
+"""
+
+from __future__ import annotations
+
+import jax
+from jax.typing import ArrayLike
+
+from jaxssm import _dispatch
+from jaxssm._types import LGSSM, FilterResult, SmootherResult
+from jaxssm._validation import validate_observations, validate_params
+
+__all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
+
+
+def kalman_filter(
+    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool | None = None
+) -> FilterResult:
+    """Kalman filter over ``y_1..y_N``.
+
+    Works under ``jit``, ``vmap`` (over params and/or ``ys``) and ``grad``; the dtype of the
+    results follows the inputs.
+
+    Args:
+        params: an :class:`~jaxssm.LGSSM`.
+        ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1.
+        method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
+            ``O(log N)`` span); the same results to round-off.
+        steady_state: ``None`` (default): the steady-state fast path on the sequential
+            schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
+            (sequential only); ``False``: the full recursion. Exact to round-off either way;
+            see "Schedules" in the README.
+
+    Returns:
+        :class:`~jaxssm.FilterResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
+        ``pred_means [N, D]``, ``pred_covs [N, D, D]`` and ``log_likelihood []``.
+
+    Raises:
+        ValueError: a bad ``method``, ``steady_state=True`` with ``"parallel"``, or a shape
+            that does not match (the message names the argument and the expected shape).
+        TypeError: a non-floating or mismatched dtype, or a non-bool ``steady_state``.
+
+    References:
+        S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 4.2; S. Sarkka and
+        A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers", IEEE TAC
+        66(1), 2021.
+    """
+    schedule = _dispatch.resolve(method, steady_state)
+    params = validate_params(params)
+    ys = validate_observations(ys, params)
+    return _dispatch.filter(params, ys, schedule)
+
+
+def rts_smoother(
+    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool | None = None
+) -> SmootherResult:
+    """Kalman filter followed by a Rauch-Tung-Striebel backward pass.
+
+    Args:
+        params: an :class:`~jaxssm.LGSSM`.
+        ys: observations ``y_1..y_N``, ``[N, Dy]``.
+        method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
+            ``O(log N)`` span); the same results to round-off.
+        steady_state: ``None`` (default): the steady-state fast path on the sequential
+            schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
+            (sequential only); ``False``: the full recursion. Exact to round-off either way;
+            see "Schedules" in the README.
+
+    Returns:
+        :class:`~jaxssm.SmootherResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
+        ``gains [N, D, D]`` and ``log_likelihood []``; row 0 is ``p(x_0 | y_1:N)``.
+
+    Raises:
+        ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
+
+    References:
+        S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 8.2; Sarkka and
+        Garcia-Fernandez (2021).
+    """
+    schedule = _dispatch.resolve(method, steady_state)
+    params = validate_params(params)
+    ys = validate_observations(ys, params)
+    return _dispatch.smooth(params, ys, schedule)
+
+
+def rts_smoother_from_filter(
+    params: LGSSM, filtered: FilterResult, *, method: str = "sequential"
+) -> SmootherResult:
+    """RTS backward pass over the output of :func:`~jaxssm.kalman_filter`.
+
+    For a caller who already filtered with the same ``params`` and should not filter twice.
+
+    Args:
+        params: the :class:`~jaxssm.LGSSM` the filter ran with.
+        filtered: a :class:`~jaxssm.FilterResult`.
+        method: ``"sequential"`` (a reverse ``lax.scan``) or ``"parallel"`` (a reverse
+            ``lax.associative_scan``); the same result to round-off.
+
+    Returns:
+        :class:`~jaxssm.SmootherResult`, as :func:`~jaxssm.rts_smoother`.
+    """
+    schedule = _dispatch.resolve(method, False)
+    params = validate_params(params)
+    if not isinstance(filtered, FilterResult):
+        raise TypeError(f"filtered must be a jaxssm.FilterResult, got {type(filtered).__name__}")
+    D = params.A.shape[0]
+    n = filtered.pred_means.shape[0] if filtered.pred_means.ndim == 2 else None
+    if n is None or filtered.means.shape != (n + 1, D) or filtered.pred_covs.shape != (n, D, D):
+        raise ValueError(
+            "filtered must hold means [N+1, D], covs [N+1, D, D], pred_means [N, D] and "
+            f"pred_covs [N, D, D] with D = {D}, got means {tuple(filtered.means.shape)}, "
+            f"pred_means {tuple(filtered.pred_means.shape)}, "
+            f"pred_covs {tuple(filtered.pred_covs.shape)}"
+        )
+    return _dispatch.smooth_filtered(params, filtered, schedule)
+
+
+def log_likelihood(
+    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool | None = None
+) -> jax.Array:
+    """Log marginal likelihood ``log p(y_1:N)`` of the model.
+
+    Args:
+        params: an :class:`~jaxssm.LGSSM`.
+        ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]`` of independent sequences
+            (the sum of their log-likelihoods is returned).
+        method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
+            ``O(log N)`` span); the same results to round-off.
+        steady_state: ``None`` (default): the steady-state fast path on the sequential
+            schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
+            (sequential only); ``False``: the full recursion. Exact to round-off either way;
+            see "Schedules" in the README.
+
+    Returns:
+        A scalar with the dtype of the inputs.
+
+    Raises:
+        ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
+    """
+    schedule = _dispatch.resolve(method, steady_state)
+    params = validate_params(params)
+    ys = validate_observations(ys, params, allow_batch=True)
+    return _dispatch.log_likelihood(params, ys, schedule)

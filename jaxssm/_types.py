@@ -1,0 +1,226 @@
+"""The values jaxssm passes around: parameters, results, statistics and diagnostics.
+
+Every type is a :class:`typing.NamedTuple`, hence a JAX pytree, with named fields. This is
+the bottom layer of the package: it imports nothing from jaxssm.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NamedTuple
+
+import jax
+from jax.typing import ArrayLike
+
+__all__ = [
+    "LGSSM",
+    "PARAMETER_NAMES",
+    "FilterResult",
+    "SmootherResult",
+    "SufficientStats",
+    "EMStatus",
+    "EMInfo",
+    "MLEInfo",
+    "UnconstrainedParams",
+    "SteadyInfo",
+]
+
+
+class LGSSM(NamedTuple):
+    r"""Parameters of a linear-Gaussian state-space model (a pytree).
+
+    .. math::
+
+        x_0 \sim N(m_0, P_0), \quad
+        x_k = A x_{k-1} + q_k,\ q_k \sim N(0, Q), \quad
+        y_k = H x_k + r_k,\ r_k \sim N(0, R), \quad k = 1..N.
+
+    ``x_0`` is not observed; ``ys`` holds ``y_1..y_N``.
+
+    Attributes:
+        m0: initial mean, ``[D]``.
+        P0: initial covariance, ``[D, D]``, symmetric positive definite.
+        A: transition matrix, ``[D, D]``.
+        Q: process-noise covariance, ``[D, D]``, symmetric positive definite.
+        H: observation matrix, ``[Dy, D]``.
+        R: observation-noise covariance, ``[Dy, Dy]``, symmetric positive definite.
+    """
+
+    m0: ArrayLike
+    P0: ArrayLike
+    A: ArrayLike
+    Q: ArrayLike
+    H: ArrayLike
+    R: ArrayLike
+
+
+#: The fields of :class:`LGSSM`, in order; the names that ``update=`` arguments accept.
+PARAMETER_NAMES: tuple[str, ...] = LGSSM._fields
+
+
+class FilterResult(NamedTuple):
+    """Output of a Kalman filter over ``k = 0..N``.
+
+    Attributes:
+        means: filtered means ``E[x_k | y_1:k]``, ``[N+1, D]``; row 0 is ``m0``.
+        covs: filtered covariances, ``[N+1, D, D]``; row 0 is ``P0``.
+        pred_means: predicted means ``E[x_k | y_1:k-1]`` for ``k = 1..N``, ``[N, D]``.
+        pred_covs: predicted covariances for ``k = 1..N``, ``[N, D, D]``.
+        log_likelihood: ``log p(y_1:N)``, a scalar.
+    """
+
+    means: jax.Array
+    covs: jax.Array
+    pred_means: jax.Array
+    pred_covs: jax.Array
+    log_likelihood: jax.Array
+
+
+class SmootherResult(NamedTuple):
+    """Output of a smoother over ``k = 0..N``.
+
+    Attributes:
+        means: smoothed means ``E[x_k | y_1:N]``, ``[N+1, D]``.
+        covs: smoothed covariances, ``[N+1, D, D]``.
+        gains: smoother gains ``G_k``, ``k = 0..N-1``, ``[N, D, D]``, with
+            ``m_k^s = m_k + G_k (m_{k+1}^s - A m_k)``. The lag-one cross-covariance is
+            ``Cov(x_{k+1}, x_k | y_1:N) = covs[k+1] @ gains[k].T``.
+        log_likelihood: ``log p(y_1:N)``, a scalar.
+    """
+
+    means: jax.Array
+    covs: jax.Array
+    gains: jax.Array
+    log_likelihood: jax.Array
+
+
+class SufficientStats(NamedTuple):
+    r"""Expected sufficient statistics of the complete-data log-likelihood, normalised by N.
+
+    With smoothed moments ``m_k^s, P_k^s`` and smoother gains ``G_k``:
+
+    .. math::
+
+        \Sigma = \tfrac1N \sum_{k=1}^N (P_k^s + m_k^s m_k^{sT}), \quad
+        \Phi = \tfrac1N \sum_{k=1}^N (P_{k-1}^s + m_{k-1}^s m_{k-1}^{sT}),
+
+        B = \tfrac1N \sum_{k=1}^N y_k m_k^{sT}, \quad
+        C = \tfrac1N \sum_{k=1}^N (P_k^s G_{k-1}^T + m_k^s m_{k-1}^{sT}), \quad
+        D = \tfrac1N \sum_{k=1}^N y_k y_k^T.
+
+    Attributes:
+        Sigma: ``[D, D]``.
+        Phi: ``[D, D]``.
+        B: ``[Dy, D]``.
+        C: ``[D, D]``.
+        D: ``[Dy, Dy]``.
+        m0_smoothed: ``E[x_0 | y]``, ``[D]`` (for a batch: the average over sequences).
+        P0_smoothed: ``Cov[x_0 | y]``, ``[D, D]`` (for a batch: the average over sequences of
+            ``P0s_b + (m0s_b - m0_smoothed)(m0s_b - m0_smoothed)^T``, so that the M-step's
+            ``P0 = P0_smoothed`` when ``m0 = m0_smoothed``).
+        num_steps: the number of steps N summed over (for a batch: B * N), an int32 scalar.
+    """
+
+    Sigma: jax.Array
+    Phi: jax.Array
+    B: jax.Array
+    C: jax.Array
+    D: jax.Array
+    m0_smoothed: jax.Array
+    P0_smoothed: jax.Array
+    num_steps: jax.Array
+
+
+class EMStatus(enum.IntEnum):
+    """Why :func:`~jaxssm.fit_em` stopped (the value of ``EMInfo.status``).
+
+    An :class:`enum.IntEnum`, so ``int(info.status) == EMStatus.CONVERGED`` and
+    ``info.status == EMStatus.CONVERGED`` (an array comparison) both work.
+    """
+
+    #: all ``num_iters`` iterations ran.
+    MAX_ITERS = 0
+    #: the relative improvement fell below ``tol``.
+    CONVERGED = 1
+    #: the log-likelihood fell by more than round-off (or became non-finite); the last
+    #: parameters before the fall are returned.
+    DECREASED = 2
+
+
+class EMInfo(NamedTuple):
+    """What happened in :func:`~jaxssm.fit_em`.
+
+    Attributes:
+        log_likelihoods: ``[num_iters]``; entry ``i`` is ``log p(y | theta_i)`` with
+            ``theta_0`` the initial parameters, NaN for iterations that did not run (after
+            convergence or a decrease).
+        log_likelihood: ``log p(y | params)`` of the returned parameters, a scalar.
+        num_iters: the number of E-steps run in the loop (the entries of
+            ``log_likelihoods`` that were filled; the rest are NaN), an int32 scalar.
+        status: an :class:`EMStatus` value, an int32 scalar.
+        decrease: the size of a decrease, ``log p(y | theta_best) - log p(y | theta_bad)``
+            (``inf`` for a non-finite log-likelihood); ``0`` unless
+            ``status == EMStatus.DECREASED``.
+    """
+
+    log_likelihoods: jax.Array
+    log_likelihood: jax.Array
+    num_iters: jax.Array
+    status: jax.Array
+    decrease: jax.Array
+
+
+class MLEInfo(NamedTuple):
+    """What happened in :func:`~jaxssm.fit_mle`.
+
+    Attributes:
+        log_likelihoods: ``[num_iters]``; entry ``i`` is ``log p(y | theta_i)``, the
+            log-likelihood *before* optimiser step ``i`` (entry 0 is the starting point's).
+        log_likelihood: ``log p(y | params)`` of the returned parameters, a scalar.
+    """
+
+    log_likelihoods: jax.Array
+    log_likelihood: jax.Array
+
+
+class UnconstrainedParams(NamedTuple):
+    """Unconstrained coordinates of the free parameters of an :class:`LGSSM`.
+
+    A pytree for optax: fields that are not optimised are ``None`` (empty subtrees), so an
+    optimiser never sees them.
+
+    Attributes:
+        m0: ``[D]`` (the mean itself), or ``None`` when fixed.
+        P0: ``[D (D + 1) / 2]`` lower-triangle entries of the Cholesky factor of ``P0``, with the
+            diagonal through ``softplus^{-1}``; or ``None``.
+        A: ``[D, D]`` (the matrix itself), or ``None``.
+        Q: ``[D (D + 1) / 2]``, as ``P0``; or ``None``.
+        H: ``[Dy, D]`` (the matrix itself), or ``None``.
+        R: ``[Dy (Dy + 1) / 2]``, as ``P0``; or ``None``.
+    """
+
+    m0: jax.Array | None = None
+    P0: jax.Array | None = None
+    A: jax.Array | None = None
+    Q: jax.Array | None = None
+    H: jax.Array | None = None
+    R: jax.Array | None = None
+
+
+class SteadyInfo(NamedTuple):
+    """Diagnostics of the steady-state fast path for one model and series length.
+
+    Attributes:
+        num_transient: the static bound ``T`` on each transient, a Python int (0: the series
+            is too short for the fast path).
+        filter_transient: the last step at which the filter covariance still changed by more
+            than the tolerance (``<= T``), int32.
+        smoother_transient: the same for the smoother covariance, counted backward from
+            ``k = N`` (``<= T``), int32; ``T`` when the filter did not converge.
+        converged: whether the fast path runs (True) or the full recursion (False), bool.
+    """
+
+    num_transient: int
+    filter_transient: jax.Array
+    smoother_transient: jax.Array
+    converged: jax.Array
