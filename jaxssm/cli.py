@@ -1,8 +1,8 @@
 """The ``jaxssm`` command: fit the exercise's model to SARCOS (or your own series).
 
 ``jaxssm fit`` with no arguments runs exercise 12 end to end on the bundled SARCOS test
-split: the exercise's set-up (:func:`jaxssm.exercise_setup`), EM for ``(A, Q)`` from the
-white-noise start, then writes the fitted parameters, the log-likelihood trace, a plot of
+split: the exercise's set-up (:func:`jaxssm.datasets.exercise_setup`), EM for ``(A, Q)`` from
+the white-noise start, then writes the fitted parameters, the log-likelihood trace, a plot of
 data against the smoothed estimate and a summary into a new folder.
 
 Exit status: 0 on success, 2 for a usage error (unknown option, bad value, an output folder
@@ -16,29 +16,26 @@ changes JAX's configuration (x64 for ``--dtype float64``), in its own process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import io
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import NoReturn
 
 import jax
 import numpy as np
-import optax
+from tqdm import tqdm
 
-import jaxssm
+import jaxssm as ssm
 from jaxssm import datasets
-from jaxssm._em import CONVERGED, DECREASED
-from jaxssm._exercise import exercise_setup
-from jaxssm._version import __version__
-from jaxssm.datasets import _to_data
 
 __all__ = ["main", "build_parser"]
 
 PROG = "jaxssm"
-PARAM_NAMES = ("m0", "P0", "A", "Q", "H", "R")
+PARAM_NAMES = ssm.PARAMETER_NAMES
 DEFAULT_ITERS = 100
 DEFAULT_LR = 3e-2
 DEFAULT_WINDOW_START = 1000
@@ -66,73 +63,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _checked(convert, accept, expected: str):
+    """Return an argparse ``type``: ``convert(text)``, which must satisfy ``accept``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+            ok = accept(value)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _update_names(text: str) -> tuple[str, ...]:
-    """``"A,Q"`` -> ``("A", "Q")``, checked against the LGSSM field names."""
-    names = tuple(n.strip() for n in text.split(","))
-    if not text.strip() or any(not n for n in names):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated names from {','.join(PARAM_NAMES)}, got {text!r}"
-        )
-    unknown = [n for n in names if n not in PARAM_NAMES]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown parameter name(s) {', '.join(unknown)}; choose from {','.join(PARAM_NAMES)}"
-        )
-    if len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"parameter names must not repeat, got {text!r}")
-    return tuple(n for n in PARAM_NAMES if n in names)
-
-
-def _window(text: str) -> tuple[int, int]:
-    """``"1000:1050"`` -> ``(1000, 1050)`` (checked against the data length later)."""
-    parts = text.split(":")
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        start, stop = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected START:STOP with integers 0 <= START < STOP, got {text!r}"
-        ) from None
-    if not 0 <= start < stop:
-        raise argparse.ArgumentTypeError(
-            f"expected START:STOP with integers 0 <= START < STOP, got {text!r}"
-        )
-    return start, stop
+_positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_nonnegative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_window = _checked(
+    lambda text: tuple(int(part) for part in text.split(":")),
+    lambda w: len(w) == 2 and 0 <= w[0] < w[1],
+    "START:STOP with integers 0 <= START < STOP",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the ``jaxssm`` argument parser (subcommand ``fit``)."""
+    epilog = "Exit status: 0 success, 1 unusable data or failed run, 2 usage error."
     parser = _Parser(
         prog=PROG,
         description=(
@@ -140,11 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
             "exercise: EM (or gradient-based maximum likelihood) for the transition model "
             "of a 21-dimensional robot-arm series, with plots."
         ),
-        epilog="Exit status: 0 success, 1 unusable data or failed run, 2 usage error.",
+        epilog=epilog,
         allow_abbrev=False,
     )
     parser.add_argument(
-        "--version", action="version", version=f"{PROG} {__version__} (jax {jax.__version__})"
+        "--version", action="version", version=f"{PROG} {ssm.__version__} (jax {jax.__version__})"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     fit = commands.add_parser(
@@ -156,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
             "A = 0, Q = 0.01 diag(u), u ~ Uniform(0, 1) drawn with --seed. Writes "
             "params.npz, log_likelihood.csv, fit.png and summary.txt into --out."
         ),
-        epilog="Exit status: 0 success, 1 unusable data or failed run, 2 usage error.",
+        epilog=epilog,
         allow_abbrev=False,
     )
-    fit.add_argument(
+    add = fit.add_argument
+    add(
         "--data",
         default="test",
         metavar="FILE|test|train",
@@ -170,31 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
             "or [N, 28] array (SARCOS column order; extra torque columns are ignored)"
         ),
     )
-    fit.add_argument(
+    add(
         "--iters",
         type=_positive_int,
         default=DEFAULT_ITERS,
         help=f"EM iterations, or optimiser steps for --method mle (default {DEFAULT_ITERS})",
     )
-    fit.add_argument(
+    add(
         "--method",
         choices=("em", "mle"),
         default="em",
         help="em: expectation-maximisation (default); mle: gradient ascent on log p(y)",
     )
-    fit.add_argument(
+    add(
         "--optimizer",
         choices=("adam", "lbfgs"),
         default=None,
         help="optax optimiser for --method mle (default adam)",
     )
-    fit.add_argument(
+    add(
         "--lr",
         type=_positive_float,
         default=None,
         help=f"learning rate of --optimizer adam (default {DEFAULT_LR:g})",
     )
-    fit.add_argument(
+    add(
         "--schedule",
         choices=("sequential", "parallel"),
         default="sequential",
@@ -203,43 +163,40 @@ def build_parser() -> argparse.ArgumentParser:
             "GPUs, slower on a few CPU cores) filter and smoother"
         ),
     )
-    fit.add_argument(
+    add(
         "--dtype",
         choices=("float32", "float64"),
         default="float64",
         help="floating-point precision (default float64)",
     )
-    fit.add_argument(
+    add(
         "--update",
-        type=_update_names,
-        default=("A", "Q"),
+        default="A,Q",
         metavar="NAMES",
         help=f"comma-separated parameters to learn, from {','.join(PARAM_NAMES)} (default A,Q)",
     )
-    fit.add_argument(
+    add(
         "--window",
         type=_window,
         default=None,
         metavar="START:STOP",
-        help=("data rows to plot (default 1000:1050, or the last 50 rows of a shorter series)"),
+        help="data rows to plot (default 1000:1050, or the last 50 rows of a shorter series)",
     )
-    fit.add_argument(
-        "--seed", type=_nonnegative_int, default=0, help="seed of the random Q start (default 0)"
-    )
-    fit.add_argument(
+    add("--seed", type=_nonnegative_int, default=0, help="seed of the random Q start (default 0)")
+    add(
         "--out",
         type=Path,
         default=None,
         metavar="DIR",
         help="output folder (default: a new folder jaxssm-fit-YYYYmmdd-HHMMSS here)",
     )
-    fit.add_argument(
+    add(
         "--force",
         action="store_true",
         help="write into --out even if it is not empty (its files of the same names are replaced)",
     )
-    fit.add_argument("--no-plot", action="store_true", help="do not write fit.png")
-    fit.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add("--no-plot", action="store_true", help="do not write fit.png")
+    add("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
 
@@ -261,35 +218,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a usage error (already printed)
-        return _exit_code(exit_.code)
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
         return _fit(args)
     except UsageError as err:
-        _error(f"{PROG} fit: error: {err} (see {PROG} fit --help)")
+        _say(f"{PROG} fit: error: {_one_line(str(err))} (see {PROG} fit --help)")
         return 2
     except KeyboardInterrupt:
-        _error(f"{PROG}: interrupted")
+        _say(f"{PROG}: interrupted")
         return 130
     except Exception as err:
         if args.debug:
             raise
-        if isinstance(err, InputError):
-            message = str(err)
-        else:
-            message = f"{type(err).__name__}: {err}"
-        _error(f"{PROG} fit: error: {_one_line(message)}")
+        message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+        _say(f"{PROG} fit: error: {_one_line(message)}")
         return 1
-
-
-def _exit_code(code: Any) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    return 1
 
 
 def _one_line(message: str) -> str:
@@ -297,11 +243,8 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def _error(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _note(line: str) -> None:
+def _say(line: str) -> None:
+    """Print a note or an error on stderr."""
     print(line, file=sys.stderr, flush=True)
 
 
@@ -310,34 +253,30 @@ def _note(line: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Data(NamedTuple):
-    Y: Any  # numpy [N+1, 21] float64
-    name: str  # for the summary
-    label: str  # short, for the plot title
-
-
 def _fit(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
-    _check_options(args)
+    args.update = ",".join(name.strip() for name in args.update.split(","))
+    if args.method == "em" and (args.optimizer is not None or args.lr is not None):
+        raise UsageError(
+            f"{'--optimizer' if args.optimizer else '--lr'} applies to --method mle only"
+        )
+    if args.optimizer == "lbfgs" and args.lr is not None:
+        raise UsageError("--lr applies to --optimizer adam only (lbfgs uses a line search)")
     out = _resolve_out(args.out, args.force)
-
     if args.dtype == "float64":
         # The command is an application, not the library: enabling x64 here affects only
         # this process (the jaxssm library itself never changes JAX's configuration).
         jax.config.update("jax_enable_x64", True)
 
-    data = _load_data(args.data)
-    num_rows = data.Y.shape[0]
-    if num_rows < 2:
-        raise InputError(f"{data.name}: need at least 2 rows (the first is m0), got {num_rows}")
-    window = _resolve_window(args.window, num_rows)
-
-    setup = exercise_setup(data.Y, jax.random.PRNGKey(args.seed), dtype=args.dtype)
-    params0, ys = setup
+    Y, data_name, data_label = _load_data(args.data)
+    if Y.shape[0] < 2:
+        raise InputError(f"{data_name}: need at least 2 rows (the first is m0), got {Y.shape[0]}")
+    window = _resolve_window(args.window, Y.shape[0])
+    params0, ys = datasets.exercise_setup(Y, jax.random.PRNGKey(args.seed), dtype=args.dtype)
     num_steps, dim = ys.shape
     what = _describe_method(args)
-    _note(
-        f"{PROG} fit: {data.name}: N = {num_steps} steps (row 0 is m0), D = {dim}, "
+    _say(
+        f"{PROG} fit: {data_name}: N = {num_steps} steps (row 0 is m0), D = {dim}, "
         f"{args.dtype}; {what}"
     )
 
@@ -346,92 +285,86 @@ def _fit(args: argparse.Namespace) -> int:
     fitted, trace, iterations, status_note = run(params0, ys, args)
     fit_seconds = time.perf_counter() - t_fit
     ll_before, ll_after = float(trace[0]), float(trace[-1])
-    _note(
+    _say(
         f"log-likelihood {ll_before:.6g} -> {ll_after:.6g} in {fit_seconds:.1f} s "
         f"(compile + run){status_note}"
     )
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    np.savez(
-        out / "params.npz", **{name: np.asarray(getattr(fitted, name)) for name in PARAM_NAMES}
-    )
-    written.append("params.npz")
-    _write_trace(out / "log_likelihood.csv", trace)
-    written.append("log_likelihood.csv")
-
-    plot_note = ""
+    np.savez(out / "params.npz", **{n: np.asarray(getattr(fitted, n)) for n in PARAM_NAMES})
+    rows = [f"{i},{float(v)!r}" for i, v in enumerate(trace)]
+    (out / "log_likelihood.csv").write_text("\n".join(["iteration,log_likelihood", *rows]) + "\n")
+    written = ["params.npz", "log_likelihood.csv"]
     if args.no_plot:
         plot_note = "not written (--no-plot)"
     else:
-        plot_note = _write_plot(out / "fit.png", fitted, ys, data, window, args)
-        if plot_note == "":
-            written.append("fit.png")
+        title = (
+            f"{data_label}: data (x) and smoothed estimate (mean $\\pm$ 2 sd) after "
+            f"{args.method.upper()}, {args.iters} iterations"
+        )
+        plot_note = _write_plot(out / "fit.png", fitted, ys, Y, window, args.schedule, title)
+        if plot_note:
+            _say(f"fit.png {plot_note}")
         else:
-            _note(f"fit.png {plot_note}")
+            written.append("fit.png")
 
-    total_seconds = time.perf_counter() - t_start
-    summary = _summary(
-        data=data,
-        num_steps=num_steps,
-        dim=dim,
-        args=args,
-        what=what,
-        iterations=iterations,
-        ll_before=ll_before,
-        ll_after=ll_after,
-        status_note=status_note,
-        fit_seconds=fit_seconds,
-        total_seconds=total_seconds,
-        window=window,
-        plot_note=plot_note,
-        device=str(jax.devices()[0].platform),
-    )
-    (out / "summary.txt").write_text(summary)
+    optimizer = "-"
+    if args.method == "mle":
+        optimizer = args.optimizer or "adam"
+        if optimizer == "adam":
+            optimizer += f" (lr {_lr(args):g})"
+    summary = [
+        f"jaxssm {ssm.__version__} fit (jax {jax.__version__}, {jax.devices()[0].platform})",
+        f"data: {data_name}",
+        f"N: {num_steps} observed steps (data rows 1..{num_steps}; row 0 is m0)",
+        f"D: {dim}",
+        f"dtype: {args.dtype}",
+        f"method: {args.method} (update {args.update})",
+        f"optimizer: {optimizer}",
+        f"schedule: {args.schedule}",
+        f"iterations: {iterations} of {args.iters}{status_note}",
+        f"seed: {args.seed}",
+        f"log-likelihood before: {ll_before!r}",
+        f"log-likelihood after: {ll_after!r}",
+        f"wall time: fit {fit_seconds:.1f} s (compile + run), command "
+        f"{time.perf_counter() - t_start:.1f} s (after import)",
+        f"plot window: rows {window[0]}:{window[1]}" + (f" ({plot_note})" if plot_note else ""),
+        f"command: {PROG} fit {' '.join(_quote(a) for a in _argv_of(args))}",
+    ]
+    (out / "summary.txt").write_text("\n".join(summary) + "\n")
     written.append("summary.txt")
     print(f"wrote {', '.join(written)} to {out}")
     return 0
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    if args.method == "em":
-        for flag, value in (("--optimizer", args.optimizer), ("--lr", args.lr)):
-            if value is not None:
-                raise UsageError(f"{flag} applies to --method mle only")
-    if args.optimizer == "lbfgs" and args.lr is not None:
-        raise UsageError("--lr applies to --optimizer adam only (lbfgs uses a line search)")
-
-
-def _default_out() -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path.cwd() / f"jaxssm-fit-{stamp}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+def _lr(args: argparse.Namespace) -> float:
+    return args.lr if args.lr is not None else DEFAULT_LR
 
 
 def _resolve_out(out: Path | None, force: bool) -> Path:
-    if out is None:
-        return _default_out()
+    if out is None:  # a new folder named after the time, never an existing one
+        base = Path.cwd() / f"jaxssm-fit-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+        candidate, n = base, 1
+        while candidate.exists():
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
+        return candidate
     out = out.expanduser()
-    if out.exists():
-        if not out.is_dir():
-            raise UsageError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not force:
-            raise UsageError(
-                f"--out {out} exists and is not empty; choose another folder or pass --force"
-            )
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(
+            f"--out {out} exists and is not empty; choose another folder or pass --force"
+        )
     return out
 
 
-def _load_data(spec: str) -> _Data:
+def _load_data(spec: str) -> tuple[np.ndarray, str, str]:
+    """Return the ``[N, 21]`` inputs, a name for the summary and a label for the plot."""
     try:
         if spec == "test":
             loaded = datasets.load_sarcos("test")
-            name = f"{loaded.name} (SARCOS test split, bundled)"
-            return _Data(loaded.inputs, name, "SARCOS test split")
+            return loaded.inputs, f"{loaded.name} (SARCOS test split, bundled)", "SARCOS test split"
         if spec == "train":
             try:
                 loaded = datasets.load_sarcos("train")
@@ -441,35 +374,19 @@ def _load_data(spec: str) -> _Data:
                 raise InputError(
                     "--data train: the SARCOS training split is not on this machine and could "
                     f"not be downloaded{reason}; put sarcos_inv.mat or sarcos_inv.npz in "
-                    f"$JAXSSM_DATA_DIR or {datasets._cache_dir()}, or pass --data FILE"
+                    f"$JAXSSM_DATA_DIR or {datasets.cache_dir()}, or pass --data FILE"
                 ) from err
             name = f"{loaded.name} (SARCOS training split)"
-            return _Data(loaded.inputs, name, "SARCOS training split")
+            return loaded.inputs, name, "SARCOS training split"
         path = Path(spec).expanduser()
         if not path.is_file():
             raise InputError(
                 f"--data {spec}: no such file (give a .npz/.mat/.npy/.csv/.txt file, "
                 "'test' or 'train')"
             )
-        suffix = path.suffix.lower()
-        if suffix in (".npz", ".mat"):
-            loaded = datasets.load_sarcos("test", path=path)
-        elif suffix == ".npy":
-            loaded = _to_data(np.load(path, allow_pickle=False), str(path), str(path))
-        elif suffix in (".csv", ".txt"):
-            delimiter = "," if suffix == ".csv" else None
-            array = np.loadtxt(path, delimiter=delimiter, ndmin=2, comments="#")
-            loaded = _to_data(array, str(path), str(path))
-        else:
-            raise InputError(
-                f"--data {spec}: unsupported file type {path.suffix!r}; use .npz, .mat, .npy, "
-                ".csv or .txt"
-            )
-        return _Data(loaded.inputs, str(path), path.name)
-    except InputError:
-        raise
+        return datasets.load_array(path).inputs, str(path), path.name
     except (OSError, ValueError, ImportError, EOFError) as err:
-        raise InputError(f"--data {spec}: {err}") from err
+        raise InputError(f"--data: {err}") from err  # the messages name the file
 
 
 def _resolve_window(window: tuple[int, int] | None, num_rows: int) -> tuple[int, int]:
@@ -487,96 +404,71 @@ def _resolve_window(window: tuple[int, int] | None, num_rows: int) -> tuple[int,
 
 
 def _describe_method(args: argparse.Namespace) -> str:
-    names = ", ".join(args.update)
+    names = args.update
     if args.method == "em":
         return f"EM for {names}, {args.iters} iterations, {args.schedule} schedule"
     optimizer = args.optimizer or "adam"
     if optimizer == "adam":
-        optimizer = f"adam(lr={args.lr if args.lr is not None else DEFAULT_LR:g})"
+        optimizer = f"adam(lr={_lr(args):g})"
     return f"MLE for {names} with {optimizer}, {args.iters} steps, {args.schedule} schedule"
 
 
-class _ProgressBar:
-    """Text progress bar with the log-likelihood, on stderr.
+@contextlib.contextmanager
+def _progress_bar(label: str, total: int):
+    """Yield a ``callback(i, log_likelihood)`` for fit_em/fit_mle that draws a tqdm bar.
 
-    Redrawn in place (carriage return) on a terminal; elsewhere (logs, pipes) a line about
-    every tenth of the run.
+    The bar goes to stderr and starts at the first call, after compilation, so a run
+    rejected before it starts draws nothing.
     """
+    stream, bars = sys.stderr, []
 
-    def __init__(self, total: int, label: str, stream=None, width: int = 28):
-        self.total, self.label, self.width = total, label, width
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.every = max(1, total // 10)
-        self.start = time.perf_counter()
-        self.drawn = False
+    def callback(i, log_likelihood) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=label, unit="it", file=stream, dynamic_ncols=True))
+        bar = bars[0]
+        bar.set_postfix_str(f"log-likelihood {float(log_likelihood):.6g}", refresh=False)
+        bar.update(int(i) + 1 - bar.n)
 
-    def __call__(self, iteration, log_likelihood) -> None:
-        done = int(iteration) + 1
-        ll = float(log_likelihood)
-        filled = round(self.width * done / self.total)
-        bar = "#" * filled + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        text = f"{self.label} [{bar}] {done}/{self.total}  log-likelihood {ll:.6g}  {elapsed:.1f} s"
-        if self.tty:
-            self.stream.write("\r" + text + "\033[K")
-            self.drawn = True
-        elif done == 1 or done == self.total or done % self.every == 0:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty and self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+    try:
+        yield callback
+        jax.effects_barrier()  # every callback has run before the bar is closed
+    finally:
+        for bar in bars:
+            bar.close()
 
 
-# fit_em compiles its loop for a given callback object; one module-level function that
-# forwards to the current bar lets repeated runs in one process (tests) reuse that loop.
-_active_bar: _ProgressBar | None = None
-
-
-def _progress(iteration, log_likelihood) -> None:
-    if _active_bar is not None:
-        _active_bar(iteration, log_likelihood)
-
-
-def _jitted(fn, **kwargs):
-    """``jax.jit(fn, **kwargs)``, created once per function (repeated runs reuse it)."""
-    key = (fn, tuple(sorted(kwargs.items())))
-    if key not in _JIT_CACHE:
-        _JIT_CACHE[key] = jax.jit(fn, **kwargs)
-    return _JIT_CACHE[key]
-
-
-_JIT_CACHE: dict = {}
+def _call_fit(label: str, fit, params0, ys, args, **options):
+    """``fit(params0, ys, ...)`` with the progress bar; a bad ``--update`` is a usage error."""
+    _say(f"compiling the {label} loop (a few seconds) ...")
+    with _progress_bar(label, args.iters) as callback:
+        try:
+            fitted, info = fit(
+                params0,
+                ys,
+                num_iters=args.iters,
+                update=tuple(args.update.split(",")),
+                method=args.schedule,
+                callback=callback,
+                **options,
+            )
+        except (ValueError, TypeError) as err:
+            # The library checks `update` by its one rule before compiling; its errors name
+            # `update`. Anything else is not the command line's fault.
+            if "update" not in str(err):
+                raise
+            raise UsageError(f"--update {args.update}: {err}") from err
+        return fitted, jax.tree.map(np.asarray, info)
 
 
 def _run_em(params0, ys, args):
-    global _active_bar
-    _active_bar = bar = _ProgressBar(args.iters, "EM")
-    try:
-        fitted, info = jaxssm.fit_em_with_info(
-            params0,
-            ys,
-            num_iters=args.iters,
-            update=args.update,
-            method=args.schedule,
-            callback=_progress,
-        )
-        info = jaxssm.EMInfo(*(np.asarray(x) for x in info))
-    finally:
-        _active_bar = None
-        bar.close()
+    fitted, info = _call_fit("EM", ssm.fit_em, params0, ys, args)
     # trace[i] = log p(y | theta_i) for the parameters evaluated, ending with the returned
     # ones (see fit_em's docstring for which parameters it returns when it stops early).
     count = int(info.num_iters)
     trace = np.asarray(info.log_likelihoods[:count], dtype=np.float64)
     ll_after = float(info.log_likelihood)
-    status = int(info.status)
     note = ""
-    if status == DECREASED:
+    if int(info.status) == ssm.EMStatus.DECREASED:
         note = (
             f"; EM stopped after {count} iterations: the log-likelihood fell by "
             f"{float(info.decrease):.3g} (numerical breakdown; try --dtype float64); "
@@ -584,7 +476,7 @@ def _run_em(params0, ys, args):
         )
         if trace[-1] != ll_after:  # a decrease inside the loop: drop the offending value
             trace = trace[:-1]
-    elif status == CONVERGED:
+    elif int(info.status) == ssm.EMStatus.CONVERGED:
         note = f"; converged after {count} iterations"
     else:  # all iterations ran: the returned parameters are one M-step past the trace
         trace = np.append(trace, ll_after)
@@ -594,40 +486,23 @@ def _run_em(params0, ys, args):
 
 
 def _run_mle(params0, ys, args):
+    import optax  # only for --method mle
+
     if (args.optimizer or "adam") == "adam":
-        optimizer = optax.adam(args.lr if args.lr is not None else DEFAULT_LR)
+        optimizer = optax.adam(_lr(args))
     else:
         optimizer = optax.lbfgs()
-    _note(f"MLE: {args.iters} optimiser steps as one compiled loop (no per-step progress) ...")
-    fitted, lls = jaxssm.fit_mle(
-        params0,
-        ys,
-        optimizer=optimizer,
-        num_steps=args.iters,
-        update=args.update,
-        method=args.schedule,
-    )
-    # Under jit the value checks are skipped: an optimum on the boundary can leave a nearly
-    # singular covariance, which is still usable for the log-likelihood and the plot.
-    log_likelihood = _jitted(jaxssm.log_likelihood, static_argnames="method")
-    ll_after = float(log_likelihood(fitted, ys, method=args.schedule))
-    if not np.isfinite(ll_after):
+    fitted, info = _call_fit("MLE", ssm.fit_mle, params0, ys, args, optimizer=optimizer)
+    if not np.isfinite(info.log_likelihood):
         raise InputError(
-            f"MLE failed: the fitted log-likelihood is {ll_after} (try a smaller --lr)"
+            f"MLE failed: the fitted log-likelihood is {info.log_likelihood} (try a smaller --lr)"
         )
-    # trace[i] = log p(y | theta_i), i = 0..num_steps, the last entry the returned parameters.
-    trace = np.append(np.asarray(lls, dtype=np.float64), ll_after)
+    # trace[i] = log p(y | theta_i), i = 0..iters, the last entry the returned parameters.
+    trace = np.append(np.asarray(info.log_likelihoods, np.float64), info.log_likelihood)
     return fitted, trace, args.iters, ""
 
 
-def _write_trace(path: Path, trace) -> None:
-    """CSV of ``iteration, log p(y | theta_iteration)``; the last row is the fitted model."""
-    lines = ["iteration,log_likelihood"]
-    lines += [f"{i},{float(v)!r}" for i, v in enumerate(trace)]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _write_plot(path: Path, fitted, ys, data: _Data, window, args) -> str:
+def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) -> str:
     """Write the plot; return "" on success or a note saying why it was skipped."""
     try:
         import matplotlib
@@ -638,85 +513,30 @@ def _write_plot(path: Path, fitted, ys, data: _Data, window, args) -> str:
 
     from jaxssm.plotting import plot_fit
 
-    smoother = jaxssm.rts_smoother
-    if args.schedule == "parallel":
-        smoother = jaxssm.parallel_rts_smoother
-    # jit: skip the value checks (see _run_mle); shapes are still checked at trace time.
-    smoothed = _jitted(smoother)(fitted, ys)
+    # Under jit the value checks are skipped: an MLE optimum on the boundary can leave a
+    # nearly singular covariance, still usable for the smoother (shapes are still checked).
+    smoother = jax.jit(ssm.rts_smoother, static_argnames="method")
+    smoothed = smoother(fitted, ys, method=schedule)
     start, stop = window
     if not (
         np.all(np.isfinite(np.asarray(smoothed.means[start:stop])))
         and np.all(np.isfinite(np.asarray(smoothed.covs[start:stop])))
     ):
         return "not written: the smoother of the fitted model is not finite in the window"
-    title = (
-        f"{data.label}: data (x) and smoothed estimate (mean $\\pm$ 2 sd) after "
-        f"{args.method.upper()}, {args.iters} iterations"
-    )
-    fig = plot_fit(data.Y, smoothed, (start, stop), title=title)
+    fig = plot_fit(Y, smoothed, (start, stop), title=title)
     try:
-        _save_png(fig, path)
+        # A 256-colour PNG: a third of the RGBA size, no visible change.
+        from PIL import Image  # a dependency of matplotlib
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=90, facecolor="white")
+        buffer.seek(0)
+        with Image.open(buffer) as image:
+            palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+            palette.save(path, format="png", optimize=True)
     finally:
         plt.close(fig)
     return ""
-
-
-def _save_png(fig, path: Path, dpi: int = 90) -> None:
-    """Save ``fig`` as a 256-colour PNG (a third of the RGBA size, no visible change)."""
-    try:
-        from PIL import Image  # a dependency of matplotlib
-    except ImportError:
-        fig.savefig(path, dpi=dpi)
-        return
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        palette.save(path, format="png", optimize=True)
-
-
-def _summary(
-    *,
-    data: _Data,
-    num_steps,
-    dim,
-    args,
-    what,
-    iterations,
-    ll_before,
-    ll_after,
-    status_note,
-    fit_seconds,
-    total_seconds,
-    window,
-    plot_note,
-    device,
-) -> str:
-    optimizer = "-"
-    if args.method == "mle":
-        optimizer = args.optimizer or "adam"
-        if optimizer == "adam":
-            optimizer += f" (lr {args.lr if args.lr is not None else DEFAULT_LR:g})"
-    lines = [
-        f"jaxssm {__version__} fit (jax {jax.__version__}, {device})",
-        f"data: {data.name}",
-        f"N: {num_steps} observed steps (data rows 1..{num_steps}; row 0 is m0)",
-        f"D: {dim}",
-        f"dtype: {args.dtype}",
-        f"method: {args.method} (update {','.join(args.update)})",
-        f"optimizer: {optimizer}",
-        f"schedule: {args.schedule}",
-        f"iterations: {iterations} of {args.iters}{status_note}",
-        f"seed: {args.seed}",
-        f"log-likelihood before: {ll_before!r}",
-        f"log-likelihood after: {ll_after!r}",
-        f"wall time: fit {fit_seconds:.1f} s (compile + run), command {total_seconds:.1f} s "
-        "(after import)",
-        f"plot window: rows {window[0]}:{window[1]}" + (f" ({plot_note})" if plot_note else ""),
-        f"command: {PROG} fit {' '.join(_quote(a) for a in _argv_of(args))}".rstrip(),
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _quote(text: str) -> str:
@@ -729,17 +549,9 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     if args.method == "mle":
         out += ["--optimizer", args.optimizer or "adam"]
         if (args.optimizer or "adam") == "adam":
-            out += ["--lr", f"{args.lr if args.lr is not None else DEFAULT_LR:g}"]
-    out += [
-        "--schedule",
-        args.schedule,
-        "--dtype",
-        args.dtype,
-        "--update",
-        ",".join(args.update),
-        "--seed",
-        str(args.seed),
-    ]
+            out += ["--lr", f"{_lr(args):g}"]
+    out += ["--schedule", args.schedule, "--dtype", args.dtype, "--update", args.update]
+    out += ["--seed", str(args.seed)]
     if args.window is not None:
         out += ["--window", f"{args.window[0]}:{args.window[1]}"]
     return out

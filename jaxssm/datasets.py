@@ -1,4 +1,4 @@
-"""The SARCOS inverse-dynamics data set, as numpy arrays.
+"""The SARCOS inverse-dynamics data set, and the model set-up of the exercise built on it.
 
 SARCOS (Vijayakumar and Schaal; distributed with Rasmussen and Williams, *Gaussian Processes
 for Machine Learning*, http://www.gaussianprocess.org/gpml/data/) records a seven-joint SARCOS
@@ -9,13 +9,18 @@ velocities, then all accelerations, as in :mod:`jaxssm.priors`).
 
 * ``load_sarcos("test")``: the 4,449-row test split, bundled with the package (offline).
 * ``load_sarcos("train")``: the 44,484-row training split, not bundled. It is read from
-  ``path``, ``$JAXSSM_DATA_DIR`` or the cache directory, or downloaded once into the cache
+  ``path``, ``$JAXSSM_DATA_DIR`` or :func:`cache_dir`, or downloaded once into the cache
   and verified by its git blob id.
+* ``load_array(path)``: rows of the same layout from your own ``.npz``, ``.mat``, ``.npy``,
+  ``.csv`` or ``.txt`` file, checked the same way.
 * ``sarcos_stand_in()``: a series of the training split's shape built from the test split,
   for benchmarks where the real training split is not available. It is labelled as such.
+* ``exercise_setup(Y, key)``: the exercise's (exercise 12) starting model and observations
+  for a data array ``Y``: the whole state observed with the exercise's sensor noise, ``A``
+  and ``Q`` to be learned from a white-noise start.
 
-This module uses numpy only (scipy, imported lazily, for ``.mat`` files) and is never on a
-traced path.
+The loaders use numpy only (scipy, imported lazily, for ``.mat`` files) and are never on a
+traced path; :func:`exercise_setup` returns JAX arrays.
 """
 
 from __future__ import annotations
@@ -30,9 +35,22 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike, DTypeLike
 
-__all__ = ["SarcosData", "load_sarcos", "sarcos_stand_in"]
+from jaxssm._types import LGSSM
+
+__all__ = [
+    "SarcosData",
+    "load_sarcos",
+    "load_array",
+    "cache_dir",
+    "sarcos_stand_in",
+    "ExerciseSetup",
+    "exercise_setup",
+]
 
 SARCOS_TRAIN_URL = "http://www.gaussianprocess.org/gpml/data/sarcos_inv.mat"
 #: ``git hash-object sarcos_inv.mat`` of the original training-split file.
@@ -46,6 +64,10 @@ _TRAIN_STEM = "sarcos_inv"
 _ARRAY_KEYS = ("sarcos_inv", "sarcos_inv_test")
 _SPLIT_NAMES = {"train": "sarcos_inv", "test": "sarcos_inv_test"}
 _DOWNLOAD_TIMEOUT_S = 10.0
+_ARRAY_SUFFIXES = (".npz", ".mat", ".npy", ".csv", ".txt")
+
+#: Observation-noise variances of (position, velocity, acceleration) in the exercise.
+EXERCISE_NOISE = (0.01, 0.01, 1.0)
 
 
 class SarcosData(NamedTuple):
@@ -75,8 +97,7 @@ def load_sarcos(split: str = "test", path: str | os.PathLike[str] | None = None)
 
     ``"test"`` without ``path`` reads the copy bundled with jaxssm (no network). ``"train"``
     without ``path`` looks, in order, for ``$JAXSSM_DATA_DIR/sarcos_inv.mat`` or ``.npz``,
-    then ``<cache>/sarcos_inv.mat`` or ``.npz`` with ``<cache>`` =
-    ``$XDG_CACHE_HOME/jaxssm`` (default ``~/.cache/jaxssm``); failing those it downloads
+    then ``sarcos_inv.mat`` or ``.npz`` in :func:`cache_dir`; failing those it downloads
     :data:`SARCOS_TRAIN_URL` once into the cache and checks its git blob id against
     :data:`SARCOS_TRAIN_GIT_BLOB`.
 
@@ -164,6 +185,164 @@ def sarcos_stand_in(num_steps: int = TRAIN_NUM_STEPS) -> SarcosData:
     )
 
 
+def load_array(path: str | os.PathLike[str]) -> SarcosData:
+    """Read rows in the SARCOS column layout from a file of your own.
+
+    The file holds one ``[N, 28]`` array (SARCOS column order: 21 inputs, then 7 torques) or
+    ``[N, 21]`` array (the inputs only), as
+
+    * ``.npz`` or ``.mat`` (needs scipy): under the name ``sarcos_inv`` or
+      ``sarcos_inv_test``, or as the file's only array (as :func:`load_sarcos` reads them);
+    * ``.npy``: a plain numpy array (no pickles);
+    * ``.csv`` (comma-separated) or ``.txt`` (whitespace-separated): numbers only, one row
+      per line; lines starting with ``#`` are skipped.
+
+    The suffix picks the format (case-insensitive). The rows are checked as in
+    :func:`load_sarcos`: two dimensions, 21 or 28 columns, at least one row, real and finite.
+
+    Args:
+        path: the file.
+
+    Returns:
+        :class:`SarcosData` with ``inputs [N, 21]`` and ``torques [N, 7]`` (``[N, 0]`` for a
+        21-column file), float64, and ``name`` the file's path.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: an unsupported suffix; a file that cannot be parsed, is empty, or whose
+            array has the wrong shape or holds NaN or Inf (the message names the file and, for
+            NaN or Inf, the first bad row).
+        ImportError: a ``.mat`` file without scipy installed.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"file not found: {file}")
+    suffix = file.suffix.lower()
+    if suffix not in _ARRAY_SUFFIXES:
+        raise ValueError(
+            f"{file}: unsupported file type {file.suffix!r}; use {', '.join(_ARRAY_SUFFIXES)}"
+        )
+    try:
+        if suffix in (".npz", ".mat"):
+            array = _read_file(file)  # its errors name the file already
+        else:
+            try:
+                if suffix == ".npy":
+                    array = np.load(file, allow_pickle=False)
+                else:
+                    delimiter = "," if suffix == ".csv" else None
+                    array = np.loadtxt(file, delimiter=delimiter, ndmin=2, comments="#")
+            except ValueError as err:
+                raise ValueError(f"{file}: cannot read it as {suffix}: {err}") from err
+    except EOFError as err:  # np.load of an empty or truncated file
+        raise ValueError(f"{file}: the file is empty or truncated") from err
+    return _to_data(array, str(file), str(file))
+
+
+def cache_dir() -> Path:
+    """Return the folder where :func:`load_sarcos` caches (and looks for) the training split.
+
+    It is ``$XDG_CACHE_HOME/jaxssm``, or ``~/.cache/jaxssm`` when ``XDG_CACHE_HOME`` is unset
+    or empty. The folder need not exist (it is created by the first download).
+
+    Returns:
+        The folder's path.
+    """
+    root = os.environ.get("XDG_CACHE_HOME")
+    base = Path(root).expanduser() if root else Path.home() / ".cache"
+    return base / "jaxssm"
+
+
+# ---------------------------------------------------------------------------------------------
+# The exercise's model set-up
+# ---------------------------------------------------------------------------------------------
+
+
+class ExerciseSetup(NamedTuple):
+    """The exercise's initial model and the observations it is fitted to.
+
+    Attributes:
+        params: the white-noise starting :class:`~jaxssm.LGSSM` (``D = Dy = 3 J``).
+        ys: observations ``y_1..y_N``, ``[N, 3 J]``: the data rows after the first.
+    """
+
+    params: LGSSM
+    ys: jax.Array
+
+
+def exercise_setup(
+    Y: ArrayLike, key: jax.Array, *, dtype: DTypeLike | None = None
+) -> ExerciseSetup:
+    r"""Build the exercise's model set-up from a data array ``Y [N+1, 3 J]``.
+
+    The exercise models the data (``J`` joints x position, velocity, acceleration) as a fully
+    observed state with a not quite isotropic sensor noise, starts from the first data row,
+    and learns the transition ``(A, Q)`` by EM from a white-noise model. This function builds
+    that starting model. With ``J`` joints (7 for SARCOS, so ``3 J = 21``) and ``I`` the
+    ``J x J`` identity:
+
+    * ``m0 = Y[0]`` and ``ys = Y[1:]``, so smoother row ``k`` lines up with data row ``k``;
+    * ``H = I_{3J}`` (the whole state is observed);
+    * ``R = kron(diag(0.01, 0.01, 1), I)`` (positions and velocities are precise,
+      accelerations noisy) and ``P0 = R``;
+    * the white-noise start of the EM: ``A = 0`` and ``Q = 0.01 diag(u)`` with
+      ``u ~ Uniform[eps, 1)^{3J}`` drawn from ``key`` (``eps`` of the dtype, so that ``Q``
+      is never singular; the exercise draws from ``[0, 1)``).
+
+    Args:
+        Y: data ``[N+1, 3 J]`` with ``N >= 1``, columns ordered all positions, all velocities,
+            all accelerations (as :func:`load_sarcos` returns them).
+        key: a JAX PRNG key for ``u`` (no default: the start is random).
+        dtype: ``float32`` or ``float64``; ``None`` follows ``Y`` (a float64 numpy array gives
+            float64 only where JAX's x64 mode is on, float32 otherwise).
+
+    Returns:
+        :class:`ExerciseSetup` ``(params, ys)`` with ``params`` an :class:`~jaxssm.LGSSM`
+        (``m0 [3J]``, ``P0, A, Q, H, R [3J, 3J]``) and ``ys [N, 3J]``, all of one dtype.
+
+    Raises:
+        ValueError: ``Y`` is not 2-D with at least 2 rows and a multiple of 3 columns, holds
+            NaN or Inf, or ``dtype`` is not a floating dtype or is float64 while x64 is off.
+    """
+    Y_np = np.asarray(Y)
+    if Y_np.ndim != 2 or Y_np.shape[0] < 2 or Y_np.shape[1] < 3 or Y_np.shape[1] % 3:
+        raise ValueError(
+            "Y must have shape [N+1, 3 J] (N >= 1 steps after the first row; J >= 1 joints, "
+            f"columns positions, velocities, accelerations), got shape {Y_np.shape}"
+        )
+    if not (np.issubdtype(Y_np.dtype, np.floating) or np.issubdtype(Y_np.dtype, np.integer)):
+        raise ValueError(f"Y must hold real numbers, got dtype {Y_np.dtype}")
+    if not np.all(np.isfinite(Y_np)):
+        row = int(np.flatnonzero(~np.isfinite(Y_np).all(axis=1))[0])
+        raise ValueError(f"Y must be finite; row {row} (0-based) holds NaN or Inf")
+    if dtype is None:
+        dtype = jnp.asarray(Y).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            dtype = jnp.result_type(float)
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype (float32 or float64), got {dtype}")
+    if dtype.itemsize == 8 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype float64 needs JAX's x64 mode: call jax.config.update('jax_enable_x64', True) "
+            "at start-up, or use dtype=float32"
+        )
+
+    num_joints = Y_np.shape[1] // 3
+    dim = 3 * num_joints
+    R = jnp.asarray(np.kron(np.diag(EXERCISE_NOISE), np.eye(num_joints)), dtype)
+    u = jax.random.uniform(key, (dim,), dtype=dtype, minval=jnp.finfo(dtype).eps, maxval=1.0)
+    params = LGSSM(
+        m0=jnp.asarray(Y_np[0], dtype),
+        P0=R,
+        A=jnp.zeros((dim, dim), dtype),
+        Q=0.01 * jnp.diag(u),
+        H=jnp.eye(dim, dtype=dtype),
+        R=R,
+    )
+    return ExerciseSetup(params=params, ys=jnp.asarray(Y_np[1:], dtype))
+
+
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
@@ -178,19 +357,12 @@ def _reflected_index(num_steps: int, n: int) -> np.ndarray:
     return np.where(r < n, r, period - r)
 
 
-def _cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/jaxssm``, or ``~/.cache/jaxssm`` when that is unset or empty."""
-    root = os.environ.get("XDG_CACHE_HOME")
-    base = Path(root).expanduser() if root else Path.home() / ".cache"
-    return base / "jaxssm"
-
-
 def _train_candidates() -> list[Path]:
     dirs = []
     data_dir = os.environ.get("JAXSSM_DATA_DIR")
     if data_dir:
         dirs.append(Path(data_dir).expanduser())
-    dirs.append(_cache_dir())
+    dirs.append(cache_dir())
     return [d / f"{_TRAIN_STEM}{suffix}" for d in dirs for suffix in (".mat", ".npz")]
 
 
@@ -221,7 +393,7 @@ def _fetch(url: str, timeout: float) -> bytes:
 
 def _download_train() -> tuple[np.ndarray, str]:
     """Download, verify and cache the training split; return its array and a source label."""
-    target = _cache_dir() / f"{_TRAIN_STEM}.mat"
+    target = cache_dir() / f"{_TRAIN_STEM}.mat"
     try:
         data = _fetch(SARCOS_TRAIN_URL, _DOWNLOAD_TIMEOUT_S)
         _verify_git_blob(data, SARCOS_TRAIN_GIT_BLOB, SARCOS_TRAIN_URL)

@@ -1,17 +1,22 @@
+import ast
 import hashlib
 import io
 import sys
 import urllib.error
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.io
 
+import jaxssm
 from jaxssm import datasets
 
 TEST_ARRAY_SHA256 = "864dfd244626920ad1994a9aaecd5fa55fad8f7d4792bb3eb6dfe9bcaa28d817"
 N_TEST = 4449
+EXERCISE_R = np.kron(np.diag([0.01, 0.01, 1.0]), np.eye(7))
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +40,11 @@ def test_array():
 def _savez_exact_name(path, **arrays):
     with open(path, "wb") as f:  # np.savez(path) would append ".npz" to "f.NPZ"
         np.savez(f, **arrays)
+
+
+def _save_exact_name(path, array):
+    with open(path, "wb") as f:  # np.save(path) would append ".npy" to "b.NPY"
+        np.save(f, array)
 
 
 def _mat_bytes(array, key="sarcos_inv"):
@@ -159,6 +169,94 @@ def test_mat_without_scipy(tmp_path, test_array, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------
+# load_array: files of your own
+# ----------------------------------------------------------------------------------------------
+
+
+def _save_text(path, array, delimiter):
+    header = "q1 ... tau7, written by the test"  # a '#' comment line, skipped
+    np.savetxt(path, array, fmt="%.17g", delimiter=delimiter, header=header)
+
+
+@pytest.mark.parametrize(
+    ("filename", "writer"),
+    [
+        ("a.npy", lambda p, x: np.save(p, x)),
+        ("b.NPY", lambda p, x: _save_exact_name(p, x)),
+        ("c.csv", lambda p, x: _save_text(p, x, ",")),
+        ("d.txt", lambda p, x: _save_text(p, x, " ")),
+        ("e.npz", lambda p, x: np.savez(p, anything=x)),
+        ("f.mat", lambda p, x: scipy.io.savemat(p, {"sarcos_inv": x})),
+    ],
+)
+@pytest.mark.parametrize("columns", [28, 21])
+def test_load_array_formats(tmp_path, test_array, filename, writer, columns):
+    array = test_array[:300, :columns]
+    path = tmp_path / filename
+    writer(path, array)
+    data = datasets.load_array(path)
+    np.testing.assert_array_equal(data.inputs, array[:, :21])  # "%.17g" round-trips exactly
+    np.testing.assert_array_equal(data.torques, array[:, 21:])
+    assert data.torques.shape == (300, columns - 21)
+    assert data.inputs.dtype == np.float64 and data.inputs.flags.c_contiguous
+    assert data.name == str(path)
+    assert datasets.load_array(str(path)).name == str(path)
+
+
+def test_load_array_integers_and_expanded_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    np.save(tmp_path / "ints.npy", np.arange(2 * 21).reshape(2, 21))
+    data = datasets.load_array("~/ints.npy")
+    assert data.inputs.dtype == np.float64
+    np.testing.assert_array_equal(data.inputs[1], np.arange(21, 42))
+    assert data.name == str(tmp_path / "ints.npy")
+
+
+def test_load_array_missing_or_unsupported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        datasets.load_array(tmp_path / "nope.npy")
+    with pytest.raises(FileNotFoundError):
+        datasets.load_array(tmp_path)  # a folder is not a file
+    (tmp_path / "data.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"data\.json: unsupported file type '\.json'") as info:
+        datasets.load_array(tmp_path / "data.json")
+    for suffix in (".npz", ".mat", ".npy", ".csv", ".txt"):
+        assert suffix in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "pattern"),
+    [
+        ("header.csv", "a,b,c\n1,2,3\n", r"header\.csv: cannot read it as \.csv"),
+        ("ragged.txt", "1 2 3\n4 5\n", r"ragged\.txt: cannot read it as \.txt"),
+        ("three.csv", "1,2,3\n4,5,6\n", r"three\.csv: expected shape .*got shape \(2, 3\)"),
+        ("empty.npy", "", r"empty\.npy: the file is empty or truncated"),
+        ("text.npy", "not numpy", r"text\.npy: cannot read it as \.npy"),
+        ("empty.npz", "", r"empty\.npz: the file is empty or truncated"),
+    ],
+)
+def test_load_array_unreadable(tmp_path, filename, content, pattern):
+    path = tmp_path / filename
+    path.write_text(content)
+    with pytest.raises(ValueError, match=pattern):
+        datasets.load_array(path)
+
+
+def test_load_array_checks_rows(tmp_path, test_array):
+    bad = test_array[:50].copy()
+    bad[7, 2] = np.nan
+    np.savetxt(tmp_path / "nan.csv", bad, delimiter=",")
+    with pytest.raises(ValueError, match=r"nan\.csv: row 7 .*1 of 50 rows"):
+        datasets.load_array(tmp_path / "nan.csv")
+    np.save(tmp_path / "flat.npy", test_array[0])
+    with pytest.raises(ValueError, match=r"flat\.npy: expected shape .*got shape \(28,\)"):
+        datasets.load_array(tmp_path / "flat.npy")
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"pickled\.npy"):
+        datasets.load_array(tmp_path / "pickled.npy")
+
+
+# ----------------------------------------------------------------------------------------------
 # Training split: data directory, cache, download
 # ----------------------------------------------------------------------------------------------
 
@@ -180,10 +278,16 @@ def test_train_from_cache(tmp_path, test_array):
     np.testing.assert_array_equal(data.torques, test_array[:, 21:])
 
 
-def test_cache_dir_default(monkeypatch, tmp_path):
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert datasets._cache_dir() == tmp_path / ".cache" / "jaxssm"
+def test_cache_dir(monkeypatch, tmp_path):
+    assert datasets.cache_dir() == tmp_path / "cache" / "jaxssm"  # $XDG_CACHE_HOME/jaxssm
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for unset in (
+        lambda: monkeypatch.delenv("XDG_CACHE_HOME"),
+        lambda: monkeypatch.setenv("XDG_CACHE_HOME", ""),
+    ):
+        unset()
+        assert datasets.cache_dir() == tmp_path / "home" / ".cache" / "jaxssm"
+    assert not (tmp_path / "home").exists()  # only a path: nothing is created
 
 
 def test_missing_train_without_network(tmp_path):
@@ -276,3 +380,80 @@ def test_reflected_index():
         datasets._reflected_index(11, 4), [0, 1, 2, 3, 2, 1, 0, 1, 2, 3, 2]
     )
     np.testing.assert_array_equal(datasets._reflected_index(3, 1), [0, 0, 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# exercise_setup
+# ----------------------------------------------------------------------------------------------
+
+
+def test_exercise_setup_matches_the_exercise(test_array):
+    Y = test_array[:200, :21]
+    setup = datasets.exercise_setup(Y, jax.random.PRNGKey(3), dtype=jnp.float64)
+    assert isinstance(setup, datasets.ExerciseSetup) and isinstance(setup.params, jaxssm.LGSSM)
+    params, ys = setup
+    np.testing.assert_array_equal(np.asarray(params.m0), Y[0])
+    np.testing.assert_array_equal(np.asarray(ys), Y[1:])
+    np.testing.assert_array_equal(np.asarray(params.H), np.eye(21))
+    np.testing.assert_array_equal(np.asarray(params.R), EXERCISE_R)
+    np.testing.assert_array_equal(np.asarray(params.P0), EXERCISE_R)
+    np.testing.assert_array_equal(np.asarray(params.A), np.zeros((21, 21)))
+    Q = np.asarray(params.Q)
+    np.testing.assert_array_equal(Q, np.diag(np.diag(Q)))
+    assert np.all(np.diag(Q) > 0) and np.all(np.diag(Q) < 0.01)
+    assert all(x.dtype == jnp.float64 for x in params) and ys.dtype == jnp.float64
+    jaxssm.validate_params(params)  # a valid model: covariances SPD
+
+
+def test_exercise_setup_key_dtype_and_joints(test_array):
+    Y = test_array[:200, :21]
+    q = [np.diag(datasets.exercise_setup(Y, jax.random.PRNGKey(s)).params.Q) for s in (0, 0, 1)]
+    np.testing.assert_array_equal(q[0], q[1])
+    assert not np.allclose(q[0], q[2])
+    p32, ys32 = datasets.exercise_setup(Y, jax.random.PRNGKey(0), dtype="float32")
+    assert all(x.dtype == jnp.float32 for x in p32) and ys32.dtype == jnp.float32
+    # Integer data and dtype=None: the default float dtype (float64 here, x64 is on).
+    ints, ys_int = datasets.exercise_setup(np.ones((5, 6), dtype=np.int32), jax.random.PRNGKey(0))
+    assert ints.Q.dtype == ys_int.dtype == jnp.float64
+    # Any number of joints J (3 J columns): R = kron(diag(0.01, 0.01, 1), I_J).
+    np.testing.assert_array_equal(np.diag(np.asarray(ints.R)), [0.01, 0.01, 0.01, 0.01, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "Y, match",
+    [
+        (np.ones((10, 20)), r"shape \[N\+1, 3 J\]"),
+        (np.ones((1, 21)), r"shape \[N\+1, 3 J\]"),
+        (np.ones(21), r"shape \[N\+1, 3 J\]"),
+        (np.ones((4, 21), dtype=complex), "real numbers"),
+        (np.where(np.arange(21) == 4, np.nan, np.ones((6, 21))), "row 0"),
+    ],
+)
+def test_exercise_setup_rejects_bad_data(Y, match):
+    with pytest.raises(ValueError, match=match):
+        datasets.exercise_setup(Y, jax.random.PRNGKey(0))
+
+
+def test_exercise_setup_rejects_bad_dtype():
+    with pytest.raises(ValueError, match="floating dtype"):
+        datasets.exercise_setup(np.ones((4, 21)), jax.random.PRNGKey(0), dtype=jnp.int32)
+
+
+def test_exercise_setup_float64_needs_x64():
+    if not hasattr(jax, "enable_x64"):  # the context manager is new in jax 0.7
+        pytest.skip("needs jax.enable_x64")
+    with jax.enable_x64(False), pytest.raises(ValueError, match="x64 mode"):
+        datasets.exercise_setup(np.ones((4, 21)), jax.random.PRNGKey(0), dtype="float64")
+    with jax.enable_x64(False):
+        params, ys = datasets.exercise_setup(np.ones((4, 21)), jax.random.PRNGKey(0))
+    assert params.Q.dtype == ys.dtype == jnp.float32  # dtype=None follows x64 mode
+
+
+def test_datasets_imports_only_types_from_the_package():
+    tree = ast.parse(Path(datasets.__file__).read_text())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m.split(".")[0] == "jaxssm"} == {"jaxssm._types"}
+    assert {"ExerciseSetup", "exercise_setup", "load_array", "cache_dir"} <= set(datasets.__all__)
