@@ -193,7 +193,7 @@ def plot_fit(
     """Plot data against the smoothed estimate over a window of rows, on a new figure.
 
     Row ``k`` of ``Y`` is compared with row ``k`` of the smoother, which holds when the
-    model was set up with ``m0 = Y[0]`` and ``ys = Y[1:]`` (:func:`jaxssm.exercise_setup`).
+    model was set up with ``m0 = Y[0]`` and ``ys = Y[1:]`` (:func:`jaxssm.datasets.exercise_setup`).
     Only the window's covariance diagonals are read.
 
     Args:

@@ -22,5 +22,8 @@ def test_em_snippet_runs():
     code = block.group(1).replace("num_iters=100", "num_iters=3")
     namespace: dict = {}
     exec(compile(code, "README-em", "exec"), namespace)
-    lls = namespace["lls"]
+    info = namespace["info"]
+    lls = info.log_likelihoods
     assert lls.shape == (3,) and lls[2] > lls[0]
+    assert int(info.status) == namespace["ssm"].EMStatus.MAX_ITERS
+    assert info.log_likelihood > lls[2]
