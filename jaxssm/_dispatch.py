@@ -34,6 +34,7 @@ __all__ = [
     "MIN_STEADY_STEPS",
     "METHODS",
     "resolve",
+    "run",
     "filter",
     "smooth",
     "smooth_filtered",
@@ -118,38 +119,63 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
     return jax.lax.cond(ok, fast_fn, lambda p, y, s: full(p, y), params, ys, side)
 
 
-def _one(kind, params, ys, schedule, max_transient, rtol):
-    T = _fast_bound(schedule, ys.shape[0], max_transient)
-    if T:
-        return _steady_or_full(kind, params, ys, T, rtol)
-    return _full(kind, params, ys, schedule)
-
-
-_STATIC = ("schedule", "max_transient", "rtol")
-
-
-@partial(jax.jit, static_argnames=_STATIC)
-def filter(
+@partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol"))
+def run(
+    kind: str,
     params: LGSSM,
     ys: jax.Array,
     schedule: str = "auto",
     max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
     rtol: float | None = None,
-) -> FilterResult:
-    """Kalman filter of ``ys [N, Dy]`` on ``schedule``."""
-    return _one("filter", params, ys, schedule, max_transient, rtol)
+):
+    """Compute one ``kind`` of result on ``schedule`` (jitted; everything but arrays static).
+
+    Args:
+        kind: ``"filter"`` (a :class:`~jaxssm.FilterResult`), ``"smooth"`` (a
+            :class:`~jaxssm.SmootherResult`), ``"log_likelihood"`` (a scalar) or ``"stats"``
+            (``(SufficientStats, log_likelihood)``).
+        params: an :class:`~jaxssm.LGSSM` (unchecked).
+        ys: ``[N, Dy]``; for ``"log_likelihood"`` and ``"stats"`` also a batch
+            ``[B, N, Dy]`` (log-likelihoods summed, statistics pooled).
+        schedule: a name from :func:`resolve`.
+        max_transient: the steady-state path's bound on each transient.
+        rtol: its convergence tolerance (``None``: ``1e4 * eps``).
+    """
+
+    def one(y):
+        T = _fast_bound(schedule, y.shape[0], max_transient)
+        return _steady_or_full(kind, params, y, T, rtol) if T else _full(kind, params, y, schedule)
+
+    if ys.ndim == 2:
+        return one(ys)
+    if kind == "log_likelihood":
+        return jnp.sum(jax.vmap(one)(ys))
+    if kind == "stats":
+        per_sequence, lls = jax.vmap(one)(ys)
+        return _stats.pool(per_sequence), jnp.sum(lls)
+    raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
 
 
-@partial(jax.jit, static_argnames=_STATIC)
-def smooth(
-    params: LGSSM,
-    ys: jax.Array,
-    schedule: str = "auto",
-    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> SmootherResult:
+def filter(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> FilterResult:
+    """Kalman filter of ``ys [N, Dy]`` on ``schedule`` (``options``: as :func:`run`)."""
+    return run("filter", params, ys, schedule, **options)
+
+
+def smooth(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> SmootherResult:
     """Filter and RTS smoother of ``ys [N, Dy]`` on ``schedule``."""
-    return _one("smooth", params, ys, schedule, max_transient, rtol)
+    return run("smooth", params, ys, schedule, **options)
+
+
+def log_likelihood(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> jax.Array:
+    """``log p(y)`` of ``ys [N, Dy]``, or the sum over a batch ``[B, N, Dy]``."""
+    return run("log_likelihood", params, ys, schedule, **options)
+
+
+def stats(
+    params: LGSSM, ys: jax.Array, schedule: str = "auto", **options
+) -> tuple[SufficientStats, jax.Array]:
+    """EM statistics and ``log p(y)`` of ``ys [N, Dy]``; a batch ``[B, N, Dy]`` is pooled."""
+    return run("stats", params, ys, schedule, **options)
 
 
 @partial(jax.jit, static_argnames="schedule")
@@ -157,38 +183,3 @@ def smooth_filtered(params: LGSSM, filtered: FilterResult, schedule: str) -> Smo
     """RTS backward pass over a :class:`~jaxssm.FilterResult` (sequential or parallel)."""
     mod = _parallel if schedule == "parallel" else _sequential
     return mod.smooth(params, filtered)
-
-
-@partial(jax.jit, static_argnames=_STATIC)
-def log_likelihood(
-    params: LGSSM,
-    ys: jax.Array,
-    schedule: str = "auto",
-    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> jax.Array:
-    """``log p(y)`` of ``ys [N, Dy]``, or the sum over a batch ``[B, N, Dy]``."""
-
-    def one(y):
-        return _one("log_likelihood", params, y, schedule, max_transient, rtol)
-
-    return one(ys) if ys.ndim == 2 else jnp.sum(jax.vmap(one)(ys))
-
-
-@partial(jax.jit, static_argnames=_STATIC)
-def stats(
-    params: LGSSM,
-    ys: jax.Array,
-    schedule: str = "auto",
-    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
-    rtol: float | None = None,
-) -> tuple[SufficientStats, jax.Array]:
-    """EM statistics and ``log p(y)`` of ``ys [N, Dy]``; a batch ``[B, N, Dy]`` is pooled."""
-
-    def one(y):
-        return _one("stats", params, y, schedule, max_transient, rtol)
-
-    if ys.ndim == 2:
-        return one(ys)
-    per_sequence, lls = jax.vmap(one)(ys)
-    return _stats.pool(per_sequence), jnp.sum(lls)

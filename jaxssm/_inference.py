@@ -62,12 +62,8 @@ def rts_smoother(
     Args:
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
-        method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
-            ``O(log N)`` span); the same results to round-off.
-        steady_state: ``None`` (default): the steady-state fast path on the sequential
-            schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
-            (sequential only); ``False``: the full recursion. Exact to round-off either way;
-            see "Schedules" in the README.
+        method: as in :func:`~jaxssm.kalman_filter`.
+        steady_state: as in :func:`~jaxssm.kalman_filter`.
 
     Returns:
         :class:`~jaxssm.SmootherResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
@@ -127,12 +123,8 @@ def log_likelihood(
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]`` of independent sequences
             (the sum of their log-likelihoods is returned).
-        method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
-            ``O(log N)`` span); the same results to round-off.
-        steady_state: ``None`` (default): the steady-state fast path on the sequential
-            schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
-            (sequential only); ``False``: the full recursion. Exact to round-off either way;
-            see "Schedules" in the README.
+        method: as in :func:`~jaxssm.kalman_filter`.
+        steady_state: as in :func:`~jaxssm.kalman_filter`.
 
     Returns:
         A scalar with the dtype of the inputs.
