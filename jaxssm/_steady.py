@@ -161,12 +161,15 @@ def _small_change(new: jax.Array, old: jax.Array, rtol: float) -> jax.Array:
     """Whether ``|new - old|_ij <= rtol sqrt(new_ii new_jj)`` for all ``i, j`` (False for NaN).
 
     The scale is that of the correlations, so the test does not depend on the units of the
-    state's components.
+    state's components. It is formed from square roots of the diagonal, never from products
+    or squares of covariance entries, so it neither overflows nor underflows where the
+    covariances themselves are representable (entries near 1e200 or 1e-180 in float64,
+    1e-20 in float32 squared to inf or 0 in the earlier form and declared convergence at
+    step 0).
     """
     new, old = jax.lax.stop_gradient(new), jax.lax.stop_gradient(old)
-    d = jnp.abs(jnp.diagonal(new))
-    diff = new - old
-    return jnp.all(diff * diff <= (rtol * rtol) * (d[:, None] * d[None, :]))
+    sd = jnp.sqrt(jnp.abs(jnp.diagonal(new)))
+    return jnp.all(jnp.abs(new - old) <= rtol * (sd[:, None] * sd[None, :]))
 
 
 def _last_unsettled(small: jax.Array) -> jax.Array:
