@@ -43,7 +43,8 @@ def _as_float_array(name: str, x) -> jax.Array:
     if dtype is None:
         x = jnp.asarray(x)
         dtype = x.dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
+    if not jnp.issubdtype(dtype, jnp.floating) or jnp.finfo(dtype).bits < 32:
+        # Half precision is refused here: the factorisations have no float16/bfloat16 kernels.
         raise TypeError(
             f"{name} must have a real floating dtype (float32 or float64), got {np.dtype(dtype)}"
         )

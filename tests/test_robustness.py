@@ -50,3 +50,17 @@ def test_log_likelihood_is_scale_invariant(schedule, s):
         T = _steady.transient_bound(N)
         fs = _steady.filter_side(p_s, T)
         assert bool(fs.converged) and int(fs.transient) > 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+@pytest.mark.parametrize("where", ["params", "ys"])
+def test_half_precision_is_a_clear_type_error(dtype, where):
+    rng = np.random.default_rng(0)
+    model = random_model(rng, 2, 2)
+    params, ys = to_params(model), jnp.asarray(simulate(rng, model, 5)[1])
+    if where == "params":
+        params, name = params._replace(Q=params.Q.astype(dtype)), "Q"
+    else:
+        ys, name = ys.astype(dtype), "ys"
+    with pytest.raises(TypeError, match=rf"^{name} must have a real floating dtype"):
+        ssm.kalman_filter(params, ys)
