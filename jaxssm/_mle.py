@@ -1,9 +1,9 @@
 r"""Gradient-based maximum likelihood with optax, through the same Kalman filter code.
 
 The log marginal likelihood ``log p(y_1:N | theta)`` of the sequential filter
-(``jaxssm._filtering._filter``) or of the time-parallel one (``jaxssm._parallel``) is
-differentiated with :func:`jax.value_and_grad` and maximised by any optax optimiser,
-``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole optimisation is one compiled
+(:mod:`jaxssm._sequential`, or its steady-state fast path) or of the time-parallel one
+(:mod:`jaxssm._parallel`) is differentiated with :func:`jax.value_and_grad` and maximised by
+any optax optimiser, ``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole optimisation is one compiled
 ``lax.scan`` over steps.
 
 Parameterisation (an invertible map between an :class:`~jaxssm.LGSSM` and unconstrained
@@ -23,7 +23,7 @@ them and they come back bitwise unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import jax
@@ -103,7 +103,7 @@ def _from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
 
 
 def to_unconstrained(
-    params: LGSSM, update: Sequence[str] = ("m0", "P0", "A", "Q", "H", "R")
+    params: LGSSM, update: str | Iterable[str] = ("m0", "P0", "A", "Q", "H", "R")
 ) -> UnconstrainedParams:
     r"""Map the fields ``update`` of ``params`` to unconstrained coordinates.
 
@@ -210,7 +210,11 @@ def _fit(
         return -_dispatch.log_likelihood(params, ys, method) / scale
 
     opt = optax.with_extra_args_support(optimizer)
-    state0 = opt.init(theta0)
+    # optax's own arithmetic mixes dtypes (Adam's ``decay**count``, L-BFGS's index
+    # arithmetic); run it under standard promotion so that fit_mle also works for users who
+    # trace with ``jax_numpy_dtype_promotion="strict"``. A scoped context, not a config change.
+    with jax.numpy_dtype_promotion("standard"):
+        state0 = opt.init(theta0)
     if _stores_value_and_grad(state0):
         # L-BFGS with a line search: the search already evaluated value and gradient at the
         # accepted point; reuse them instead of differentiating the filter again.
@@ -226,7 +230,10 @@ def _fit(
         value, grad = value_and_grad(theta, state=state)
         if callback is not None:
             jax.debug.callback(callback, i, -value * scale, ordered=True)
-        updates, state = opt.update(grad, state, theta, value=value, grad=grad, value_fn=objective)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = opt.update(
+                grad, state, theta, value=value, grad=grad, value_fn=objective
+            )
         theta = optax.apply_updates(theta, updates)
         return (theta, state), value
 
@@ -245,7 +252,7 @@ def fit_mle(
     *,
     optimizer: optax.GradientTransformation,
     num_iters: int,
-    update: Sequence[str] = ("A", "Q"),
+    update: str | Iterable[str] = ("A", "Q"),
     method: str = "sequential",
     steady_state: bool | None = None,
     progress: bool = False,
@@ -303,8 +310,9 @@ def fit_mle(
     Raises:
         ValueError: an empty, repeated or unknown name in ``update``, a bad ``method``, a
             non-positive ``num_iters``, or invalid ``params`` / ``ys``.
-        TypeError: ``optimizer`` is not an optax gradient transformation, ``num_iters`` not
-            an int, or ``callback`` not callable.
+        TypeError: ``optimizer`` is not an optax gradient transformation, ``update`` not a
+            name or an iterable of names, ``num_iters`` not an int, or ``callback`` not
+            callable.
 
     References:
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), ch. 12 (parameter estimation via

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import operator
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -178,6 +178,11 @@ def check_update(update) -> tuple[str, ...]:
     valid = ", ".join(repr(n) for n in PARAMETER_NAMES)
     if isinstance(update, str):
         names: tuple = (update,)
+    elif isinstance(update, Mapping):  # {"A": False} would silently mean "A"
+        raise TypeError(
+            f"update must be a parameter name or an iterable of names from ({valid}), "
+            f"got a {type(update).__name__}"
+        )
     else:
         try:
             names = tuple(update)
@@ -188,13 +193,13 @@ def check_update(update) -> tuple[str, ...]:
             ) from None
     for n in names:
         if not isinstance(n, str):
-            raise TypeError(f"update must hold parameter names (str), got {n!r}")
+            raise TypeError(f"update must hold parameter names (str) from ({valid}), got {n!r}")
         if n not in PARAMETER_NAMES:
             raise ValueError(f"update names an unknown parameter {n!r}; valid names: {valid}")
     if not names:
         raise ValueError(f"update must name at least one parameter from ({valid}), got {update!r}")
     if len(set(names)) != len(names):
-        raise ValueError(f"update must not repeat names, got {list(names)}")
+        raise ValueError(f"update must not repeat names from ({valid}), got {list(names)}")
     return tuple(n for n in PARAMETER_NAMES if n in names)
 
 

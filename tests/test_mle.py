@@ -12,9 +12,15 @@ Tolerances (float64):
   triangle) shows up at O(1).
 - Log-likelihoods reported by fit_mle against ssm.log_likelihood at the same parameters,
   rtol 1e-10 (the same filter in two compiled programs; the normalisation by T undone).
+  ``MLEInfo.log_likelihood`` (the returned parameters', computed after the loop without the
+  normalisation) against ssm.log_likelihood there: rtol 1e-12.
+- The values passed to ``callback`` against the trace: bitwise (the same product in the
+  same program, once inside the scan and once after it).
 - A replayed optimisation loop (plain optax in Python) against fit_mle's scan, rtol 1e-9 over
   a few Adam steps (round-off in the gradient can only move Adam's first steps by ~ulps).
 """
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -25,15 +31,47 @@ from helpers import assert_close, to_params
 from reference import Model, numpy_filter, random_model, simulate
 
 import jaxssm as ssm
-from jaxssm._mle import _fit_jit
 
 FIELDS = ("m0", "P0", "A", "Q", "H", "R")
 COVS = ("P0", "Q", "R")
+
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
+
+    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
+    in ``events`` per trace or backend compilation; an empty list means a cache hit.
+    """
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event in COMPILE_EVENTS:
+            events.append((event, kwargs.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
 
 # One shared problem (D = Dy = 3, N = 300; H square, so (A, Q) are identifiable and the
 # optimisers converge) and one optimiser object per kind, so that the compiled loops are reused
 # across tests (compilation dominates their cost).
 ADAM_STEPS = 800
+
+
+# conftest.py makes dtype promotion strict. optax 0.2.8 is not written for that (adam's bias
+# correction ``1 - decay**count`` raises a Python float to an int32 power; lbfgs mixes int32
+# and int64 indices and, for float32 parameters, writes float64 into float32 memory), so
+# fit_mle runs optax's own init/update under standard promotion; the tests below use plain
+# optax optimisers and so also check that fit_mle works for users who trace strictly.
 ADAM = optax.adam(optax.cosine_decay_schedule(5e-2, ADAM_STEPS, alpha=0.01))
 LBFGS = optax.lbfgs()
 
@@ -178,21 +216,25 @@ def test_gradients_match_finite_differences():
 @pytest.fixture(scope="module")
 def adam_fit(problem):
     _, start, ys = problem
-    return ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=ADAM_STEPS)  # update = (A, Q)
+    return ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=ADAM_STEPS)  # update = (A, Q)
 
 
 @pytest.fixture(scope="module")
 def lbfgs_fit(problem):
     _, start, ys = problem
-    return ssm.fit_mle(start, ys, optimizer=LBFGS, num_steps=100)  # update = (A, Q)
+    return ssm.fit_mle(start, ys, optimizer=LBFGS, num_iters=100)  # update = (A, Q)
 
 
 def test_adam_improves_likelihood(problem, adam_fit):
     truth, start, ys = problem
-    fitted, lls = adam_fit
+    fitted, info = adam_fit
+    assert isinstance(info, ssm.MLEInfo)
+    lls = info.log_likelihoods
     assert lls.shape == (ADAM_STEPS,) and lls.dtype == jnp.float64
+    assert info.log_likelihood.shape == () and info.log_likelihood.dtype == jnp.float64
     assert_close(lls[0], ssm.log_likelihood(start, ys), 1e-10)
     final = float(ssm.log_likelihood(fitted, ys))
+    assert_close(info.log_likelihood, final, 1e-12)
     # The start is far off (A = 0.2 I, Q = 2 I); the maximum over (A, Q) is at least the
     # log-likelihood of the true parameters, so a converged fit must pass it.
     assert final > float(ssm.log_likelihood(truth, ys)) > float(lls[0]) + 50.0
@@ -201,9 +243,11 @@ def test_adam_improves_likelihood(problem, adam_fit):
 
 def test_lbfgs_improves_likelihood_monotonically(problem, lbfgs_fit):
     truth, start, ys = problem
-    fitted, lls = lbfgs_fit
+    fitted, info = lbfgs_fit
+    lls = info.log_likelihoods
     assert_close(lls[0], ssm.log_likelihood(start, ys), 1e-10)
     final = float(ssm.log_likelihood(fitted, ys))
+    assert_close(info.log_likelihood, final, 1e-12)
     assert final > float(ssm.log_likelihood(truth, ys)) > float(lls[0]) + 50.0
     # The zoom line search enforces sufficient decrease of -log p: never a step down.
     assert np.all(np.diff(np.asarray(lls)) >= -1e-9 * abs(final))
@@ -213,8 +257,10 @@ def test_lbfgs_improves_likelihood_monotonically(problem, lbfgs_fit):
 def test_fitted_covariances_symmetric_positive_definite(problem):
     truth, start, ys = problem
     start = start._replace(P0=3.0 * jnp.eye(3), R=0.1 * jnp.eye(3))
-    fitted, lls = ssm.fit_mle(start, ys, optimizer=optax.adam(3e-2), num_steps=200, update=FIELDS)
-    assert float(ssm.log_likelihood(fitted, ys)) > float(lls[0]) + 100.0
+    fitted, info = ssm.fit_mle(start, ys, optimizer=optax.adam(3e-2), num_iters=200, update=FIELDS)
+    final = float(ssm.log_likelihood(fitted, ys))
+    assert final > float(info.log_likelihoods[0]) + 100.0
+    assert_close(info.log_likelihood, final, 1e-12)
     for name in COVS:
         S = np.asarray(getattr(fitted, name))
         assert not np.allclose(S, getattr(start, name), rtol=0.05), name  # it moved
@@ -234,31 +280,73 @@ def test_fixed_fields_returned_bitwise(problem, adam_fit):
 def test_log_likelihoods_are_before_each_step(problem):
     """Replay the optimiser in Python: entry i is log p(y | theta_i), before step i."""
     _, start, ys = problem
-    num_steps = 4
-    fitted, lls = ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=num_steps)
+    num_iters = 4
+    fitted, info = ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=num_iters)
     T = ys.shape[0]
     theta = ssm.to_unconstrained(start, update=("A", "Q"))
 
     def neg_ll(th):
         return -ssm.log_likelihood(ssm.from_unconstrained(th, start), ys) / T
 
-    state = ADAM.init(theta)
-    for i in range(num_steps):
+    with jax.numpy_dtype_promotion("standard"):  # optax's own arithmetic (see ADAM above)
+        state = ADAM.init(theta)
+    for i in range(num_iters):
         value, grad = jax.value_and_grad(neg_ll)(theta)
-        assert_close(lls[i], -T * value, 1e-10, err_msg=f"step {i}")
-        updates, state = ADAM.update(grad, state, theta)
+        assert_close(info.log_likelihoods[i], -T * value, 1e-10, err_msg=f"step {i}")
+        with jax.numpy_dtype_promotion("standard"):
+            updates, state = ADAM.update(grad, state, theta)
         theta = optax.apply_updates(theta, updates)
     replayed = ssm.from_unconstrained(theta, start)
     assert_close(fitted.A, replayed.A, 1e-9)
     assert_close(fitted.Q, replayed.Q, 1e-9)
+    # The returned parameters are theta_num_iters, after the last step: theirs is apart.
+    assert_close(info.log_likelihood, ssm.log_likelihood(fitted, ys), 1e-12)
 
 
 def test_second_call_does_not_recompile(problem):
     _, start, ys = problem
-    ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=4)
-    before = _fit_jit._cache_size()
-    ssm.fit_mle(start._replace(A=0.5 * start.A), ys + 1.0, optimizer=ADAM, num_steps=4)
-    assert _fit_jit._cache_size() == before
+    ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=4)
+    start2, ys2 = start._replace(A=0.5 * start.A), ys + 1.0
+    # New values, same shapes and options (the update names in another order): no retrace.
+    with count_compilations() as events:
+        ssm.fit_mle(start2, ys2, optimizer=ADAM, num_iters=4)
+        ssm.fit_mle(start2, ys2, optimizer=ADAM, num_iters=4, update=["Q", "A"])
+    assert events == [], f"a repeated call traced or compiled: {events}"
+    # Positive control: another optimiser object is another program, which must be compiled.
+    with count_compilations() as events:
+        ssm.fit_mle(start2, ys2, optimizer=optax.sgd(1e-3), num_iters=4)
+    assert any("backend_compile" in e for e, _ in events)
+
+
+def test_callback_and_progress(problem, capsys):
+    """``callback(i, ll)`` runs once per step, in order, with the trace's values."""
+    _, start, ys = problem
+    num_iters = 4
+    seen = []
+
+    def record(i, ll):
+        seen.append((int(i), float(ll)))
+
+    _, info = ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=num_iters, callback=record)
+    assert [i for i, _ in seen] == list(range(num_iters))
+    np.testing.assert_array_equal([v for _, v in seen], info.log_likelihoods)
+    assert capsys.readouterr().err == ""  # no progress unless asked
+    seen.clear()
+    _, info = ssm.fit_mle(
+        start, ys, optimizer=ADAM, num_iters=num_iters, progress=True, callback=record
+    )
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        f"MLE step {i}/{num_iters}" for i in range(1, num_iters + 1)
+    ]
+    np.testing.assert_array_equal([v for _, v in seen], info.log_likelihoods)
+
+    def jaxpr(**kwargs):
+        fit = lambda p, y: ssm.fit_mle(p, y, optimizer=ADAM, num_iters=2, **kwargs)  # noqa: E731
+        return str(jax.make_jaxpr(fit)(start, ys))
+
+    assert "callback" not in jaxpr()
+    assert "callback" in jaxpr(callback=record)
 
 
 def test_batched_sums_log_likelihoods(problem):
@@ -266,22 +354,27 @@ def test_batched_sums_log_likelihoods(problem):
     rng = np.random.default_rng(8)
     _, ys2 = simulate(rng, Model(*(np.asarray(x) for x in truth)), ys.shape[0])
     batch = jnp.stack([ys, jnp.asarray(ys2)])
-    _, lls = ssm.fit_mle(start, batch, optimizer=ADAM, num_steps=4)
+    fitted, info = ssm.fit_mle(start, batch, optimizer=ADAM, num_iters=4)
     each = [ssm.log_likelihood(start, y) for y in batch]
-    assert_close(lls[0], sum(each), 1e-10)
+    assert_close(info.log_likelihoods[0], sum(each), 1e-10)
+    assert_close(info.log_likelihood, ssm.log_likelihood(fitted, batch), 1e-12)
     # One sequence with a batch axis is the unbatched problem (same normalisation T = N).
-    single, lls1 = ssm.fit_mle(start, ys[None], optimizer=ADAM, num_steps=4)
-    ref, lls_ref = ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=4)
-    assert_close(lls1, lls_ref, 1e-10)
+    single, info1 = ssm.fit_mle(start, ys[None], optimizer=ADAM, num_iters=4)
+    ref, info_ref = ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=4)
+    assert_close(info1.log_likelihoods, info_ref.log_likelihoods, 1e-10)
     assert_close(single.A, ref.A, 1e-9)
 
 
 def test_float32_follows_inputs(problem):
     _, start, ys = problem
     start32 = ssm.LGSSM(*(x.astype(jnp.float32) for x in start))
-    fitted, lls = ssm.fit_mle(start32, ys.astype(jnp.float32), optimizer=LBFGS, num_steps=5)
-    assert lls.dtype == jnp.float32 and all(x.dtype == jnp.float32 for x in fitted)
-    assert float(ssm.log_likelihood(fitted, ys.astype(jnp.float32))) > float(lls[0])
+    fitted, info = ssm.fit_mle(start32, ys.astype(jnp.float32), optimizer=LBFGS, num_iters=5)
+    assert info.log_likelihoods.dtype == jnp.float32
+    assert info.log_likelihood.dtype == jnp.float32
+    assert all(x.dtype == jnp.float32 for x in fitted)
+    assert float(ssm.log_likelihood(fitted, ys.astype(jnp.float32))) > float(
+        info.log_likelihoods[0]
+    )
 
 
 @pytest.mark.timeout(180)
@@ -292,9 +385,10 @@ def test_parallel_method_matches_sequential():
     _, ys = simulate(rng, model, 13)  # short: compiling the associative scan dominates
     start = to_params(model)._replace(A=0.3 * jnp.eye(2))
     opt = optax.adam(1e-2)
-    seq, lls_seq = ssm.fit_mle(start, ys, optimizer=opt, num_steps=5)
-    par, lls_par = ssm.fit_mle(start, ys, optimizer=opt, num_steps=5, method="parallel")
-    assert_close(lls_par, lls_seq, 1e-9)
+    seq, info_seq = ssm.fit_mle(start, ys, optimizer=opt, num_iters=5)
+    par, info_par = ssm.fit_mle(start, ys, optimizer=opt, num_iters=5, method="parallel")
+    assert_close(info_par.log_likelihoods, info_seq.log_likelihoods, 1e-9)
+    assert_close(info_par.log_likelihood, info_seq.log_likelihood, 1e-9)
     assert_close(par.A, seq.A, 1e-9)
     assert_close(par.Q, seq.Q, 1e-9)
 
@@ -320,10 +414,10 @@ def test_reaches_em_log_likelihood(problem, adam_fit, lbfgs_fit):
 
 def test_bad_update_names(problem):
     _, start, ys = problem
-    with pytest.raises(ValueError, match=r"unknown parameter name.*'B'.*valid names.*'m0'"):
-        ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=2, update=("A", "B"))
+    with pytest.raises(ValueError, match=r"unknown parameter.*'B'.*valid names.*'m0'"):
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, update=("A", "B"))
     with pytest.raises(ValueError, match="at least one"):
-        ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=2, update=())
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, update=())
     with pytest.raises(ValueError, match="repeat"):
         ssm.to_unconstrained(start, update=("A", "A"))
     with pytest.raises(ValueError, match="valid names"):
@@ -333,17 +427,23 @@ def test_bad_update_names(problem):
 def test_bad_arguments(problem):
     _, start, ys = problem
     with pytest.raises(ValueError, match="method"):
-        ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=2, method="fast")
-    with pytest.raises(ValueError, match="num_steps"):
-        ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=0)
-    with pytest.raises(TypeError, match="num_steps"):
-        ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=2.5)
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, method="fast")
+    with pytest.raises(ValueError, match="steady_state=True"):
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, method="parallel", steady_state=True)
+    with pytest.raises(ValueError, match="num_iters"):
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=0)
+    with pytest.raises(TypeError, match="num_iters"):
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2.5)
+    with pytest.raises(TypeError, match="num_steps"):  # renamed num_iters in 0.2
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_steps=2)
+    with pytest.raises(TypeError, match="callback"):
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, callback=3)
     with pytest.raises(TypeError, match="optimizer"):
-        ssm.fit_mle(start, ys, optimizer="adam", num_steps=2)
+        ssm.fit_mle(start, ys, optimizer="adam", num_iters=2)
     with pytest.raises(ValueError, match=r"ys must have shape \[N, Dy\] or \[B, N, Dy\]"):
-        ssm.fit_mle(start, ys[:, :1], optimizer=ADAM, num_steps=2)
+        ssm.fit_mle(start, ys[:, :1], optimizer=ADAM, num_iters=2)
     with pytest.raises(ValueError, match="Q must be symmetric positive definite"):
-        ssm.fit_mle(start._replace(Q=-jnp.eye(3)), ys, optimizer=ADAM, num_steps=2)
+        ssm.fit_mle(start._replace(Q=-jnp.eye(3)), ys, optimizer=ADAM, num_iters=2)
     theta = ssm.to_unconstrained(start, update=("Q",))
     with pytest.raises(ValueError, match=r"theta.Q must have shape"):
         ssm.from_unconstrained(theta._replace(Q=jnp.zeros(5)), start)

@@ -5,6 +5,8 @@ O(h^2 |f'''|) ~ 1e-10 and round-off O(eps |f| / h) ~ 1e-10 relative here, so dir
 derivatives must agree to rtol 1e-6 (a wrong gradient is off by O(1)).
 """
 
+import contextlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -14,6 +16,11 @@ from helpers import to_params
 from reference import numpy_filter, random_model, simulate
 
 import jaxssm as ssm
+
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
 
 
 def _problem(seed=0, D=3, Dy=2, N=6):
@@ -102,23 +109,43 @@ def test_second_call_does_not_retrace():
     assert len(calls) == 1
 
 
+@contextlib.contextmanager
+def count_compilations():
+    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
+
+    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
+    in ``events`` per trace or backend compilation; an empty list means a cache hit.
+    """
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event in COMPILE_EVENTS:
+            events.append((event, kwargs.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def test_public_functions_hit_the_compilation_cache():
     _, params, ys = _problem(seed=8)
     ssm.kalman_filter(params, ys)
     ssm.rts_smoother(params, ys)
     ssm.log_likelihood(params, ys)
-    from jaxssm import _filtering, _smoothing
-
-    sizes = [
-        _filtering._filter_jit._cache_size(),
-        _smoothing._filter_smooth_jit._cache_size(),
-        _filtering._log_likelihood_jit._cache_size(),
-    ]
-    ssm.kalman_filter(params._replace(m0=params.m0 + 1.0), ys * 2.0)
-    ssm.rts_smoother(params, ys * 3.0)
-    ssm.log_likelihood(params._replace(A=params.A * 0.9), ys)
-    assert sizes == [
-        _filtering._filter_jit._cache_size(),
-        _smoothing._filter_smooth_jit._cache_size(),
-        _filtering._log_likelihood_jit._cache_size(),
-    ]
+    ssm.rts_smoother_from_filter(params, ssm.kalman_filter(params, ys))
+    # New values, same shapes and options (computed outside the counted block).
+    p1, p2 = params._replace(m0=params.m0 + 1.0), params._replace(A=params.A * 0.9)
+    ys2, ys3 = ys * 2.0, ys * 3.0
+    filtered = ssm.kalman_filter(p1, ys2)
+    with count_compilations() as events:
+        ssm.kalman_filter(p1, ys2)
+        ssm.rts_smoother(params, ys3)
+        ssm.log_likelihood(p2, ys)
+        ssm.rts_smoother_from_filter(p1, filtered)
+    assert events == [], f"a repeated call traced or compiled: {events}"
+    # Positive control: another length is another shape, which must be traced and compiled.
+    with count_compilations() as events:
+        ssm.log_likelihood(params, ys[:-1])
+    assert any("backend_compile" in e for e, _ in events)

@@ -1,4 +1,12 @@
-"""Bad input gets a clear error naming the argument and the expected shape or dtype."""
+"""Bad input gets a clear error naming the argument and the expected shape or dtype.
+
+Also the one ``update=`` rule shared by m_step, fit_em, fit_mle and to_unconstrained, and the
+``steady_state`` argument of every inference and learning entry point. The one numeric check,
+log_likelihood of a batch vs the sum over its sequences, is held to rtol 1e-13: the same
+filter vmapped vs one sequence at a time, then a sum of four terms (a few ulps).
+"""
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +16,7 @@ from helpers import to_params
 from reference import random_model
 
 import jaxssm as ssm
+from jaxssm import _validation
 
 
 @pytest.fixture
@@ -16,10 +25,11 @@ def good():
     return to_params(model), jnp.zeros((5, 2))
 
 
-ENTRY_POINTS = [ssm.kalman_filter, ssm.rts_smoother, ssm.log_likelihood]
+# Single-sequence entry points: a leading batch axis is an error that points to vmap.
+SINGLE_SEQUENCE = [ssm.kalman_filter, ssm.rts_smoother]
 
 
-@pytest.mark.parametrize("fn", ENTRY_POINTS)
+@pytest.mark.parametrize("fn", SINGLE_SEQUENCE)
 @pytest.mark.parametrize(
     "shape, pattern",
     [
@@ -35,6 +45,37 @@ def test_bad_ys_shape(good, fn, shape, pattern):
     params, _ = good
     with pytest.raises(ValueError, match=pattern):
         fn(params, jnp.zeros(shape))
+
+
+# log_likelihood (like e_step, fit_em and fit_mle) also takes a batch [B, N, Dy].
+@pytest.mark.parametrize(
+    "shape, pattern",
+    [
+        (
+            (5, 3),
+            r"ys must have shape \[N, Dy\] or \[B, N, Dy\] with Dy = 2 \(from H\), "
+            r"got shape \(5, 3\)",
+        ),
+        ((4, 5, 3), r"ys must have shape \[N, Dy\] or \[B, N, Dy\] with Dy = 2 \(from H\)"),
+        ((), r"ys must have shape \[N, Dy\] or \[B, N, Dy\].*got shape \(\) \(ndim 0\)"),
+        ((5,), r"ys must have shape \[N, Dy\] or \[B, N, Dy\].*\(ndim 1\)"),
+        ((2, 2, 5, 2), r"ys must have shape \[N, Dy\] or \[B, N, Dy\].*\(ndim 4\)"),
+        ((0, 2), r"ys must hold at least one step \(N >= 1\)"),
+        ((3, 0, 2), r"ys must hold at least one step \(N >= 1\)"),
+    ],
+)
+def test_bad_ys_shape_batched_entry_point(good, shape, pattern):
+    params, _ = good
+    with pytest.raises(ValueError, match=pattern):
+        ssm.log_likelihood(params, jnp.zeros(shape))
+
+
+def test_log_likelihood_accepts_a_batch(good):
+    """A batch [B, N, Dy] is B sequences: the sum of their log-likelihoods."""
+    params, _ = good
+    batch = jax.random.normal(jax.random.PRNGKey(1), (4, 5, 2), jnp.float64)
+    each = sum(float(ssm.log_likelihood(params, y)) for y in batch)
+    np.testing.assert_allclose(float(ssm.log_likelihood(params, batch)), each, rtol=1e-13)
 
 
 @pytest.mark.parametrize(
@@ -124,3 +165,109 @@ def test_unknown_method(good):
     params, ys = good
     with pytest.raises(ValueError, match="method must be 'sequential' or 'parallel', got 'fast'"):
         ssm.log_likelihood(params, ys, method="fast")
+
+
+# --- one update rule for m_step, fit_em, fit_mle and to_unconstrained ----------------------
+
+
+def _update_entry_points(params, ys):
+    import optax
+
+    stats, _ = ssm.e_step(params, ys)
+    return {
+        "m_step": lambda u: ssm.m_step(params, stats, update=u),
+        "fit_em": lambda u: ssm.fit_em(params, ys, num_iters=1, update=u),
+        "fit_mle": lambda u: ssm.fit_mle(
+            params, ys, optimizer=optax.sgd(1e-3), num_iters=1, update=u
+        ),
+        "to_unconstrained": lambda u: ssm.to_unconstrained(params, update=u),
+    }
+
+
+BAD_UPDATES = [
+    (("A", "X"), ValueError),
+    (("a",), ValueError),
+    ("Qs", ValueError),
+    ((), ValueError),
+    ([], ValueError),
+    (("A", "Q", "A"), ValueError),
+    ("", ValueError),
+    (None, TypeError),
+    (3, TypeError),
+    (1.5, TypeError),
+    (("A", None), TypeError),
+    (b"A", TypeError),
+]
+
+
+@pytest.mark.parametrize("bad, error", BAD_UPDATES, ids=repr)
+def test_update_rule_is_the_same_everywhere(good, bad, error):
+    """The same bad ``update`` gives the same error type and message from all four."""
+    params, ys = good
+    outcomes = {}
+    for name, fn in _update_entry_points(params, ys).items():
+        with pytest.raises((ValueError, TypeError)) as info:
+            fn(bad)
+        outcomes[name] = (info.type, str(info.value))
+    assert {t for t, _ in outcomes.values()} == {error}, outcomes
+    assert len({m for _, m in outcomes.values()}) == 1, outcomes
+    message = outcomes["m_step"][1]
+    assert "update" in message
+    if error is TypeError and not isinstance(bad, tuple | bytes):
+        assert "'m0', 'P0', 'A', 'Q', 'H', 'R'" in message  # a non-iterable: the valid names
+    if bad in (("A", "X"), ("a",), "Qs", (), [], ""):
+        assert "'m0', 'P0', 'A', 'Q', 'H', 'R'" in message  # unknown or empty: the valid names
+
+
+@pytest.mark.parametrize(
+    "update, expected",
+    [
+        ("Q", ("Q",)),
+        (("Q", "A"), ("A", "Q")),
+        (["R", "m0", "A"], ("m0", "A", "R")),
+        ({"H", "P0"}, ("P0", "H")),
+        (iter(["Q", "A"]), ("A", "Q")),
+        (("R", "Q", "P0", "m0", "H", "A"), ("m0", "P0", "A", "Q", "H", "R")),
+    ],
+    ids=repr,
+)
+def test_check_update_returns_names_in_lgssm_order(update, expected):
+    assert _validation.check_update(update) == expected
+
+
+# --- steady_state ---------------------------------------------------------------------------
+
+
+def _steady_entry_points(params, ys):
+    import optax
+
+    return {
+        "kalman_filter": lambda **kw: ssm.kalman_filter(params, ys, **kw),
+        "rts_smoother": lambda **kw: ssm.rts_smoother(params, ys, **kw),
+        "log_likelihood": lambda **kw: ssm.log_likelihood(params, ys, **kw),
+        "e_step": lambda **kw: ssm.e_step(params, ys, **kw),
+        "fit_em": lambda **kw: ssm.fit_em(params, ys, num_iters=1, **kw),
+        "fit_mle": lambda **kw: ssm.fit_mle(
+            params, ys, optimizer=optax.sgd(1e-3), num_iters=1, **kw
+        ),
+    }
+
+
+STEADY_NAMES = ["kalman_filter", "rts_smoother", "log_likelihood", "e_step", "fit_em", "fit_mle"]
+
+
+@pytest.mark.parametrize("name", STEADY_NAMES)
+def test_steady_state_defaults_to_none(name):
+    fn = getattr(ssm, name)
+    assert inspect.signature(fn).parameters["steady_state"].default is None
+
+
+@pytest.mark.parametrize("name", STEADY_NAMES)
+def test_steady_state_true_with_parallel_is_an_error(good, name):
+    params, ys = good
+    fn = _steady_entry_points(params, ys)[name]
+    with pytest.raises(ValueError, match=r"steady_state=True needs method='sequential'"):
+        fn(method="parallel", steady_state=True)
+    for bad in ("yes", 1, 0.0):
+        with pytest.raises(TypeError, match="steady_state must be None, True or False"):
+            fn(steady_state=bad)
