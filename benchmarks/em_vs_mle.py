@@ -4,25 +4,28 @@
 The exercise's set-up, from one start for every method:
 
     Y = jaxssm.datasets.load_sarcos("test").inputs      # [4449, 21]
-    m0 = Y[0], ys = Y[1:]                                # [4448, 21]: output row k = data row k
-    H = I, R = kron(diag(0.01, 0.01, 1), I_7), P0 = R
-    A = 0, Q = 0.01 diag(u), u ~ U(0, 1)^21 (numpy default_rng(--seed))
+    params, ys = jaxssm.datasets.exercise_setup(Y, jax.random.PRNGKey(--seed), dtype=float64)
+    # m0 = Y[0], ys = Y[1:] (output row k = data row k), H = I,
+    # R = P0 = kron(diag(0.01, 0.01, 1), I_7), A = 0, Q = 0.01 diag(u), u ~ U(0, 1)^21
 
 and update = ("A", "Q"), float64. Methods: ``jaxssm.fit_em`` (closed-form M-step),
 ``jaxssm.fit_mle`` with ``optax.adam(--adam-lr)`` and with ``optax.lbfgs()`` (zoom line search),
-all compiled as one loop over iterations.
+all compiled as one loop over iterations. (The published ``results/em_vs_mle.*`` were made
+with ``u`` drawn from numpy's ``default_rng(0)`` instead; a new run starts from
+``exercise_setup``'s ``u``.)
 
-Timing: each method's whole loop is compiled ahead of time (``jax.jit(...).lower().compile()``
-around the public call: the "compile" column), then run ``--runs`` times, each ended by
-``block_until_ready``; "time / iter" is the median run time divided by the iterations. The
+Timing (``workloads.time_call``): each method's whole loop is compiled ahead of time
+(``jax.jit(...).lower().compile()`` around the public call: the "compile" column), then run
+``--runs`` times, each ended by ``block_until_ready``; "time / iter" is the median run time
+divided by the iterations. The
 wall-time axis places iteration ``i`` at ``i x (time / iter)``: the loops are compiled, so
 per-iteration times are not observable. That is exact for EM and Adam (every iteration does
 the same work) and an average for L-BFGS, whose line search evaluates the filter and its
 gradient a varying number of times per iteration.
 
-``log_likelihoods[i]`` of every method is ``log p(y | theta_i)`` before iteration ``i``; the
-trace plotted here appends ``log p(y | theta_n)`` of the returned parameters, so it has
-``n + 1`` points.
+``info.log_likelihoods[i]`` of every method (``EMInfo``, ``MLEInfo``) is ``log p(y | theta_i)``
+before iteration ``i``; the trace plotted here appends ``info.log_likelihood``, that of the
+returned parameters, so it has ``n + 1`` points.
 
 Usage (from the repository root)::
 
@@ -36,13 +39,11 @@ Writes ``em_vs_mle.png``, ``em_vs_mle.md`` and ``em_vs_mle.json`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -52,53 +53,40 @@ jax.config.update("jax_enable_x64", True)  # the benchmark's choice; the library
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+import workloads  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
-from jaxssm import datasets  # noqa: E402
 
 UPDATE = ("A", "Q")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "local"
-_log_likelihood = jax.jit(ssm.log_likelihood)
 
 
-def exercise_start(seed: int) -> tuple[ssm.LGSSM, np.ndarray, str]:
+def exercise_start(seed: int) -> tuple[ssm.LGSSM, jax.Array, str]:
     """The exercise's model and white-noise start on the SARCOS test split (float64)."""
-    data = datasets.load_sarcos("test")
-    params, ys = exercise_start_from(np.asarray(data.inputs, dtype=np.float64), seed)
+    data = ssm.datasets.load_sarcos("test")
+    key = jax.random.PRNGKey(seed)
+    params, ys = ssm.datasets.exercise_setup(data.inputs, key, dtype=jnp.float64)
     return params, ys, data.name
-
-
-def exercise_start_from(Y: np.ndarray, seed: int) -> tuple[ssm.LGSSM, jax.Array]:
-    """``jaxssm.exercise_setup`` with ``u`` drawn from numpy's ``default_rng(seed)``.
-
-    The published tables were made with this numpy-seeded start; everything else is the
-    library's set-up.
-    """
-    params, ys = ssm.exercise_setup(Y, jax.random.PRNGKey(0), dtype=jnp.float64)
-    u = np.random.default_rng(seed).random(Y.shape[1])
-    return params._replace(Q=jnp.asarray(0.01 * np.diag(u))), ys
 
 
 def run_method(name, fit, params, ys, runs):
     """Compile ahead of time, run ``runs`` times; return the trace and the timings.
 
-    ``fit(params, ys)`` calls a public fitting function; wrapping it in ``jax.jit`` compiles
-    the whole loop once (its validation runs at trace time, on shapes and dtypes).
+    ``fit(params, ys)`` calls a public fitting function, which returns ``(params, info)``;
+    wrapping it in ``jax.jit`` compiles the whole loop once (its validation runs at trace
+    time, on shapes and dtypes).
     """
-    t0 = time.perf_counter()
-    compiled = jax.jit(fit).lower(params, ys).compile()
-    compile_time = time.perf_counter() - t0
-    times, cpu_times = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fitted, lls = jax.block_until_ready(compiled(params, ys))
-        times.append(time.perf_counter() - t0)
-        cpu_times.append(time.process_time() - c0)
-    run_time = statistics.median(times)
-    # Under jit the SPD check of concrete covariances is skipped: a fitted Q may be numerically
-    # singular (the maximum can lie on the boundary), which ssm.log_likelihood would reject.
-    final = float(_log_likelihood(fitted, ys))
-    trace = np.append(np.asarray(lls, dtype=np.float64), final)
+    t = workloads.time_call(fit, params, ys, runs=runs, warmup_below=0.0)
+    fitted, info = t.out
+    compile_time, run_time, times = t.compile_s, t.median_s, t.times_s
+    lls = np.asarray(info.log_likelihoods, dtype=np.float64)
+    if hasattr(info, "num_iters"):  # EM: entries after an early stop are NaN
+        lls = lls[: int(info.num_iters)]
+    # info.log_likelihood is computed inside the compiled loop, where the SPD check of concrete
+    # covariances does not run: a fitted Q may be numerically singular (the maximum can lie on
+    # the boundary), which ssm.log_likelihood would reject.
+    final = float(info.log_likelihood)
+    trace = np.append(lls, final)
     min_eig_q = float(np.linalg.eigvalsh(np.asarray(fitted.Q))[0])
     print(
         f"  {name}: final log-lik {final:.3f}, run {run_time:.2f} s, compile "
@@ -113,7 +101,7 @@ def run_method(name, fit, params, ys, runs):
         min_eig_q=min_eig_q,
         run_time=run_time,
         run_times=times,
-        cpu_time=statistics.median(cpu_times),
+        cpu_time=statistics.median(t.cpu_times_s),
         compile_time=compile_time,
     )
 
@@ -198,7 +186,8 @@ def write_outputs(out, results, meta):
         f'Data: `{meta["data"]}` via `jaxssm.datasets.load_sarcos("test")`; m0 = Y[0], '
         f"ys = Y[1:] (N = {meta['N']}, D = Dy = {meta['D']}). Model: H = I, "
         "R = P0 = kron(diag(0.01, 0.01, 1), I_7); start A = 0, Q = 0.01 diag(u), "
-        f'u ~ U(0, 1) (seed {meta["seed"]}). update = ("A", "Q"), float64.',
+        f"u ~ U(0, 1) (`jaxssm.datasets.exercise_setup`, key `PRNGKey({meta['seed']})`). "
+        'update = ("A", "Q"), float64.',
         "",
         f"Device: {meta['device']} ({meta['cpu_count']} cores), jax {meta['jax']}, "
         f"optax {meta['optax']}, {meta['date']}. Load average at start: {meta['load']} "
@@ -242,8 +231,8 @@ def write_outputs(out, results, meta):
         f"Start log-likelihood: {results[0]['trace'][0]:.3f}. Time / iter and the wall-time "
         "axis exclude compilation. 'min eig of Q': the smallest eigenvalue of the returned Q; "
         "a value at round-off level (or slightly negative) means the returned Q is numerically "
-        "singular, which ssm.log_likelihood's positive-definiteness check rejects (this script "
-        "evaluates it under jax.jit, where that check is skipped).",
+        "singular, which ssm.log_likelihood's positive-definiteness check rejects (the "
+        "log-likelihoods here are the fits' own, computed inside the compiled loops).",
         "",
     ]
     md = out / "em_vs_mle.md"
@@ -300,6 +289,7 @@ def main(argv=None):
     params, ys, data_name = exercise_start(args.seed)
     N, D = ys.shape
     device = jax.devices()[0]
+    info = workloads.machine_info()
     meta = dict(
         data=data_name,
         N=int(N),
@@ -311,10 +301,10 @@ def main(argv=None):
         runs=runs,
         device=f"{device.platform.upper()} ({platform.processor() or platform.machine()})",
         cpu_count=os.cpu_count(),
-        jax=jax.__version__,
+        jax=info["jax"],
         optax=optax.__version__,
-        date=_dt.datetime.now().isoformat(timespec="seconds"),
-        load=", ".join(f"{x:.1f}" for x in os.getloadavg()),
+        date=info["date"],
+        load=", ".join(f"{x:.1f}" for x in info["load_average_at_start"]),
         iterations=dict(EM=n_em, Adam=n_adam, LBFGS=n_lbfgs),
     )
     print(
@@ -327,10 +317,10 @@ def main(argv=None):
     lbfgs = optax.lbfgs()
     methods = [
         ("EM", lambda p, y: ssm.fit_em(p, y, num_iters=n_em, update=UPDATE)),
-        ("Adam", lambda p, y: ssm.fit_mle(p, y, optimizer=adam, num_steps=n_adam, update=UPDATE)),
+        ("Adam", lambda p, y: ssm.fit_mle(p, y, optimizer=adam, num_iters=n_adam, update=UPDATE)),
         (
             "L-BFGS",
-            lambda p, y: ssm.fit_mle(p, y, optimizer=lbfgs, num_steps=n_lbfgs, update=UPDATE),
+            lambda p, y: ssm.fit_mle(p, y, optimizer=lbfgs, num_iters=n_lbfgs, update=UPDATE),
         ),
     ]
     results = [run_method(name, fit, params, ys, runs) for name, fit in methods]

@@ -10,10 +10,11 @@ shows instead of a number.
 Implementations (``impl``):
 
 - ``jaxssm``: this library, through its public names only (``ssm.kalman_filter``,
-  ``ssm.parallel_rts_smoother``, ``ssm.e_step``, ``ssm.fit_em``, ``ssm.fit_mle``, ...), in
-  three schedules: ``sequential`` (the full covariance recursion, ``steady_state=False``, the
-  same work as the peers), ``steady`` (the default sequential path, which switches to the
-  steady-state fast path once the covariances have converged) and ``parallel``.
+  ``ssm.rts_smoother``, ``ssm.e_step``, ``ssm.m_step``, ``ssm.fit_em``, ``ssm.fit_mle``), in
+  three schedules: ``sequential`` (``steady_state=False``: the full covariance recursion, the
+  same work as the peers), ``steady`` (``steady_state=True``: the steady-state fast path once
+  the covariances have converged; the default ``steady_state=None`` is the same for
+  N >= 2048) and ``parallel`` (``method="parallel"``).
 - ``dynamax``: ``lgssm_filter`` / ``lgssm_smoother`` (sequential), the same names from
   ``dynamax.linear_gaussian_ssm.parallel_inference`` (parallel), and one iteration of
   ``LinearGaussianSSM.fit_em`` (which re-estimates every parameter, biases included).
@@ -80,94 +81,48 @@ def _np_dtype(dtype: str):
 
 
 def _jaxssm(op: str, schedule: str, w: Workload, dtype: str) -> Prepared:
-    """jaxssm cells. ``schedule``: ``"sequential"`` (full covariance recursion,
-    ``steady_state=False``), ``"steady"`` (``method="sequential"`` with the steady-state fast
-    path, the library's default) or ``"parallel"``."""
-    import inspect
-
+    """jaxssm cells, through public names only. ``schedule``: ``"steady"`` (``steady_state=True``:
+    the fast path, which is the default ``steady_state=None`` for N >= 2048), ``"sequential"``
+    (the full covariance recursion, ``steady_state=False``) or ``"parallel"``."""
     import jax.numpy as jnp
 
     import jaxssm as ssm
 
-    def need(*names):
-        missing = [n for n in names if not hasattr(ssm, n)]
-        if missing:
-            raise Unavailable(f"not available in this build (jaxssm.{', jaxssm.'.join(missing)})")
-        return [getattr(ssm, n) for n in names]
-
-    def has_steady_option(f):
-        return "steady_state" in inspect.signature(f).parameters
-
-    dt = _np_dtype(dtype)
-    params = ssm.LGSSM(*(jnp.asarray(x, dt) for x in w.model))
-    ys = jnp.asarray(w.ys, dt)
     if schedule not in ("sequential", "steady", "parallel"):
         raise Unavailable(f"unknown schedule {schedule!r}")
-    par = schedule == "parallel"
-    method = "parallel" if par else "sequential"
-
-    def options(f) -> dict:
-        """Keyword arguments that select ``schedule`` on public function ``f``."""
-        if par:
-            return {}
-        if has_steady_option(f):
-            return {"steady_state": schedule == "steady"}
-        if schedule == "steady":
-            raise Unavailable(f"not available in this build ({f.__name__}(steady_state=...))")
-        return {}
-
-    def with_method(f) -> dict:
-        return {"method": method, **options(f)}
-
-    if op == "filter":
-        (f,) = need("parallel_kalman_filter" if par else "kalman_filter")
-        kw = options(f)
-        return Prepared(lambda p, y: f(p, y, **kw), (params, ys), True,
-                        lambda out: out.log_likelihood, note=_kw_note(kw))
-    if op == "smoother":
-        (f,) = need("parallel_rts_smoother" if par else "rts_smoother")
-        kw = options(f)
-        return Prepared(lambda p, y: f(p, y, **kw), (params, ys), True,
-                        lambda out: out.log_likelihood, note=_kw_note(kw))
+    dt = _np_dtype(dtype)
+    args = (ssm.LGSSM(*(jnp.asarray(x, dt) for x in w.model)), jnp.asarray(w.ys, dt))
+    if schedule == "parallel":
+        kw = {"method": "parallel"}
+    else:
+        kw = {"method": "sequential", "steady_state": schedule == "steady"}
+    note = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+    if op in ("filter", "smoother"):
+        f = ssm.kalman_filter if op == "filter" else ssm.rts_smoother
+        return Prepared(lambda p, y: f(p, y, **kw), args, True, lambda o: o.log_likelihood, note)
     if op == "e_step":
-        (e_step,) = need("e_step")
-        kw = with_method(e_step)
-        return Prepared(lambda p, y: e_step(p, y, **kw), (params, ys), True,
-                        lambda out: out[1], note=_kw_note(kw))
+        return Prepared(lambda p, y: ssm.e_step(p, y, **kw), args, True, lambda o: o[1], note)
     if op == "em_iter":
-        e_step, m_step = need("e_step", "m_step")
-        kw = with_method(e_step)
 
         def one_iteration(p, y):
-            stats, ll = e_step(p, y, **kw)
-            return m_step(p, stats), ll
+            stats, ll = ssm.e_step(p, y, **kw)
+            return ssm.m_step(p, stats), ll
 
-        return Prepared(one_iteration, (params, ys), True, lambda out: out[1],
-                        note="e_step + m_step, update=(A, Q); " + _kw_note(kw))
+        note = "e_step + m_step, update=(A, Q); " + note
+        return Prepared(one_iteration, args, True, lambda o: o[1], note)
+    first_ll = lambda o: o[1].log_likelihoods[0]  # noqa: E731  (log p(y | theta_0))
     if op == "em_100":
-        (fit_em,) = need("fit_em")
-        kw = with_method(fit_em)
-        return Prepared(
-            lambda p, y: fit_em(p, y, num_iters=EM_ITERS, **kw),
-            (params, ys), True, lambda out: out[1][0],
-            note=f"fit_em(num_iters={EM_ITERS}), update=(A, Q); " + _kw_note(kw), long=True,
-        )
+        note = f"fit_em(num_iters={EM_ITERS}), update=(A, Q); " + note
+        fit = lambda p, y: ssm.fit_em(p, y, num_iters=EM_ITERS, **kw)  # noqa: E731
+        return Prepared(fit, args, True, first_ll, note, long=True)
     if op == "mle_step":
-        (fit_mle,) = need("fit_mle")
         import optax
 
         opt = optax.adam(1e-3)
-        kw = with_method(fit_mle)
-        return Prepared(
-            lambda p, y: fit_mle(p, y, optimizer=opt, num_steps=1, **kw),
-            (params, ys), True, lambda out: out[1][0],
-            note="fit_mle(optax.adam(1e-3), num_steps=1); " + _kw_note(kw),
-        )
+        note = "fit_mle(optax.adam(1e-3), num_iters=1); " + note
+        fit = lambda p, y: ssm.fit_mle(p, y, optimizer=opt, num_iters=1, **kw)  # noqa: E731
+        return Prepared(fit, args, True, first_ll, note)
     raise Unavailable(f"jaxssm has no benchmark op {op!r}")
-
-
-def _kw_note(kw: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in kw.items())
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,15 +158,20 @@ def _dynamax(op: str, schedule: str, w: Workload, dtype: str) -> Prepared:
         D, Dy = w.model.A.shape[0], w.model.H.shape[0]
         model = LinearGaussianSSM(D, Dy)
         init, props = model.initialize(
-            initial_mean=a(m1), initial_covariance=a(P1),
-            dynamics_weights=a(w.model.A), dynamics_bias=a(np.zeros(D)),
+            initial_mean=a(m1),
+            initial_covariance=a(P1),
+            dynamics_weights=a(w.model.A),
+            dynamics_bias=a(np.zeros(D)),
             dynamics_covariance=a(w.model.Q),
-            emission_weights=a(w.model.H), emission_bias=a(np.zeros(Dy)),
+            emission_weights=a(w.model.H),
+            emission_bias=a(np.zeros(Dy)),
             emission_covariance=a(w.model.R),
         )
         return Prepared(
             lambda p, y: model.fit_em(p, props, y, num_iters=1, verbose=False),
-            (init, ys), True, lambda o: o[1][0],
+            (init, ys),
+            True,
+            lambda o: o[1][0],
             note + "; fit_em(num_iters=1) re-estimates all parameters (biases too)",
         )
     raise Unavailable(f"not benchmarked for dynamax ({op})")
@@ -273,18 +233,20 @@ def _pykalman(op: str, schedule: str, w: Workload, dtype: str) -> Prepared:
 
     def make():
         return KalmanFilter(
-            transition_matrices=w.model.A, observation_matrices=w.model.H,
-            transition_covariance=w.model.Q, observation_covariance=w.model.R,
+            transition_matrices=w.model.A,
+            observation_matrices=w.model.H,
+            transition_covariance=w.model.Q,
+            observation_covariance=w.model.R,
             transition_offsets=np.zeros(w.model.A.shape[0]),
             observation_offsets=np.zeros(w.model.H.shape[0]),
-            initial_state_mean=m1, initial_state_covariance=P1,
+            initial_state_mean=m1,
+            initial_state_covariance=P1,
         )
 
     kf = make()
     scale = N / n
     note = "first state observed: prior of x_1 passed" + (
-        f"; run on the first {n} steps, time extrapolated x{scale:.2f} to N = {N}"
-        if n < N else ""
+        f"; run on the first {n} steps, time extrapolated x{scale:.2f} to N = {N}" if n < N else ""
     )
     if op == "filter":
         # loglikelihood() runs the filter and sums the predictive densities.
@@ -292,8 +254,10 @@ def _pykalman(op: str, schedule: str, w: Workload, dtype: str) -> Prepared:
     if op == "smoother":
         return Prepared(lambda: kf.smooth(ys), (), False, None, note, scale, n)
     if op == "em_iter":
+
         def em():
             return make().em(ys, n_iter=1, em_vars=["transition_matrices", "transition_covariance"])
+
         return Prepared(em, (), False, None, note + "; em(n_iter=1, A and Q)", scale, n)
     raise Unavailable(f"not benchmarked for pykalman ({op})")
 

@@ -1,6 +1,6 @@
-"""Benchmark workloads: the data, the dense model, and the peers' time conventions.
+"""Benchmark workloads and the one timing helper every benchmark script uses.
 
-Everything here is plain numpy (float64) and deterministic, so that every worker process
+The data and models are plain numpy (float64) and deterministic, so that every worker process
 rebuilds exactly the same arrays and all implementations see the same data.
 
 Two kinds of workload:
@@ -15,21 +15,31 @@ Two kinds of workload:
   This is what EM learns on this data (dense matrices), not the exercise's block-structured
   Matern prior, whose ``kron(A1, I_7)`` form splits into seven 3-dimensional problems
   (see ENVIRONMENT.md).
-- ``simulated``: a random dense stable model (spectral radius 0.95, ``H = I``) and a series
-  drawn from it with numpy; used for the scaling sweep over ``N`` and ``D``.
+- ``simulated``: :func:`random_dense_model` (spectral radius 0.95, ``H = I``), the one random
+  model of every script here, and a series drawn from it by :func:`simulate`.
 
 Conventions: jaxssm does not observe ``x_0`` (``y_1..y_N`` observe ``x_1..x_N``); dynamax
 and pykalman observe their first state. :func:`first_observed_prior` gives the prior of
 ``x_1`` so that their first state is our ``x_1`` and the log-likelihoods agree exactly.
 cuthbert uses jaxssm's convention.
+
+Timing: :func:`time_call` (compile apart, then the median of several runs, each ended by
+``jax.block_until_ready``) and :func:`machine_info` (what a result records about the run).
+jax is imported only when a JAX function is timed.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import math
 import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -198,3 +208,124 @@ def fingerprint(w: Workload) -> str:
     for x in w.model:
         h.update(np.ascontiguousarray(x).tobytes())
     return h.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------
+# Timing
+# ------------------------------------------------------------------------------------------
+
+
+class Timing(NamedTuple):
+    """What :func:`time_call` measured, in seconds.
+
+    Attributes:
+        out: the output of the last call.
+        times_s: wall time of every timed run.
+        cpu_times_s: process CPU time (all threads) of the same runs.
+        compile_s: compilation alone (``None`` without ``jit``).
+        compile_kind: ``"aot"``, ``"first call (...)"`` or ``"none"``.
+        warmup_s: the untimed warm-up call, if there was one.
+    """
+
+    out: Any
+    times_s: list
+    cpu_times_s: list
+    compile_s: float | None = None
+    compile_kind: str = "none"
+    warmup_s: float | None = None
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.times_s)
+
+    @property
+    def median_cpu_s(self) -> float:
+        return statistics.median(self.cpu_times_s)
+
+
+def time_call(
+    fn: Callable,
+    *args,
+    runs: int = 5,
+    jit: bool = True,
+    warmup_below: float = 1.0,
+    min_runs: int = 1,
+    max_seconds: float = math.inf,
+    phase: Callable[[str], None] | None = None,
+) -> Timing:
+    """Time ``fn(*args)``: compilation apart, then ``runs`` calls (report their median).
+
+    With ``jit`` (a JAX function) ``fn`` is wrapped in ``jax.jit`` and compiled ahead of time
+    (``lower(*args).compile()``: ``compile_s``); a function that cannot be jitted as a whole
+    is compiled by its first call instead (``compile_kind`` says so). Every call is ended by
+    ``jax.block_until_ready``. The first call after compilation is an untimed warm-up when it
+    takes at most ``warmup_below`` seconds, else the first timed run (``warmup_below=0``: every
+    call counts, for loops that are long anyway). Fewer than ``runs`` calls are made (not below
+    ``min_runs``) when ``runs`` of them would take longer than ``max_seconds``. Without ``jit``
+    (plain Python) there is no compile step and no warm-up. ``phase(msg)`` is told what runs.
+    """
+    say = phase or (lambda msg: None)
+    compile_s, kind, call = None, "none", fn
+    if jit:
+        import jax
+
+        say("compiling")
+        t0 = time.perf_counter()
+        try:
+            call = jax.jit(fn).lower(*args).compile()
+            compile_s, kind = time.perf_counter() - t0, "aot"
+        except Exception as e:  # not jittable as a whole: the first call compiles
+            kind = f"first call (jit-wrap failed: {type(e).__name__})"
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            compile_s = time.perf_counter() - t0
+
+        def once():
+            return jax.block_until_ready(call(*args))
+    else:
+
+        def once():
+            return call(*args)
+
+    times, cpu_times = [], []
+
+    def timed():
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = once()
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+        return res
+
+    say("first run")
+    out = timed()
+    first, warmup = times[0], None
+    if jit and first <= warmup_below:
+        warmup = times.pop()
+        cpu_times.pop()
+    fit = runs if math.isinf(max_seconds) else int(max_seconds / max(first, 1e-9))
+    n = max(min_runs, min(runs, fit))
+    while len(times) < n:
+        say(f"run {len(times) + 1}/{n}")
+        out = timed()
+    return Timing(out, times, cpu_times, compile_s, kind, warmup)
+
+
+def machine_info() -> dict:
+    """Versions, device, cores, load and date of this run (imports jax)."""
+    import jax
+    import jaxlib
+
+    dev = jax.devices()[0]
+    return dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        jax=jax.__version__,
+        jaxlib=jaxlib.__version__,
+        backend=jax.default_backend(),
+        device=str(dev),
+        device_kind=str(getattr(dev, "device_kind", dev.platform)),
+        cpu_count=os.cpu_count(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        machine=platform.machine(),
+        load_average_at_start=list(os.getloadavg()),
+    )

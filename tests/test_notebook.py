@@ -13,15 +13,19 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
-def _code_cells(nb: dict) -> list[str]:
-    return ["".join(c["source"]).strip() for c in nb["cells"] if c["cell_type"] == "code"]
+def _cells(nb: dict, kind: str) -> list[str]:
+    return ["".join(c["source"]).strip() for c in nb["cells"] if c["cell_type"] == kind]
 
 
 def test_ipynb_matches_py_twin():
     nb = json.loads((NOTEBOOKS / "sarcos_em.ipynb").read_text())
     twin = (NOTEBOOKS / "sarcos_em.py").read_text()
-    for src in _code_cells(nb):
+    for src in _cells(nb, "code"):
         assert src in twin, f"notebook cell missing from the .py twin:\n{src[:200]}"
+    for src in _cells(nb, "markdown"):  # jupytext's percent format: "# " before each line
+        commented = "\n".join(f"# {line}".rstrip() for line in src.splitlines())
+        assert commented in twin, f"markdown cell missing from the .py twin:\n{src[:200]}"
+    assert twin.count("# %%") == len(nb["cells"])
     # Outputs are stripped in git: the notebook stays small and diffable.
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
@@ -50,3 +54,4 @@ def test_notebook_executes(tmp_path):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert "monotone: True" in text
+    assert "status: MAX_ITERS" in text
