@@ -1,4 +1,4 @@
-"""Time-parallel (associative-scan) filter and smoother against independent references.
+"""Time-parallel (associative-scan) schedule (jaxssm._parallel) against independent references.
 
 - Dense joint Gaussian oracle (tests/reference.py): rtol 1e-10 in float64, as the sequential
   tests, with the same absolute floor of 1e-12 x the array's largest entry. The parallel
@@ -10,14 +10,21 @@
   missed term, a wrong operand order, a dropped initial-mean term) is many orders away.
 - Gradients of log p(y) through both schedules: rtol 1e-8 (the backward pass of the scan
   amplifies the forward round-off slightly).
-- The associative operators are checked for associativity on random elements of a model:
-  an operator with its arguments swapped passes neither this nor the oracle test.
-- The LAPACK-free helpers are checked against numpy.linalg at ~1e-12.
-- A structural guard: the lowered parallel programs (and their gradient) contain no LAPACK
-  custom call, the trigger of the jaxlib 0.10.x CPU hang described in jaxssm/_parallel.py.
+- The associative operators are checked for associativity on random elements of a model
+  (1e-12: three D = 3 combinations, a few ulps each): an operator with its arguments swapped
+  passes neither this nor the oracle test. The elements are checked against jaxssm.steps
+  (1e-12, the same algebra with the loop-form linear algebra).
+- float32 against float64: 1e-4 x the largest mean (absolute) and 1e-5 for log p(y).
+- A structural guard: the compiled CPU programs of the parallel schedule (filter, smoother
+  and gradient) contain no LAPACK custom call, the trigger of the jaxlib 0.10.x CPU hang
+  described in jaxssm/_linalg.py; the sequential schedule's does (so the guard can fail).
 
+The loop-form linear algebra itself (jaxssm._linalg.LOOPS) is tested in test_steps.py, the
+public entry points with method="parallel" in test_inference.py and test_dispatch.py.
 Every test has a pytest timeout so that a hang fails CI instead of stalling it.
 """
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +34,7 @@ from helpers import assert_close, to_params
 from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
+from jaxssm import _dispatch, _sequential, steps
 from jaxssm import _parallel as P
 
 RTOL = 1e-10
@@ -34,9 +42,22 @@ RTOL = 1e-10
 # (D, Dy, N, seed): D != Dy both ways, D = 1, Dy = 1, N = 1, N not a power of two.
 CASES = [(3, 2, 6, 0), (2, 4, 5, 1), (1, 1, 7, 2), (4, 1, 4, 3), (3, 3, 1, 4), (1, 3, 3, 5)]
 
+
+def _filter_and_smoother(params, ys):
+    filtered = P.filter(params, ys)
+    return filtered, P.smooth(params, filtered)
+
+
 # Filter and smoother in one compiled program (XLA shares the filter): compiling the
 # associative scans dominates these tests' time. The public wrappers are exercised below.
-_filter_and_smoother = jax.jit(lambda p, y: (P._parallel_filter(p, y), P._parallel_smooth(p, y)))
+# The LAPACK guard at the end inspects these programs (and the gradient's): jax caches a
+# compiled program per jitted function and shapes, so they are compiled once.
+filter_and_smoother = jax.jit(_filter_and_smoother)
+grad_log_likelihood = jax.jit(
+    jax.grad(lambda p, y, method: ssm.log_likelihood(p, y, method=method), argnums=(0, 1)),
+    static_argnums=2,
+)
+GRAD_CASE = (3, 2, 23, 31)  # (D, Dy, N, seed) of the gradient test
 
 
 @pytest.mark.timeout(240)
@@ -48,7 +69,7 @@ def test_against_dense_oracle(D, Dy, N, seed):
     ref = dense_posterior(model, ys)
     params = to_params(model)
 
-    filt, smooth = _filter_and_smoother(params, jnp.asarray(ys))
+    filt, smooth = filter_and_smoother(params, jnp.asarray(ys))
     assert filt.means.shape == (N + 1, D) and filt.covs.shape == (N + 1, D, D)
     assert filt.pred_means.shape == (N, D) and filt.pred_covs.shape == (N, D, D)
     assert_close(filt.means, ref.filter_means, RTOL)
@@ -73,7 +94,7 @@ def long_series():
     model = random_model(rng, 4, 3, mean_scale=100.0)
     _, ys = simulate(rng, model, 1500)
     params = to_params(model)
-    par_filt, par_smooth = _filter_and_smoother(params, jnp.asarray(ys))
+    par_filt, par_smooth = filter_and_smoother(params, jnp.asarray(ys))
     return params, ys, par_filt, par_smooth
 
 
@@ -91,16 +112,16 @@ def test_long_series_equals_sequential(long_series):
 
 @pytest.mark.timeout(240)
 def test_gradients_equal_sequential():
-    rng = np.random.default_rng(31)
-    model = random_model(rng, 3, 2, mean_scale=5.0)
-    _, ys = simulate(rng, model, 23)
+    D, Dy, N, seed = GRAD_CASE
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, D, Dy, mean_scale=5.0)
+    _, ys = simulate(rng, model, N)
     params = to_params(model)
     ys = jnp.asarray(ys)
     # With respect to every parameter and to the observations, through the public entry
     # point ssm.log_likelihood (validation runs on tracers).
-    grad = jax.grad(lambda p, y, method: ssm.log_likelihood(p, y, method=method), argnums=(0, 1))
-    (gp_par, gy_par) = jax.jit(lambda p, y: grad(p, y, "parallel"))(params, ys)
-    (gp_seq, gy_seq) = jax.jit(lambda p, y: grad(p, y, "sequential"))(params, ys)
+    (gp_par, gy_par) = grad_log_likelihood(params, ys, "parallel")
+    (gp_seq, gy_seq) = grad_log_likelihood(params, ys, "sequential")
     for name in ssm.LGSSM._fields:
         g = getattr(gp_par, name)
         assert np.all(np.isfinite(g)), name
@@ -115,15 +136,19 @@ def test_jit_and_vmap_over_a_batch():
     model = random_model(rng, 3, 2)
     params = to_params(model)
     ys = jnp.asarray(np.stack([simulate(rng, model, 6)[1] for _ in range(3)]))
-    batched = jax.jit(jax.vmap(ssm.parallel_rts_smoother, in_axes=(None, 0)))(params, ys)
+    smoother = jax.jit(
+        jax.vmap(lambda p, y: ssm.rts_smoother(p, y, method="parallel"), in_axes=(None, 0))
+    )
+    batched = smoother(params, ys)
     assert batched.means.shape == (3, 7, 3) and batched.gains.shape == (3, 6, 3, 3)
     for b in range(3):
         seq = ssm.rts_smoother(params, ys[b])
         for name in ("means", "covs", "gains", "log_likelihood"):
             assert_close(getattr(batched, name)[b], getattr(seq, name), RTOL, err_msg=name)
-    lls = jax.vmap(lambda y: ssm.log_likelihood(params, y, method="parallel"))(ys)
-    for b in range(3):
-        assert_close(lls[b], ssm.log_likelihood(params, ys[b]), RTOL)
+    # A batch [B, N, Dy] to the public log-likelihood: the sum over the sequences.
+    total = ssm.log_likelihood(params, ys, method="parallel")
+    assert_close(total, sum(float(batched.log_likelihood[b]) for b in range(3)), 1e-13)
+    assert_close(total, sum(float(ssm.log_likelihood(params, ys[b])) for b in range(3)), RTOL)
 
 
 @pytest.mark.timeout(240)
@@ -132,7 +157,7 @@ def test_float32_follows_inputs_and_is_finite():
     model = random_model(rng, 3, 2)
     _, ys = simulate(rng, model, 120)
     s64 = ssm.rts_smoother(to_params(model), ys)
-    f32, s32 = _filter_and_smoother(to_params(model, jnp.float32), jnp.asarray(ys, jnp.float32))
+    f32, s32 = filter_and_smoother(to_params(model, jnp.float32), jnp.asarray(ys, jnp.float32))
     for leaf in (*f32, *s32):
         assert leaf.dtype == jnp.float32
         assert np.all(np.isfinite(np.asarray(leaf)))
@@ -147,7 +172,7 @@ def test_operators_are_associative():
     model = random_model(rng, 3, 2)
     _, ys = simulate(rng, model, 4)
     params = to_params(model)
-    e = P._filter_elements(params, jnp.asarray(ys))
+    e = jax.jit(P._filter_elements)(params, jnp.asarray(ys))
     a, b, c = (jax.tree_util.tree_map(lambda x, i=i: x[i], e) for i in (0, 2, 3))
     combine = jax.jit(P._filter_combine)
     left = combine(combine(a, b), c)
@@ -167,90 +192,86 @@ def test_operators_are_associative():
         assert_close(x, y, 1e-12)
 
 
+def _elements_and_steps(params, ys, x):
+    """Pairs (element algebra, jaxssm.steps) that must agree; one jitted program."""
+    zeros = jnp.zeros_like(params.m0)
+    pairs = {}
+    # Generic element: (b, C) is the update of N(0, Q) with y_k; A_k x + b_k is the update of
+    # N(A x, Q) for any x, so A_k = d(mean)/dx.
+    elem = P._filter_element(params, ys[1])
+    upd = steps.update(zeros, params.Q, params.H, params.R, ys[1])
+    pairs["b"] = (elem.b, upd.mean)
+    pairs["C"] = (elem.C, upd.cov)
+    upd_x = steps.update(params.A @ x, params.Q, params.H, params.R, ys[1])
+    pairs["A x + b"] = (elem.A @ x + elem.b, upd_x.mean)
+    # eta and J: log p(y_k | x_{k-1} = x) = const + eta^T x - x^T J x / 2.
+    pairs["eta, J"] = (
+        elem.eta @ x - 0.5 * x @ elem.J @ x,
+        upd_x.log_likelihood - upd.log_likelihood,
+    )
+    # First element: predict + update from (m0, P0).
+    first = P._first_filter_element(params, ys[0])
+    pred = steps.predict(params.m0, params.P0, params.A, params.Q)
+    upd0 = steps.update(pred.mean, pred.cov, params.H, params.R, ys[0])
+    pairs["first b"] = (first.b, upd0.mean)
+    pairs["first C"] = (first.C, upd0.cov)
+    pairs["log-likelihood"] = (
+        P._log_likelihood_step(pred.mean, pred.cov, params.H, params.R, ys[0]),
+        upd0.log_likelihood,
+    )
+    # Smoothing element: an RTS step from a zero next mean and covariance.
+    pred1 = steps.predict(upd0.mean, upd0.cov, params.A, params.Q)
+    se = P._smooth_element(upd0.mean, upd0.cov, pred1.mean, pred1.cov, params.A)
+    st = steps.smooth_step(
+        upd0.mean, upd0.cov, pred1.mean, pred1.cov, zeros, jnp.zeros_like(params.A), params.A
+    )
+    pairs["E"] = (se.E, st.gain)
+    pairs["g"] = (se.g, st.mean)
+    pairs["L"] = (se.L, st.cov)
+    return pairs
+
+
 @pytest.mark.timeout(120)
 def test_elements_mirror_the_step_functions():
     """The LAPACK-free element algebra equals jaxssm.steps (the sequential path's algebra)."""
     rng = np.random.default_rng(65)
     model = random_model(rng, 3, 2, mean_scale=5.0)
     _, ys = simulate(rng, model, 3)
-    params = to_params(model)
-    ys = jnp.asarray(ys)
-    zeros = jnp.zeros(3)
-    # Generic element: (b, C) is the update of N(0, Q) with y_k; A_k x + b_k is the update of
-    # N(A x, Q) for any x, so A_k = d(mean)/dx.
-    elem = P._filter_element(params, ys[1])
-    upd = ssm.steps.update(zeros, params.Q, params.H, params.R, ys[1])
-    assert_close(elem.b, upd.mean, 1e-12)
-    assert_close(elem.C, upd.cov, 1e-12)
     x = jnp.asarray(rng.standard_normal(3))
-    upd_x = ssm.steps.update(params.A @ x, params.Q, params.H, params.R, ys[1])
-    assert_close(elem.A @ x + elem.b, upd_x.mean, 1e-12)
-    # First element: predict + update from (m0, P0).
-    first = P._first_filter_element(params, ys[0])
-    pred = ssm.steps.predict(params.m0, params.P0, params.A, params.Q)
-    upd0 = ssm.steps.update(pred.mean, pred.cov, params.H, params.R, ys[0])
-    assert_close(first.b, upd0.mean, 1e-12)
-    assert_close(first.C, upd0.cov, 1e-12)
-    assert_close(P._log_likelihood_step(pred.mean, pred.cov, params.H, params.R, ys[0]),
-                 upd0.log_likelihood, 1e-12)
-    # Smoothing element: an RTS step from a zero next mean and covariance.
-    pred1 = ssm.steps.predict(upd0.mean, upd0.cov, params.A, params.Q)
-    se = P._smooth_element(upd0.mean, upd0.cov, pred1.mean, pred1.cov, params.A)
-    st = ssm.steps.smooth_step(upd0.mean, upd0.cov, pred1.mean, pred1.cov, zeros,
-                               jnp.zeros((3, 3)), params.A)
-    assert_close(se.E, st.gain, 1e-12)
-    assert_close(se.g, st.mean, 1e-12)
-    assert_close(se.L, st.cov, 1e-12)
+    pairs = jax.jit(_elements_and_steps)(to_params(model), jnp.asarray(ys), x)
+    for name, (element, step) in pairs.items():
+        assert_close(element, step, 1e-12, err_msg=name)
 
 
-@pytest.mark.timeout(120)
-def test_lapack_free_helpers_against_numpy():
-    rng = np.random.default_rng(71)
-    for n in (1, 2, 7):
-        X = rng.standard_normal((n, n))
-        S = X @ X.T + 0.1 * np.eye(n)
-        B = rng.standard_normal((n, 3))
-        L = np.linalg.cholesky(S)
-        assert_close(P._cholesky(jnp.asarray(S)), L, 1e-12)
-        assert_close(P._solve_lower(jnp.asarray(L), jnp.asarray(B)), np.linalg.solve(L, B), 1e-12)
-        assert_close(P._solve_lower_t(jnp.asarray(L), jnp.asarray(B)),
-                     np.linalg.solve(L.T, B), 1e-12)
-        M = rng.standard_normal((n, n))
-        if n > 1:
-            M[0, 0] = 0.0  # only pivoting gets past this
-        assert_close(P._solve(jnp.asarray(M), jnp.asarray(B)), np.linalg.solve(M, B), 1e-11)
-    # Not positive definite: NaN, as jnp.linalg.cholesky.
-    assert np.isnan(P._cholesky(jnp.asarray([[1.0, 2.0], [2.0, 1.0]]))).any()
+LAPACK_KERNEL = re.compile(r"lapack|potrf|trsm|getrf|geqrf|syevd")
 
 
-@pytest.mark.timeout(120)
+def custom_call_targets(jitted, *args):
+    """The custom-call targets of a jitted function's compiled program for ``args``.
+
+    Only the targets are searched: the text also holds the names of the Python functions
+    that traced the program (this test's own name among them).
+    """
+    text = jitted.lower(*args).compile().as_text()
+    return set(re.findall(r'custom_call_target="([^"]+)"', text))
+
+
+@pytest.mark.timeout(180)
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the LAPACK hang is CPU-only")
 def test_compiled_parallel_programs_call_no_lapack():
-    model = random_model(np.random.default_rng(81), 3, 2)
-    params = to_params(model)
-    ys = jnp.zeros((9, 2))
-    programs = {
-        "filter": P._parallel_filter,
-        "smoother": P._parallel_smooth,
-        "grad": jax.grad(lambda p, y: P._parallel_filter(p, y).log_likelihood),
-    }
-    # The lowered (StableHLO) text names every custom call target; no XLA compile needed.
-    for name, fn in programs.items():
-        text = jax.jit(fn).lower(params, ys).as_text().lower()
-        assert "lapack" not in text, name
-    # The guard can fail: the sequential filter does use LAPACK kernels.
-    seq_text = jax.jit(ssm._filtering._filter).lower(params, ys).as_text().lower()
-    assert "lapack" in seq_text
-
-
-@pytest.mark.timeout(60)
-def test_bad_input_errors_name_the_argument():
-    params = to_params(random_model(np.random.default_rng(91), 3, 2))
-    with pytest.raises(ValueError, match="ys must have shape"):
-        ssm.parallel_kalman_filter(params, jnp.zeros((5, 3)))
-    with pytest.raises(ValueError, match="ys must have shape"):
-        ssm.parallel_rts_smoother(params, jnp.zeros(5))
-    with pytest.raises(TypeError, match="ys must have the parameters' dtype"):
-        ssm.parallel_rts_smoother(params, jnp.zeros((5, 2), jnp.float32))
-    with pytest.raises(ValueError, match="method must be"):
-        ssm.log_likelihood(params, jnp.zeros((5, 2)), method="associative")
+    # The programs the tests above ran (compiled here if this test runs alone): the filter
+    # and smoother of the first oracle case, and the gradient of the public log-likelihood
+    # with method="parallel" (which goes through jaxssm._dispatch).
+    D, Dy, N, _ = CASES[0]
+    params = to_params(random_model(np.random.default_rng(81), D, Dy))
+    targets = custom_call_targets(filter_and_smoother, params, jnp.zeros((N, Dy)))
+    assert not any(LAPACK_KERNEL.search(t.lower()) for t in targets), targets
+    D, Dy, N, _ = GRAD_CASE
+    params = to_params(random_model(np.random.default_rng(81), D, Dy))
+    ys = jnp.zeros((N, Dy))
+    targets = custom_call_targets(grad_log_likelihood, params, ys, "parallel")
+    assert not any(LAPACK_KERNEL.search(t.lower()) for t in targets), targets
+    # The guard can fail: the sequential schedule does call LAPACK kernels.
+    seq_targets = custom_call_targets(grad_log_likelihood, params, ys, "sequential")
+    assert any("potrf" in t for t in seq_targets), seq_targets
+    assert any("trsm" in t for t in seq_targets), seq_targets

@@ -1,4 +1,4 @@
-"""Steady-state fast path (jaxssm._steady) against the full recursion and the dense oracle.
+"""Steady-state schedule (jaxssm._steady, run by jaxssm._dispatch) against the full recursion.
 
 Tolerance: rtol 1e-10 in float64 (with the absolute floor of helpers.assert_close, 1e-12 x
 the array's largest entry, for entries that cancel to ~0). Once the covariance has settled to
@@ -11,11 +11,15 @@ off, a missing transient term, a wrong count of steady rows) shows up at 1e-3 or
 The independent numpy loop (tests/reference.py) uses plain solves in another order and agrees
 with the full recursion to 1e-9 over long series, so the fast path is held to 1e-9 against it.
 Gradients: 1e-8 (the fast path differentiates through the transient only; the derivative of
-the covariance settles with the covariance, at rate k rho^k).
+the covariance settles with the covariance, at rate k rho^k). EM after 4 iterations: 1e-9
+(EM amplifies round-off a little from iteration to iteration). float32 against float64:
+1e-3 for the statistics, 1e-4 for log p(y) (float32 resolution over 2,400 steps).
 
-Every fast-path test asserts that the fast path actually ran (``SteadyInfo.converged``) and
-every fallback test that it did not, so no comparison passes by running the full recursion
-on both sides.
+Every fast-path test asserts that the fast path actually ran (``SteadyInfo.converged``, from
+``_steady.smoother_side(params, _steady.transient_bound(N, max_transient)).info``) and every
+fallback test that it did not, so no comparison passes by running the full recursion on both
+sides. The public ``steady_state`` keyword (default on for N >= MIN_STEADY_STEPS) is checked
+at the end: on equals off, on a series long enough for the fast path to be used.
 """
 
 from functools import partial
@@ -23,6 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from helpers import assert_close, to_params
 from reference import (
@@ -33,26 +38,29 @@ from reference import (
     simulate,
 )
 
+import jaxssm as ssm
+from jaxssm import _dispatch
 from jaxssm import _steady as st
-from jaxssm._estep import _sequence_stats
-from jaxssm._filtering import _filter
-from jaxssm._smoothing import _smooth
 
 RTOL = 1e-10
 N_LONG = 2400
 STATS_FIELDS = ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed")
 
-_STATIC = ("max_transient", "rtol")
-steady_filter = jax.jit(st._steady_filter, static_argnames=_STATIC)
-steady_smooth = jax.jit(st._steady_smooth, static_argnames=_STATIC)
-steady_stats = jax.jit(st._steady_stats_with_info, static_argnames=_STATIC)
-steady_log_likelihood = jax.jit(st._steady_log_likelihood, static_argnames=_STATIC)
-steady_state_info = jax.jit(
-    lambda params, n, max_transient: st._steady_state(params, n, max_transient)[3],
-    static_argnums=(1, 2),
-)
-full_filter = jax.jit(_filter)
-full_smooth = jax.jit(lambda params, ys: _smooth(params, _filter(params, ys)))
+# The steady-state schedule with its on-device fallback, and the full sequential recursion.
+steady_filter = partial(_dispatch.filter, schedule="steady")
+steady_smooth = partial(_dispatch.smooth, schedule="steady")
+steady_stats = partial(_dispatch.stats, schedule="steady")
+steady_log_likelihood = partial(_dispatch.log_likelihood, schedule="steady")
+full_filter = partial(_dispatch.filter, schedule="sequential")
+full_smooth = partial(_dispatch.smooth, schedule="sequential")
+full_stats = partial(_dispatch.stats, schedule="sequential")
+
+
+def _info(params, n, max_transient=st.DEFAULT_MAX_TRANSIENT):
+    return st.smoother_side(params, st.transient_bound(n, max_transient)).info
+
+
+steady_info = jax.jit(_info, static_argnums=(1, 2))
 
 
 def numpy_stats(ys, means, covs, gains):
@@ -94,6 +102,11 @@ def assert_results_close(actual, expected, rtol, err_msg=""):
         )
 
 
+def assert_tree_close(a, b, rtol):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        assert_close(x, y, rtol)
+
+
 # ---------------------------------------------------------------------------------------------
 # Fast path == full recursion on long series
 # ---------------------------------------------------------------------------------------------
@@ -102,8 +115,8 @@ def assert_results_close(actual, expected, rtol, err_msg=""):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fast_path_matches_full_recursion(seed):
     model, params, ys = long_case(seed)
-    info = steady_state_info(params, N_LONG, st.DEFAULT_MAX_TRANSIENT)
-    T = st.effective_transient(N_LONG, st.DEFAULT_MAX_TRANSIENT)
+    info = steady_info(params, N_LONG)
+    T = st.transient_bound(N_LONG, st.DEFAULT_MAX_TRANSIENT)
     assert bool(info.converged), "the fast path must run on this stable model"
     assert 0 < int(info.filter_transient) < T and 0 < int(info.smoother_transient) < T
 
@@ -119,8 +132,7 @@ def test_fast_path_matches_full_recursion(seed):
     assert fast_s.gains.shape == (N_LONG, 4, 4)
     assert_results_close(fast_s, full_s, RTOL, "smoother")
 
-    stats, ll, info2 = steady_stats(params, ys)
-    assert bool(info2.converged)
+    stats, ll = steady_stats(params, ys)
     expected = numpy_stats(ys, full_s.means, full_s.covs, full_s.gains)
     expected["num_steps"] = N_LONG
     assert_stats_close(stats, expected, RTOL, "stats")
@@ -131,7 +143,7 @@ def test_fast_path_matches_numpy_loop():
     model, params, ys = long_case(3)
     sm, sc, gains, ll = numpy_smoother(model, np.asarray(ys))
     fast = steady_smooth(params, ys)
-    assert bool(steady_state_info(params, N_LONG, st.DEFAULT_MAX_TRANSIENT).converged)
+    assert bool(steady_info(params, N_LONG).converged)
     assert_close(fast.means, sm, 1e-9)
     assert_close(fast.covs, sc, 1e-9)
     assert_close(fast.gains, gains, 1e-9)
@@ -157,11 +169,10 @@ def check_against_dense(model, ys, params, err_msg, check_filter=True):
     assert_close(s.covs, ref.smooth_covs, RTOL, err_msg=err_msg)
     cross = jnp.einsum("kij,klj->kil", s.covs[1:], s.gains)
     assert_close(cross, ref.smooth_cross, RTOL, err_msg=err_msg)
-    stats, ll, info = steady_stats(params, jnp.asarray(ys))
+    stats, ll = steady_stats(params, jnp.asarray(ys))
     dense = dense_sufficient_stats(model, ys)
     assert_stats_close(stats, dense, RTOL, err_msg)
     assert_close(ll, dense["log_likelihood"], RTOL, err_msg=err_msg)
-    return info
 
 
 def test_fast_path_on_short_series_against_dense_oracle():
@@ -170,9 +181,10 @@ def test_fast_path_on_short_series_against_dense_oracle():
     rng, model = fast_model(0, 3, 2)
     _, ys = simulate(rng, model, 45)
     params = to_params(model)
-    info = check_against_dense(model, ys, params, "fast path, N = 45")
+    info = steady_info(params, 45)
     assert bool(info.converged) and info.num_transient == 15
     assert 0 < int(info.filter_transient) < 15 and 0 < int(info.smoother_transient) < 15
+    check_against_dense(model, ys, params, "fast path, N = 45")
 
 
 @pytest.mark.parametrize("N", [6, 2])
@@ -182,11 +194,16 @@ def test_fallback_on_short_series_against_dense_oracle(N):
     rng = np.random.default_rng(4)
     model = random_model(rng, 2, 3, mean_scale=3.0)
     _, ys = simulate(rng, model, N)
-    info = check_against_dense(
-        model, ys, to_params(model), f"fallback, N = {N}", check_filter=False
-    )
-    assert not bool(info.converged)
-    assert info.num_transient == st.effective_transient(N, st.DEFAULT_MAX_TRANSIENT)
+    params = to_params(model)
+    T = st.transient_bound(N, st.DEFAULT_MAX_TRANSIENT)
+    if N == 6:
+        info = steady_info(params, N)
+        assert T == 2 and info.num_transient == 2 and not bool(info.converged)
+    else:
+        assert T == 0
+        with pytest.raises(ValueError, match="T must be a positive multiple"):
+            st.smoother_side(params, T)
+    check_against_dense(model, ys, params, f"fallback, N = {N}", check_filter=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,8 +228,10 @@ def undetectable_case():
 
 def test_fallback_when_the_covariance_does_not_settle():
     model, params, ys = undetectable_case()
-    stats, ll, info = steady_stats(params, ys)
-    assert not bool(info.converged)
+    assert not bool(steady_info(params, N_LONG).converged)
+    T = st.transient_bound(N_LONG)
+    assert not bool(jax.jit(st.filter_side, static_argnums=1)(params, T).converged)
+    stats, ll = steady_stats(params, ys)
     full_s = full_smooth(params, ys)
     assert_results_close(steady_smooth(params, ys), full_s, RTOL, "smoother")
     full_f = full_filter(params, ys)
@@ -226,8 +245,9 @@ def test_fallback_when_the_covariance_does_not_settle():
 def test_fallback_when_max_transient_is_too_small():
     model, params, ys = long_case(0)
     # The filter needs ~20 steps to settle: with T = 8 (chunks of 2) it does not.
-    stats, ll, info = steady_stats(params, ys, max_transient=8)
+    info = steady_info(params, N_LONG, 8)
     assert info.num_transient == 8 and not bool(info.converged)
+    stats, ll = steady_stats(params, ys, max_transient=8)
     full_s = full_smooth(params, ys)
     expected = numpy_stats(ys, full_s.means, full_s.covs, full_s.gains)
     assert_stats_close(stats, expected, RTOL, "stats")
@@ -241,9 +261,9 @@ def test_fallback_when_max_transient_is_too_small():
 
 def test_grad_of_log_likelihood_matches_full_path():
     model, params, ys = long_case(7, N=600)
-    assert bool(steady_state_info(params, 600, st.DEFAULT_MAX_TRANSIENT).converged)
-    fast = jax.jit(jax.grad(lambda p: st._steady_log_likelihood(p, ys)))(params)
-    full = jax.jit(jax.grad(lambda p: _filter(p, ys).log_likelihood))(params)
+    assert bool(steady_info(params, 600).converged)
+    fast = jax.jit(jax.grad(lambda p: steady_log_likelihood(p, ys)))(params)
+    full = jax.jit(jax.grad(lambda p: full_filter(p, ys).log_likelihood))(params)
     for name in params._fields:
         assert_close(getattr(fast, name), getattr(full, name), 1e-8, err_msg=name)
 
@@ -251,11 +271,10 @@ def test_grad_of_log_likelihood_matches_full_path():
 @pytest.mark.slow
 def test_grad_of_statistics_matches_full_path():
     model, params, ys = long_case(7, N=600)
+    assert bool(steady_info(params, 600).converged)
     # EM objectives differentiated through the E-step: d(sum of C)/d(params).
-    fast = jax.jit(jax.grad(lambda p: jnp.sum(st._steady_stats(p, ys)[0].C)))(params)
-    full = jax.jit(
-        jax.grad(lambda p: jnp.sum(_sequence_stats(_smooth(p, _filter(p, ys)), ys).C))
-    )(params)
+    fast = jax.jit(jax.grad(lambda p: jnp.sum(steady_stats(p, ys)[0].C)))(params)
+    full = jax.jit(jax.grad(lambda p: jnp.sum(full_stats(p, ys)[0].C)))(params)
     for name in params._fields:
         assert_close(getattr(fast, name), getattr(full, name), 1e-8, err_msg=name)
 
@@ -266,7 +285,7 @@ def test_vmap_over_sequences_and_over_parameters():
     _, ys2 = simulate(np.random.default_rng(9), model, n)
     batch = jnp.stack([ys, jnp.asarray(ys2)])
     # Shared parameters: the convergence test is not batched, lax.cond stays a cond.
-    out = jax.jit(jax.vmap(partial(st._steady_stats, params)))(batch)
+    out = jax.jit(jax.vmap(lambda y: steady_stats(params, y)))(batch)
     for b in range(2):
         expected = full_smooth(params, batch[b])
         ref = numpy_stats(batch[b], expected.means, expected.covs, expected.gains)
@@ -276,9 +295,10 @@ def test_vmap_over_sequences_and_over_parameters():
     # batch member still gets its own branch's result.
     bad = undetectable_case()[1]
     pair = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, bad)
-    infos = jax.vmap(lambda p: st._steady_state(p, n, st.DEFAULT_MAX_TRANSIENT)[3])(pair)
+    infos = jax.jit(jax.vmap(lambda p: _info(p, n)))(pair)
+    # The fast path ran for the shared parameters above (positive control) and not for bad.
     assert list(np.asarray(infos.converged)) == [True, False]
-    res = jax.jit(jax.vmap(lambda p: st._steady_smooth(p, ys)))(pair)
+    res = jax.jit(jax.vmap(lambda p: steady_smooth(p, ys)))(pair)
     for b, p in enumerate((params, bad)):
         assert_results_close(
             jax.tree.map(lambda a, b=b: a[b], res), full_smooth(p, ys), RTOL, f"params {b}"
@@ -289,8 +309,9 @@ def test_float32_runs_and_is_finite():
     model, _, ys = long_case(10)
     params32 = to_params(model, jnp.float32)
     ys32 = ys.astype(jnp.float32)
-    stats, ll, info = steady_stats(params32, ys32)
+    info = steady_info(params32, N_LONG)
     assert bool(info.converged), "float32 (rtol = 1e4 eps = 1.2e-3) must settle too"
+    stats, ll = steady_stats(params32, ys32)
     for name in STATS_FIELDS:
         x = np.asarray(getattr(stats, name))
         assert x.dtype == np.float32 and np.all(np.isfinite(x)), name
@@ -320,11 +341,78 @@ def test_float32_runs_and_is_finite():
         (3000, 7, 7),
     ],
 )
-def test_effective_transient(N, bound, expected):
-    assert st.effective_transient(N, bound) == expected
+def test_transient_bound(N, bound, expected):
+    assert st.transient_bound(N, bound) == expected
+
+
+def test_transient_bound_default_and_tolerance():
+    assert st.DEFAULT_MAX_TRANSIENT == 1000
+    assert st.transient_bound(44_483) == 992
+    assert st.default_rtol(jnp.float64) == pytest.approx(1e4 * 2.220446049250313e-16)
+    assert st.default_rtol(jnp.float32) == pytest.approx(1e4 * 1.1920929e-07)
 
 
 @pytest.mark.parametrize("bad", [0, -3, True, 2.5, None])
-def test_effective_transient_rejects_bad_bounds(bad):
+def test_transient_bound_rejects_bad_bounds(bad):
     with pytest.raises(ValueError, match="max_transient must be a positive int"):
-        st.effective_transient(100, bad)
+        st.transient_bound(100, bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# The public steady_state keyword: on (default for N >= MIN_STEADY_STEPS) equals off
+# ---------------------------------------------------------------------------------------------
+
+N_PUBLIC = _dispatch.MIN_STEADY_STEPS + 452
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model = random_model(np.random.default_rng(21), 3, 2, mean_scale=5.0)
+    params = to_params(model)
+    _, ys = ssm.sample(jax.random.PRNGKey(0), params, N_PUBLIC)
+    info = steady_info(params, N_PUBLIC)
+    assert bool(info.converged), "the fast path must run for this model"
+    assert int(info.filter_transient) < info.num_transient
+    return params, ys
+
+
+def test_public_filter_smoother_loglik(problem):
+    params, ys = problem
+    assert_tree_close(
+        ssm.kalman_filter(params, ys), ssm.kalman_filter(params, ys, steady_state=False), 1e-10
+    )
+    assert_tree_close(
+        ssm.rts_smoother(params, ys), ssm.rts_smoother(params, ys, steady_state=False), 1e-10
+    )
+    assert_close(
+        ssm.log_likelihood(params, ys), ssm.log_likelihood(params, ys, steady_state=False), 1e-10
+    )
+
+
+def test_public_e_step_single_and_batched(problem):
+    params, ys = problem
+    assert_tree_close(ssm.e_step(params, ys), ssm.e_step(params, ys, steady_state=False), 1e-10)
+    batch = jnp.stack([ys, ys[::-1]])
+    assert_tree_close(
+        ssm.e_step(params, batch), ssm.e_step(params, batch, steady_state=False), 1e-10
+    )
+
+
+def test_public_fit_em(problem):
+    params, ys = problem
+    start = params._replace(A=0.5 * params.A)
+    fast = ssm.fit_em(start, ys, num_iters=4, update=("A", "Q"))
+    full = ssm.fit_em(start, ys, num_iters=4, update=("A", "Q"), steady_state=False)
+    # EM amplifies round-off a little from iteration to iteration: 1e-9 after 4 iterations.
+    assert_tree_close(fast, full, 1e-9)
+
+
+def test_public_fit_mle_and_gradient(problem):
+    params, ys = problem
+    g_fast = jax.grad(ssm.log_likelihood)(params, ys)
+    g_full = jax.grad(lambda p, y: ssm.log_likelihood(p, y, steady_state=False))(params, ys)
+    assert_tree_close(g_fast, g_full, 1e-8)
+    opt = optax.adam(1e-2)
+    fast = ssm.fit_mle(params, ys, optimizer=opt, num_iters=3)
+    full = ssm.fit_mle(params, ys, optimizer=opt, num_iters=3, steady_state=False)
+    assert_tree_close(fast, full, 1e-8)

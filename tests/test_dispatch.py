@@ -1,0 +1,273 @@
+"""The schedule rules (jaxssm._dispatch): argument checks, the short-series rule, the wiring.
+
+No numerical tolerance here: the checks are exact.
+
+- ``resolve`` maps ``(method, steady_state)`` to a schedule name and rejects everything else
+  with an error that names the argument.
+- The short-series rule is checked on the lowered (StableHLO) programs, which are equal
+  text for equal computations: with ``steady_state=None`` a series of fewer than
+  ``MIN_STEADY_STEPS`` steps lowers to exactly the full recursion's program, one of
+  ``MIN_STEADY_STEPS`` steps to exactly the fast path's; ``steady_state=True`` lowers to the
+  fast path's (a different, several times longer program) whenever ``transient_bound > 0``.
+- No argument is silently ignored: every public entry point hands ``method`` and
+  ``steady_state`` to ``resolve`` unchanged (a spy on ``resolve``), and the inference entry
+  points return bitwise the dispatcher's result on the resolved schedule, which differs
+  bitwise from the other schedules' results (so the check can fail).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import to_params
+from reference import random_model, simulate
+
+import jaxssm as ssm
+from jaxssm import _dispatch, _steady
+
+VALID = [
+    ("sequential", None, "auto"),
+    ("sequential", True, "steady"),
+    ("sequential", False, "sequential"),
+    ("parallel", None, "parallel"),
+    ("parallel", False, "parallel"),
+]
+
+
+@pytest.fixture(scope="module")
+def fast_problem():
+    """D = 3, Dy = 2, N = 45: a model that settles in a few steps, so the fast path runs."""
+    rng = np.random.default_rng(0)
+    model = random_model(rng, 3, 2, mean_scale=3.0)
+    model = model._replace(A=model.A * (0.05 / 0.95), R=model.R * 0.01)
+    _, ys = simulate(rng, model, 45)
+    params = to_params(model)
+    T = _steady.transient_bound(45)
+    info = jax.jit(lambda p: _steady.smoother_side(p, T).info)(params)
+    assert T == 15 and bool(info.converged)
+    return params, jnp.asarray(ys)
+
+
+# ---------------------------------------------------------------------------------------------
+# resolve
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method, steady_state, schedule", VALID)
+def test_resolve_table(method, steady_state, schedule):
+    assert _dispatch.resolve(method, steady_state) == schedule
+
+
+@pytest.mark.parametrize("method", ["associative", "Sequential", "", None, 1, ("sequential",)])
+def test_resolve_rejects_bad_method(method):
+    with pytest.raises(ValueError, match="method must be 'sequential' or 'parallel', got"):
+        _dispatch.resolve(method, None)
+
+
+@pytest.mark.parametrize("steady_state", ["yes", 1, 0, 1.0, np.bool_(True), "False"])
+def test_resolve_rejects_non_bool_steady_state(steady_state):
+    with pytest.raises(TypeError, match="steady_state must be None, True or False, got"):
+        _dispatch.resolve("sequential", steady_state)
+
+
+def test_resolve_rejects_steady_state_true_with_parallel():
+    with pytest.raises(ValueError, match="steady_state=True needs method='sequential'"):
+        _dispatch.resolve("parallel", True)
+
+
+def test_resolve_checks_method_before_steady_state():
+    with pytest.raises(ValueError, match="method must be"):
+        _dispatch.resolve("bogus", "yes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Every public entry point checks both arguments and passes them on unchanged
+# ---------------------------------------------------------------------------------------------
+
+
+def _entry_points(params, ys):
+    """Call each public entry point that takes method/steady_state with those keywords."""
+    filtered = ssm.kalman_filter(params, ys, steady_state=False)
+    opt = optax.sgd(1e-3)
+    return {
+        "kalman_filter": lambda **kw: ssm.kalman_filter(params, ys, **kw),
+        "rts_smoother": lambda **kw: ssm.rts_smoother(params, ys, **kw),
+        "log_likelihood": lambda **kw: ssm.log_likelihood(params, ys, **kw),
+        "log_likelihood[B]": lambda **kw: ssm.log_likelihood(params, ys[None], **kw),
+        "e_step": lambda **kw: ssm.e_step(params, ys, **kw),
+        "fit_em": lambda **kw: ssm.fit_em(params, ys, num_iters=1, **kw),
+        "fit_mle": lambda **kw: ssm.fit_mle(params, ys, optimizer=opt, num_iters=1, **kw),
+        "rts_smoother_from_filter": lambda **kw: ssm.rts_smoother_from_filter(
+            params, filtered, **kw
+        ),
+    }
+
+
+ENTRY_POINTS = [
+    "kalman_filter",
+    "rts_smoother",
+    "log_likelihood",
+    "log_likelihood[B]",
+    "e_step",
+    "fit_em",
+    "fit_mle",
+    "rts_smoother_from_filter",
+]
+TAKES_STEADY_STATE = [name for name in ENTRY_POINTS if name != "rts_smoother_from_filter"]
+
+
+@pytest.fixture(scope="module")
+def entry_points(fast_problem):
+    return _entry_points(*fast_problem)
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_entry_points_reject_bad_method(entry_points, name):
+    with pytest.raises(ValueError, match="method must be 'sequential' or 'parallel', got 'fast'"):
+        entry_points[name](method="fast")
+
+
+@pytest.mark.parametrize("name", TAKES_STEADY_STATE)
+def test_entry_points_reject_bad_steady_state(entry_points, name):
+    with pytest.raises(TypeError, match="steady_state must be None, True or False, got 'yes'"):
+        entry_points[name](steady_state="yes")
+    with pytest.raises(ValueError, match="steady_state=True needs method='sequential'"):
+        entry_points[name](method="parallel", steady_state=True)
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_entry_points_hand_their_arguments_to_resolve(entry_points, name, monkeypatch):
+    seen = []
+
+    def spy(method, steady_state):
+        seen.append((method, steady_state))
+        raise RuntimeError("stop here")  # nothing after resolve needs to run
+
+    monkeypatch.setattr(_dispatch, "resolve", spy)
+    calls = [dict(method="parallel")]
+    if name in TAKES_STEADY_STATE:
+        calls += [dict(steady_state=True), dict(steady_state=False), dict()]
+    for kw in calls:
+        with pytest.raises(RuntimeError, match="stop here"):
+            entry_points[name](**kw)
+    expected = [(kw.get("method", "sequential"), kw.get("steady_state")) for kw in calls]
+    if name == "rts_smoother_from_filter":
+        expected = [("parallel", False)]  # a backward pass has no steady-state schedule
+    assert seen == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The inference entry points return the dispatcher's result on the resolved schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def _bitwise_equal(a, b):
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
+
+
+def _array_fields(result):
+    """The per-step arrays of a result (scalars such as log p(y) can agree bitwise)."""
+    return [x for x in jax.tree_util.tree_leaves(result) if np.ndim(x) > 0]
+
+
+@pytest.mark.parametrize(
+    "kind, public, schedules",
+    [
+        ("filter", ssm.kalman_filter, ("sequential", "steady", "parallel")),
+        ("smooth", ssm.rts_smoother, ("sequential", "steady", "parallel")),
+        # e_step on the parallel schedule (another ~10 s compile) is in test_em.py.
+        ("stats", ssm.e_step, ("sequential", "steady")),
+    ],
+    ids=["kalman_filter", "rts_smoother", "e_step"],
+)
+def test_public_result_is_the_resolved_schedules(fast_problem, kind, public, schedules):
+    params, ys = fast_problem
+    dispatch = getattr(_dispatch, kind)
+    by_schedule = {s: dispatch(params, ys, s) for s in schedules}
+    # The check can fail: the three schedules' per-step arrays differ in the last bits.
+    names = list(by_schedule)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not _bitwise_equal(
+                _array_fields(by_schedule[a]), _array_fields(by_schedule[b])
+            ), (a, b)
+    # N = 45 < MIN_STEADY_STEPS: the default ("auto") is the full sequential recursion.
+    expected = {"auto": "sequential", "steady": "steady", "sequential": "sequential"}
+    expected["parallel"] = "parallel"
+    for method, steady_state, schedule in VALID:
+        if expected[schedule] not in by_schedule:
+            continue
+        out = public(params, ys, method=method, steady_state=steady_state)
+        assert _bitwise_equal(out, by_schedule[expected[schedule]]), (method, steady_state)
+
+
+def test_smoother_from_filter_runs_the_method_given(fast_problem):
+    params, ys = fast_problem
+    filtered = ssm.kalman_filter(params, ys)
+    seq = _dispatch.smooth_filtered(params, filtered, "sequential")
+    par = _dispatch.smooth_filtered(params, filtered, "parallel")
+    assert not _bitwise_equal(_array_fields(seq), _array_fields(par))
+    assert _bitwise_equal(ssm.rts_smoother_from_filter(params, filtered), seq)
+    assert _bitwise_equal(ssm.rts_smoother_from_filter(params, filtered, method="parallel"), par)
+
+
+# ---------------------------------------------------------------------------------------------
+# The short-series rule, on the lowered programs
+# ---------------------------------------------------------------------------------------------
+
+
+def _lowered(kind, schedule, N, D=3, Dy=2):
+    params = to_params(random_model(np.random.default_rng(1), D, Dy))
+    ys = jnp.zeros((N, Dy))
+    fn = getattr(_dispatch, kind)
+    return jax.jit(lambda p, y: fn(p, y, schedule)).lower(params, ys).as_text()
+
+
+@pytest.mark.parametrize("kind", ["filter", "smooth", "log_likelihood", "stats"])
+def test_short_series_rule(kind):
+    n = _dispatch.MIN_STEADY_STEPS
+    assert n == 2048
+    below = {s: _lowered(kind, s, n - 1) for s in ("auto", "steady", "sequential")}
+    at = {s: _lowered(kind, s, n) for s in ("auto", "steady", "sequential")}
+    # The fast path's program is a different one (the check can fail) ...
+    assert below["steady"] != below["sequential"]
+    assert len(below["steady"]) > 2 * len(below["sequential"])
+    # ... None below the threshold runs the full recursion, at the threshold the fast path.
+    assert below["auto"] == below["sequential"]
+    assert at["auto"] == at["steady"]
+    assert at["auto"] != at["sequential"]
+
+
+@pytest.mark.parametrize("kind", ["filter", "stats"])
+def test_steady_state_true_on_short_series(kind):
+    # True takes the fast path on any N with transient_bound(N) > 0 (N >= 3), and the full
+    # recursion, chosen at trace time, below that.
+    assert _steady.transient_bound(3) == 1 and _steady.transient_bound(2) == 0
+    for N in (3, 45, 600):
+        assert _lowered(kind, "steady", N) != _lowered(kind, "sequential", N), N
+        assert _lowered(kind, "auto", N) == _lowered(kind, "sequential", N), N
+    for N in (1, 2):
+        assert _lowered(kind, "steady", N) == _lowered(kind, "sequential", N), N
+
+
+def test_max_transient_and_rtol_reach_the_fast_path():
+    # Different options, different programs (they are static); the same options, the same.
+    base = _lowered("filter", "steady", 600)
+    params = to_params(random_model(np.random.default_rng(1), 3, 2))
+    ys = jnp.zeros((600, 2))
+
+    def low(**options):
+        return jax.jit(lambda p, y: _dispatch.filter(p, y, "steady", **options)).lower(
+            params, ys
+        )
+
+    assert low().as_text() == base
+    assert low(max_transient=_steady.DEFAULT_MAX_TRANSIENT).as_text() == base
+    assert low(max_transient=64).as_text() != base
+    assert low(rtol=1e-6).as_text() != base
+    with pytest.raises(ValueError, match="max_transient must be a positive int"):
+        low(max_transient=0)
