@@ -3,8 +3,8 @@ r"""Gradient-based maximum likelihood with optax, through the same Kalman filter
 The log marginal likelihood ``log p(y_1:N | theta)`` of the sequential filter
 (:mod:`jaxssm._sequential`, or its steady-state fast path) or of the time-parallel one
 (:mod:`jaxssm._parallel`) is differentiated with :func:`jax.value_and_grad` and maximised by
-any optax optimiser, ``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole optimisation is one compiled
-``lax.scan`` over steps.
+any optax optimiser, ``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole
+optimisation is one compiled ``lax.scan`` over steps.
 
 Parameterisation (an invertible map between an :class:`~jaxssm.LGSSM` and unconstrained
 real arrays, :func:`to_unconstrained` / :func:`from_unconstrained`):

@@ -261,9 +261,7 @@ def test_max_transient_and_rtol_reach_the_fast_path():
     ys = jnp.zeros((600, 2))
 
     def low(**options):
-        return jax.jit(lambda p, y: _dispatch.filter(p, y, "steady", **options)).lower(
-            params, ys
-        )
+        return jax.jit(lambda p, y: _dispatch.filter(p, y, "steady", **options)).lower(params, ys)
 
     assert low().as_text() == base
     assert low(max_transient=_steady.DEFAULT_MAX_TRANSIENT).as_text() == base

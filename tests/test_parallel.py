@@ -34,8 +34,8 @@ from helpers import assert_close, to_params
 from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
-from jaxssm import _dispatch, _sequential, steps
 from jaxssm import _parallel as P
+from jaxssm import steps
 
 RTOL = 1e-10
 
