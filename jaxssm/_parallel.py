@@ -25,14 +25,10 @@ N(x_k; E_k x_{k+1} + g_k, L_k)``: ``E_k`` is the RTS gain ``G_k``,
 step (:func:`jaxssm.steps.smooth_step`) taken from a zero "next" mean and covariance. The
 last element is the final filtered distribution (``E_N = 0``).
 
-No matrix is inverted: the innovation and predicted covariances are factored by Cholesky,
-and the ``(I + C_i J_j)`` term of the filtering operator is solved by Gauss-Jordan
-elimination with partial pivoting (it is not symmetric). Every covariance-like output is
-symmetrised.
-
 The per-step algebra is that of :mod:`jaxssm.steps`, with the linear algebra of
 :data:`jaxssm._linalg.BATCHED` (safe to vmap over time on CPU, the backend's kernels
-elsewhere). No matrix is inverted: the ``(I + C_i J_j)`` term of the filtering operator is
+elsewhere). No matrix is inverted: the innovation and predicted covariances are factored by
+Cholesky, and the ``(I + C_i J_j)`` term of the filtering operator is
 solved with partial pivoting (it is not symmetric). Every covariance-like output is
 symmetrised. All functions here are unchecked and meant to be called inside ``jit``.
 

@@ -10,9 +10,11 @@ No numerical tolerance here: the checks are exact.
   ``MIN_STEADY_STEPS`` steps to exactly the fast path's; ``steady_state=True`` lowers to the
   fast path's (a different, several times longer program) whenever ``transient_bound > 0``.
 - No argument is silently ignored: every public entry point hands ``method`` and
-  ``steady_state`` to ``resolve`` unchanged (a spy on ``resolve``), and the inference entry
-  points return bitwise the dispatcher's result on the resolved schedule, which differs
-  bitwise from the other schedules' results (so the check can fail).
+  ``steady_state`` to ``resolve`` unchanged (a spy on ``resolve``), and each inference
+  entry point lowers to exactly the dispatcher's program on the resolved schedule, which
+  differs from the other schedules' programs (so the check can fail). Lowering only: no
+  XLA compile, so every schedule of every entry point is checked in a few seconds. The
+  values of these programs are tested in test_inference.py.
 """
 
 import jax
@@ -37,16 +39,12 @@ VALID = [
 
 @pytest.fixture(scope="module")
 def fast_problem():
-    """D = 3, Dy = 2, N = 45: a model that settles in a few steps, so the fast path runs."""
+    """D = 3, Dy = 2, N = 45 (a model that settles in a few steps)."""
     rng = np.random.default_rng(0)
     model = random_model(rng, 3, 2, mean_scale=3.0)
     model = model._replace(A=model.A * (0.05 / 0.95), R=model.R * 0.01)
     _, ys = simulate(rng, model, 45)
-    params = to_params(model)
-    T = _steady.transient_bound(45)
-    info = jax.jit(lambda p: _steady.smoother_side(p, T).info)(params)
-    assert T == 15 and bool(info.converged)
-    return params, jnp.asarray(ys)
+    return to_params(model), jnp.asarray(ys)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,61 +156,75 @@ def test_entry_points_hand_their_arguments_to_resolve(entry_points, name, monkey
 
 
 # ---------------------------------------------------------------------------------------------
-# The inference entry points return the dispatcher's result on the resolved schedule
+# The inference entry points run the dispatcher's program on the resolved schedule
 # ---------------------------------------------------------------------------------------------
 
 
-def _bitwise_equal(a, b):
-    return all(
-        np.array_equal(np.asarray(x), np.asarray(y))
-        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
-    )
+def _lower(fn, *args):
+    return jax.jit(fn).lower(*args).as_text()
 
 
-def _array_fields(result):
-    """The per-step arrays of a result (scalars such as log p(y) can agree bitwise)."""
-    return [x for x in jax.tree_util.tree_leaves(result) if np.ndim(x) > 0]
+PUBLIC = {
+    "kalman_filter": (ssm.kalman_filter, "filter", False),
+    "rts_smoother": (ssm.rts_smoother, "smooth", False),
+    "log_likelihood": (ssm.log_likelihood, "log_likelihood", False),
+    "log_likelihood[B]": (ssm.log_likelihood, "log_likelihood", True),
+    "e_step": (ssm.e_step, "stats", False),
+    "e_step[B]": (ssm.e_step, "stats", True),
+}
 
 
-@pytest.mark.parametrize(
-    "kind, public, schedules",
-    [
-        ("filter", ssm.kalman_filter, ("sequential", "steady", "parallel")),
-        ("smooth", ssm.rts_smoother, ("sequential", "steady", "parallel")),
-        # e_step on the parallel schedule (another ~10 s compile) is in test_em.py.
-        ("stats", ssm.e_step, ("sequential", "steady")),
-    ],
-    ids=["kalman_filter", "rts_smoother", "e_step"],
-)
-def test_public_result_is_the_resolved_schedules(fast_problem, kind, public, schedules):
-    params, ys = fast_problem
+def _public_and_schedules(name, N, schedules):
+    public, kind, batch = PUBLIC[name]
+    params = to_params(random_model(np.random.default_rng(1), 3, 2))
+    ys = jnp.zeros((2, N, 2) if batch else (N, 2))
     dispatch = getattr(_dispatch, kind)
-    by_schedule = {s: dispatch(params, ys, s) for s in schedules}
-    # The check can fail: the three schedules' per-step arrays differ in the last bits.
-    names = list(by_schedule)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            assert not _bitwise_equal(
-                _array_fields(by_schedule[a]), _array_fields(by_schedule[b])
-            ), (a, b)
-    # N = 45 < MIN_STEADY_STEPS: the default ("auto") is the full sequential recursion.
+    programs = {s: _lower(lambda p, y, s=s: dispatch(p, y, s), params, ys) for s in schedules}
+    # The check can fail: the schedules are different programs.
+    assert len(set(programs.values())) == len(schedules)
+
+    def lower_public(method, steady_state):
+        return _lower(
+            lambda p, y: public(p, y, method=method, steady_state=steady_state), params, ys
+        )
+
+    return programs, lower_public
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_program_is_the_resolved_schedules(name):
+    programs, lower_public = _public_and_schedules(name, 45, ("sequential", "steady", "parallel"))
+    # N = 45 < MIN_STEADY_STEPS: steady_state=None is the full recursion.
     expected = {"auto": "sequential", "steady": "steady", "sequential": "sequential"}
     expected["parallel"] = "parallel"
     for method, steady_state, schedule in VALID:
-        if expected[schedule] not in by_schedule:
-            continue
-        out = public(params, ys, method=method, steady_state=steady_state)
-        assert _bitwise_equal(out, by_schedule[expected[schedule]]), (method, steady_state)
+        text = lower_public(method, steady_state)
+        assert text == programs[expected[schedule]], (method, steady_state)
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_default_is_the_fast_path_on_long_series(name):
+    n = _dispatch.MIN_STEADY_STEPS
+    programs, lower_public = _public_and_schedules(name, n, ("sequential", "steady"))
+    assert lower_public("sequential", None) == programs["steady"]
+    assert lower_public("sequential", False) == programs["sequential"]
 
 
 def test_smoother_from_filter_runs_the_method_given(fast_problem):
     params, ys = fast_problem
     filtered = ssm.kalman_filter(params, ys)
-    seq = _dispatch.smooth_filtered(params, filtered, "sequential")
-    par = _dispatch.smooth_filtered(params, filtered, "parallel")
-    assert not _bitwise_equal(_array_fields(seq), _array_fields(par))
-    assert _bitwise_equal(ssm.rts_smoother_from_filter(params, filtered), seq)
-    assert _bitwise_equal(ssm.rts_smoother_from_filter(params, filtered, method="parallel"), par)
+    programs = {
+        s: _lower(lambda p, f, s=s: _dispatch.smooth_filtered(p, f, s), params, filtered)
+        for s in ("sequential", "parallel")
+    }
+    assert programs["sequential"] != programs["parallel"]
+    for method in ("sequential", "parallel"):
+        text = _lower(
+            lambda p, f, m=method: ssm.rts_smoother_from_filter(p, f, method=m), params, filtered
+        )
+        assert text == programs[method], method
+    default = _lower(lambda p, f: ssm.rts_smoother_from_filter(p, f), params, filtered)
+    assert default == programs["sequential"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@
   and gradient) contain no LAPACK custom call, the trigger of the jaxlib 0.10.x CPU hang
   described in jaxssm/_linalg.py; the sequential schedule's does (so the guard can fail).
 
-The loop-form linear algebra itself (jaxssm._linalg.LOOPS) is tested in test_steps.py, the
+The loop-form linear algebra itself (jaxssm._linalg.LOOPS) is tested in test_linalg.py, the
 public entry points with method="parallel" in test_inference.py and test_dispatch.py.
 Every test has a pytest timeout so that a hang fails CI instead of stalling it.
 """
