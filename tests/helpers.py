@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,3 +27,29 @@ def assert_close(actual, expected, rtol, atol_scale=1e-2, err_msg=""):
     np.testing.assert_allclose(
         np.asarray(actual, np.float64), expected, rtol=rtol, atol=atol, err_msg=err_msg
     )
+
+
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+@contextlib.contextmanager
+def count_compilations():
+    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
+
+    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
+    in ``events`` per trace or backend compilation; an empty list means a cache hit.
+    """
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event in COMPILE_EVENTS:
+            events.append((event, kwargs.get("fun_name")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -19,7 +19,6 @@ References and tolerances (float64):
   0.04 is > 2x the worst case seen and far below the error of a wrong fit (|A| ~ 0.9).
 """
 
-import contextlib
 import enum
 import warnings
 
@@ -27,42 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, to_params
+from helpers import assert_close, count_compilations, to_params
 from reference import Model, random_model, simulate
 
 import jaxssm as ssm
 from jaxssm import _em
-
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
 
 
 def exercise_start(model, rng):
     """The exercise's initial guess: A = 0, Q = 0.01 diag(u), u ~ U(0, 1)."""
     D = model.A.shape[0]
     return model._replace(A=np.zeros((D, D)), Q=0.01 * np.diag(rng.uniform(size=D)))
-
-
-@contextlib.contextmanager
-def count_compilations():
-    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
-
-    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
-    in ``events`` per trace or backend compilation; an empty list means a cache hit.
-    """
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            events.append((event, kwargs.get("fun_name")))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 # --------------------------------------------------------------------------- EMInfo, EMStatus

@@ -20,45 +20,18 @@ Tolerances (float64):
   a few Adam steps (round-off in the gradient can only move Adam's first steps by ~ulps).
 """
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import assert_close, to_params
+from helpers import assert_close, count_compilations, to_params
 from reference import Model, numpy_filter, random_model, simulate
 
 import jaxssm as ssm
 
 FIELDS = ("m0", "P0", "A", "Q", "H", "R")
 COVS = ("P0", "Q", "R")
-
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-
-
-@contextlib.contextmanager
-def count_compilations():
-    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
-
-    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
-    in ``events`` per trace or backend compilation; an empty list means a cache hit.
-    """
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            events.append((event, kwargs.get("fun_name")))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 # One shared problem (D = Dy = 3, N = 300; H square, so (A, Q) are identifiable and the

@@ -14,23 +14,16 @@ References and tolerances (float64):
   mean over B = 3 and one [D, B] @ [B, D] product, a few ulps each).
 """
 
-import contextlib
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_close, to_params
+from helpers import assert_close, count_compilations, to_params
 from reference import dense_sufficient_stats, random_model, random_spd, simulate
 
 import jaxssm as ssm
 from jaxssm import _stats
 
 RTOL = 1e-10
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
 STAT_FIELDS = ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed")
 METHODS = [
     "sequential",
@@ -45,26 +38,6 @@ CASES = [(3, 2, 6, 0), (2, 4, 5, 1), (1, 1, 7, 2), (3, 3, 1, 4)]
 STAT_CASES = [case + ("sequential",) for case in CASES] + [
     pytest.param(*CASES[1], "parallel", marks=pytest.mark.timeout(120))
 ]
-
-
-@contextlib.contextmanager
-def count_compilations():
-    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
-
-    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
-    in ``events`` per trace or backend compilation; an empty list means a cache hit.
-    """
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            events.append((event, kwargs.get("fun_name")))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 # --------------------------------------------------------------------------- e_step

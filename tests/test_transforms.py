@@ -5,22 +5,15 @@ O(h^2 |f'''|) ~ 1e-10 and round-off O(eps |f| / h) ~ 1e-10 relative here, so dir
 derivatives must agree to rtol 1e-6 (a wrong gradient is off by O(1)).
 """
 
-import contextlib
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import to_params
+from helpers import count_compilations, to_params
 from reference import numpy_filter, random_model, simulate
 
 import jaxssm as ssm
-
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
 
 
 def _problem(seed=0, D=3, Dy=2, N=6):
@@ -107,26 +100,6 @@ def test_second_call_does_not_retrace():
     traced(params, ys)
     traced(params._replace(A=0.5 * params.A), ys + 1.0)
     assert len(calls) == 1
-
-
-@contextlib.contextmanager
-def count_compilations():
-    """Record every jaxpr trace and XLA compilation inside the block (``jax.monitoring``).
-
-    ``with count_compilations() as events: ...`` leaves one ``(event, function name)`` pair
-    in ``events`` per trace or backend compilation; an empty list means a cache hit.
-    """
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event in COMPILE_EVENTS:
-            events.append((event, kwargs.get("fun_name")))
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def test_public_functions_hit_the_compilation_cache():
