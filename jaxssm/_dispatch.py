@@ -84,14 +84,18 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str):
     smoothed = mod.smooth(params, filtered)
     if kind == "smooth":
         return smoothed
-    return _stats.from_smoother(smoothed, ys), smoothed.log_likelihood
+    return _stats.from_smoother(smoothed, ys, params.H, params.R), smoothed.log_likelihood
 
 
 def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
-    """Return the fast path's result if it converged within ``T`` steps, else the full one's.
+    """Return the fast path's result if it applies, else the full recursion's.
 
     This is the one ``lax.cond`` between the steady-state path and the full sequential
-    recursion.
+    recursion. The fast path applies when the covariances converged within ``T`` steps and
+    every entry of ``ys`` is observed (a missing entry changes the covariances after it, so
+    a series with any NaN takes the full recursion, which conditions on the observed
+    entries). The fast path is given ``ys`` with NaNs replaced by zeros: its result is then
+    discarded, but finite, so it cannot put NaN into gradients through the ``cond``.
 
     Small results (the log-likelihood, the statistics) are computed before the ``cond`` so
     that only they enter it; the ``[T, D, D]`` covariance side would be copied into it.
@@ -103,6 +107,9 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
     else:
         side = _steady.smoother_side(params, T, rtol)
         ok = side.info.converged
+    missing = jnp.isnan(ys)
+    ok = ok & ~jnp.any(missing)
+    ys_fast = jnp.where(missing, jnp.zeros((), ys.dtype), ys)
     fast_fn = {
         "filter": _steady.filter,
         "log_likelihood": _steady.log_likelihood,
@@ -114,9 +121,17 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
         return _full(kind, p, y, "sequential")
 
     if kind in ("log_likelihood", "stats"):
-        fast = fast_fn(params, ys, side)
+        fast = fast_fn(params, ys_fast, side)
         return jax.lax.cond(ok, lambda f, p, y: f, lambda f, p, y: full(p, y), fast, params, ys)
-    return jax.lax.cond(ok, fast_fn, lambda p, y, s: full(p, y), params, ys, side)
+    return jax.lax.cond(
+        ok,
+        lambda p, y, yf, s: fast_fn(p, yf, s),
+        lambda p, y, yf, s: full(p, y),
+        params,
+        ys,
+        ys_fast,
+        side,
+    )
 
 
 @partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol"))

@@ -17,7 +17,9 @@ the likelihood of ``x_{k-1}`` given ``y_k``:
 ``A_k = (I - K H) A``, ``b_k = K y_k``, ``C_k = (I - K H) Q``,
 ``eta_k = A^T H^T S^{-1} y_k``, ``J_k = A^T H^T S^{-1} H A``. The first element conditions
 on the known prior instead: ``A_1 = 0``, ``(b_1, C_1)`` are the ordinary predict + update of
-``(m0, P0)`` with ``y_1``, ``eta_1 = 0``, ``J_1 = 0``.
+``(m0, P0)`` with ``y_1``, ``eta_1 = 0``, ``J_1 = 0``. Missing entries (NaN) are masked
+per step with :func:`jaxssm.steps.mask_observation` (zero rows of ``H``, unit noise), so an
+element of an all-NaN step is the pure prediction ``(A, 0, Q, 0, 0)``.
 
 Smoothing element ``k`` (``k = 0..N``) represents ``p(x_k | x_{k+1}, y_{1:k}) =
 N(x_k; E_k x_{k+1} + g_k, L_k)``: ``E_k`` is the RTS gain ``G_k``,
@@ -142,8 +144,10 @@ def _filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
     and ``z = L^{-1} y``, ``(I - K H) A = A - W^T V``, ``b = W^T z``, ``C = Q - W^T W``,
     ``eta = V^T z`` and ``J = V^T V``.
     """
-    A, Q, H = params.A, params.Q, params.H
-    half = steps.update_cov(Q, H, params.R, LA)
+    A, Q = params.A, params.Q
+    obs = steps.mask_observation(y, params.H, params.R)
+    H, y = obs.H, obs.y
+    half = steps.update_cov(Q, H, obs.R, LA)
     Vz = LA.solve_lower(half.chol, jnp.concatenate([H @ A, y[:, None]], axis=1))
     V, z = Vz[:, :-1], Vz[:, -1]
     W = half.obs_factor
@@ -192,9 +196,11 @@ def _smooth_element(
 
 
 def _log_likelihood_step(mean, cov, H, R, y) -> jax.Array:
-    """``log N(y; H m^-, H P^- H^T + R)`` (the likelihood half of :func:`jaxssm.steps.update`)."""
-    chol = steps.innovation_chol(cov, H, R, LA)
-    return steps.log_normal_whitened(steps.whitened_innovation(mean, y, H, chol, LA), chol)
+    """``log N(y; H m^-, H P^- H^T + R)`` of ``y``'s observed entries (as in ``steps.update``)."""
+    obs = steps.mask_observation(y, H, R)
+    chol = steps.innovation_chol(cov, obs.H, obs.R, LA)
+    z = steps.whitened_innovation(mean, obs.y, obs.H, chol, LA)
+    return steps.log_normal_whitened(z, chol, obs.num_observed)
 
 
 # ----------------------------------------------------------------------------------------

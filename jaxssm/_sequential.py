@@ -17,16 +17,20 @@ __all__ = ["filter", "smooth"]
 
 
 def filter(params: LGSSM, ys: jax.Array) -> FilterResult:
-    """Kalman filter over ``ys [N, Dy]``: one ``lax.scan`` of predict and update."""
+    """Kalman filter over ``ys [N, Dy]``: one ``lax.scan`` of predict and update.
+
+    NaN entries of ``ys`` are missing (:func:`jaxssm.steps.mask_observation`).
+    """
     A, Q, H, R = params.A, params.Q, params.H, params.R
 
     def body(carry, y):
         mean, cov, ll = carry
         pred_mean, pred_cov = steps.predict_mean(mean, A), steps.predict_cov(cov, A, Q)
-        half = steps.update_cov(pred_cov, H, R)
-        z = steps.whitened_innovation(pred_mean, y, H, half.chol)
+        obs = steps.mask_observation(y, H, R)
+        half = steps.update_cov(pred_cov, obs.H, obs.R)
+        z = steps.whitened_innovation(pred_mean, obs.y, obs.H, half.chol)
         mean = steps.update_mean(pred_mean, half.obs_factor, z)
-        ll = ll + steps.log_normal_whitened(z, half.chol)
+        ll = ll + steps.log_normal_whitened(z, half.chol, obs.num_observed)
         return (mean, half.cov, ll), (mean, half.cov, pred_mean, pred_cov)
 
     init = (params.m0, params.P0, jnp.zeros((), params.m0.dtype))

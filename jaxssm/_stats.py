@@ -6,6 +6,15 @@ each schedule supplies the sums its own way: the full recursions sum ``[N+1, D, 
 arrays (:func:`from_smoother`), the steady-state path adds transient sums to
 ``count x`` its converged terms. The sums of outer products of means and observations are
 ``[D, N] @ [N, D]`` products.
+
+Missing entries (NaN in ``ys``): the missing observations are latent like the states, so the
+statistics of ``y`` become conditional expectations given the observed entries,
+``B = (1/N) sum_k E[y_k x_k^T | y_obs]`` and ``D = (1/N) sum_k E[y_k y_k^T | y_obs]``
+(Shumway and Stoffer, *Time Series Analysis and Its Applications*, section 6.4), computed with
+the current ``H, R``; the M-step's closed forms are then unchanged and each EM iteration
+still cannot lower ``log p(y_obs)``. Trailing all-NaN rows are not part of the sequence: the
+sums run to the last row with an observed entry, and ``num_steps`` is that length, so a
+ragged batch padded with NaN rows pools as sequences of their own lengths.
 """
 
 from __future__ import annotations
@@ -13,10 +22,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxssm._linalg import symmetrize
+from jaxssm import steps
+from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import SmootherResult, SufficientStats
 
-__all__ = ["from_sums", "from_smoother", "pool"]
+__all__ = ["from_sums", "from_smoother", "observed_length", "pool"]
 
 
 def from_sums(
@@ -54,11 +64,90 @@ def from_sums(
     )
 
 
-def from_smoother(smoothed: SmootherResult, ys: jax.Array) -> SufficientStats:
+def observed_length(ys: jax.Array) -> jax.Array:
+    """Return the 1-based index of the last row of ``ys [N, Dy]`` with an observed entry, or 0."""
+    any_obs = jnp.any(~jnp.isnan(ys), axis=-1)
+    idx = jnp.arange(1, ys.shape[0] + 1, dtype=jnp.int32)
+    return jnp.max(jnp.where(any_obs, idx, 0))
+
+
+def _imputed_moments(y, mean, cov, H, R):
+    """``E[y | y_obs]`` and the conditional covariances ``Cov(y, x)``, ``Cov(y)`` at one step.
+
+    With the observed set ``O`` and the missing set ``M``, the observation noise of ``M``
+    given that of ``O`` has mean ``F r_O`` with ``F = R_MO R_OO^{-1}`` and covariance
+    ``R_MM - F R_OM``; the missing ``y_M = H_M x + r_M`` is therefore, given the data,
+    ``(H_M - F H_O) x + F y_O + noise``. Written at full size with zero rows and columns
+    (``Rt = mask_observation(y, H, R).R`` is ``R_OO`` on ``O`` and ``I`` on ``M``):
+    ``F = (I - O) R O Rt^{-1} O``, ``J = (I - O) H - F H``,
+    ``E[y] = y_O + (I - O) H m + F (y_O - H m)``, ``Cov(y, x) = J P``,
+    ``Cov(y) = J P J^T + (I - O) R (I - O) - F R (I - O)``. Observed rows are exact data.
+    """
+    obs = steps.mask_observation(y, H, R)
+    o = obs.observed.astype(R.dtype)
+    miss = 1.0 - o
+    Rt_inv = LAPACK.cho_solve(LAPACK.cholesky(obs.R), jnp.diag(o))  # Rt^{-1} O
+    F = miss[:, None] * (R @ (o[:, None] * Rt_inv))
+    Hm = H @ mean
+    y_hat = obs.y + miss * Hm + F @ (obs.y - Hm)
+    J = miss[:, None] * H - F @ H
+    JP = J @ cov
+    cov_yy = JP @ J.T + (miss[:, None] * R - F @ R) * miss[None, :]
+    return y_hat, JP, symmetrize(cov_yy)
+
+
+def _from_smoother_missing(smoothed: SmootherResult, ys, H, R) -> SufficientStats:
+    """:func:`from_smoother` for ``ys`` with NaN entries (see the module docstring)."""
+    covs, means = smoothed.covs, smoothed.means
+    N = ys.shape[0]
+    n = observed_length(ys)
+    w = (jnp.arange(1, N + 1, dtype=jnp.int32) <= n).astype(means.dtype)  # step k = 1..N
+    scale = 1.0 / jnp.maximum(n, 1).astype(means.dtype)
+
+    def body(carry, inputs):
+        sum_yx, sum_yy = carry
+        y, m, P, wk = inputs
+        y_hat, cov_yx, cov_yy = _imputed_moments(y, m, P, H, R)
+        sum_yx = sum_yx + wk * (jnp.outer(y_hat, m) + cov_yx)
+        sum_yy = sum_yy + wk * (jnp.outer(y_hat, y_hat) + cov_yy)
+        return (sum_yx, sum_yy), None
+
+    Dy, D = H.shape
+    init = (jnp.zeros((Dy, D), means.dtype), jnp.zeros((Dy, Dy), means.dtype))
+    (sum_yx, sum_yy), _ = jax.lax.scan(body, init, (ys, means[1:], covs[1:], w))
+    now, prev = means[1:] * w[:, None], means[:-1]
+    wc = w[:, None, None]
+    cross = jnp.sum(jax.vmap(lambda c, g: c @ g.T)(covs[1:], smoothed.gains) * wc, axis=0)
+    return SufficientStats(
+        Sigma=symmetrize(jnp.sum(covs[1:] * wc, axis=0) + now.T @ means[1:]) * scale,
+        Phi=symmetrize(jnp.sum(covs[:-1] * wc, axis=0) + (prev * w[:, None]).T @ prev) * scale,
+        B=sum_yx * scale,
+        C=(cross + now.T @ prev) * scale,
+        D=symmetrize(sum_yy) * scale,
+        m0_smoothed=means[0],
+        P0_smoothed=covs[0],
+        num_steps=n,
+    )
+
+
+def from_smoother(
+    smoothed: SmootherResult, ys: jax.Array, H: jax.Array, R: jax.Array
+) -> SufficientStats:
     """Statistics of one sequence from a full :class:`~jaxssm.SmootherResult`.
 
-    The lag-one cross-covariances are ``Cov(x_k, x_{k-1} | y) = P_k^s G_{k-1}^T``.
+    The lag-one cross-covariances are ``Cov(x_k, x_{k-1} | y) = P_k^s G_{k-1}^T``. ``H, R``
+    are the parameters the smoother ran with; they enter only when ``ys`` has NaN entries
+    (a ``lax.cond``: a fully observed series takes the plain sums, bitwise as before).
     """
+    return jax.lax.cond(
+        jnp.any(jnp.isnan(ys)),
+        lambda: _from_smoother_missing(smoothed, ys, H, R),
+        lambda: _from_smoother_observed(smoothed, ys),
+    )
+
+
+def _from_smoother_observed(smoothed: SmootherResult, ys: jax.Array) -> SufficientStats:
+    """:func:`from_smoother` for a fully observed ``ys``."""
     covs = smoothed.covs
     # A vmapped product summed over time: 3.5x faster than the equivalent einsum on CPU at
     # N = 44,484, D = 21 (0.15 s against 0.54 s, measured side by side).
@@ -69,22 +158,34 @@ def from_smoother(smoothed: SmootherResult, ys: jax.Array) -> SufficientStats:
 
 
 def pool(stats: SufficientStats) -> SufficientStats:
-    """Pool per-sequence statistics with a leading batch axis ``[B, ...]`` (equal lengths).
+    """Pool per-sequence statistics with a leading batch axis ``[B, ...]``.
 
-    The normalised sums average over sequences; the initial-state moments are pooled as in
-    :class:`~jaxssm.SufficientStats`' docstring, so that the M-step maximises the joint
-    objective.
+    The normalised sums are averaged over sequences with weights ``num_steps_b / sum_b
+    num_steps_b`` (the plain mean when all lengths are equal, bitwise), so that sequences of
+    different observed lengths pool as the sum over all their steps; the initial-state
+    moments are pooled as in :class:`~jaxssm.SufficientStats`' docstring, so that the M-step
+    maximises the joint objective.
     """
     m0 = jnp.mean(stats.m0_smoothed, axis=0)
     dev = stats.m0_smoothed - m0[None, :]  # [B, D]
     P0 = jnp.mean(stats.P0_smoothed, axis=0) + dev.T @ dev / dev.shape[0]
+    lengths = stats.num_steps
+    total = jnp.sum(lengths)
+    weights = lengths.astype(stats.Sigma.dtype) / jnp.maximum(total, 1).astype(stats.Sigma.dtype)
+
+    def average(x):
+        weighted = jnp.tensordot(weights, x, axes=1)
+        return jax.lax.cond(
+            jnp.all(lengths == lengths[0]), lambda: jnp.mean(x, axis=0), lambda: weighted
+        )
+
     return SufficientStats(
-        Sigma=jnp.mean(stats.Sigma, axis=0),
-        Phi=jnp.mean(stats.Phi, axis=0),
-        B=jnp.mean(stats.B, axis=0),
-        C=jnp.mean(stats.C, axis=0),
-        D=jnp.mean(stats.D, axis=0),
+        Sigma=average(stats.Sigma),
+        Phi=average(stats.Phi),
+        B=average(stats.B),
+        C=average(stats.C),
+        D=average(stats.D),
         m0_smoothed=m0,
         P0_smoothed=symmetrize(P0),
-        num_steps=jnp.sum(stats.num_steps),
+        num_steps=total,
     )

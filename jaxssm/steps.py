@@ -39,12 +39,14 @@ __all__ = [
     "LOG_2PI",
     "Gaussian",
     "CovUpdate",
+    "MaskedObservation",
     "UpdateResult",
     "SmoothStepResult",
     "symmetrize",
     "predict_mean",
     "predict_cov",
     "predict",
+    "mask_observation",
     "innovation_chol",
     "update_cov",
     "kalman_gain",
@@ -143,6 +145,55 @@ def predict(mean: jax.Array, cov: jax.Array, A: jax.Array, Q: jax.Array) -> Gaus
 # --- measurement update -----------------------------------------------------------------------
 
 
+class MaskedObservation(NamedTuple):
+    """An observation with its missing entries masked out, at fixed shapes.
+
+    Attributes:
+        y: ``y`` with missing entries set to 0, ``[Dy]``.
+        H: ``H`` with the rows of missing entries set to 0, ``[Dy, D]``.
+        R: ``R`` with the rows and columns of missing entries replaced by those of the
+            identity, ``[Dy, Dy]``.
+        observed: which entries are observed, bool ``[Dy]``.
+        num_observed: how many, in the dtype of ``y`` (a scalar).
+    """
+
+    y: jax.Array
+    H: jax.Array
+    R: jax.Array
+    observed: jax.Array
+    num_observed: jax.Array
+
+
+def mask_observation(y: jax.Array, H: jax.Array, R: jax.Array) -> MaskedObservation:
+    r"""Mask the NaN entries of ``y`` so that an update conditions on the observed ones only.
+
+    With ``O`` the set of observed entries, the masked model observes ``y_O = H_O x + r_O``
+    and, for every missing entry ``i``, a fictitious ``0 = 0 x + e_i`` with unit variance,
+    independent of the rest. Then ``S = H P H^T + R`` is, up to a permutation, the block
+    diagonal ``diag(S_OO, I)``: its Cholesky factor is that of ``S_OO`` on the observed
+    entries and the identity on the missing ones, the whitened innovation is 0 there, and
+    every update function of this module returns the moments conditioned on ``y_O`` alone,
+    with the same shapes as for a full observation (so it jits and vmaps). The fictitious
+    entries contribute nothing to ``log |S|`` and ``z^T z``; pass ``num_observed`` to
+    :func:`log_normal_whitened` for the constant. A fully observed ``y`` comes back
+    unchanged (bitwise), an all-NaN ``y`` gives a pure prediction step.
+
+    The NaNs are replaced with :func:`jax.numpy.where`, so gradients with respect to the
+    parameters and the observed entries are finite.
+    """
+    observed = ~jnp.isnan(y)
+    both = observed[:, None] & observed[None, :]
+    eye = jnp.eye(y.shape[-1], dtype=R.dtype)
+    return MaskedObservation(
+        y=jnp.where(observed, y, jnp.zeros((), y.dtype)),
+        H=jnp.where(observed[:, None], H, jnp.zeros((), H.dtype)),
+        R=jnp.where(both, R, eye),
+        observed=observed,
+        num_observed=jnp.sum(observed).astype(y.dtype),
+    )
+
+
+
 def innovation_chol(cov: jax.Array, H: jax.Array, R: jax.Array, la: Linalg = LAPACK) -> jax.Array:
     """Return the lower Cholesky factor ``L`` of ``S = H P^- H^T + R``, ``[Dy, Dy]``."""
     return la.cholesky(symmetrize(H @ cov @ H.T + R))
@@ -184,13 +235,16 @@ def update_mean(mean: jax.Array, obs_factor: jax.Array, z: jax.Array) -> jax.Arr
     return mean + obs_factor.T @ z
 
 
-def log_normal_whitened(z: jax.Array, chol: jax.Array) -> jax.Array:
+def log_normal_whitened(
+    z: jax.Array, chol: jax.Array, num_observed: jax.Array | None = None
+) -> jax.Array:
     """``log N(y; mu, S)`` from ``z = L^{-1} (y - mu)`` and ``S = L L^T``: a scalar.
 
-    ``-z^T z / 2 - sum log diag L - Dy log(2 pi) / 2``.
+    ``-z^T z / 2 - sum log diag L - n log(2 pi) / 2`` with ``n = num_observed`` (default
+    ``Dy``): after :func:`mask_observation`, the density of the observed entries.
     """
-    dy = z.shape[-1]
-    return -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * dy * LOG_2PI
+    n = z.shape[-1] if num_observed is None else num_observed
+    return -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * n * LOG_2PI
 
 
 def update(
@@ -205,22 +259,25 @@ def update(
 
     With ``S = H P H^T + R = L L^T``, ``W = L^{-1} H P`` and ``z = L^{-1} (y - H m)``:
     ``m^+ = m + W^T z``, ``P^+ = P - W^T W`` and
-    ``log p(y) = -z^T z / 2 - sum log diag L - Dy log(2 pi) / 2``.
+    ``log p(y) = -z^T z / 2 - sum log diag L - Dy log(2 pi) / 2``. NaN entries of ``y`` are
+    missing: the update conditions on the observed entries (:func:`mask_observation`) and
+    ``log p`` is their density (0 and an unchanged state for an all-NaN ``y``).
 
     Args:
         mean: predicted mean ``m^-``, ``[D]``.
         cov: predicted covariance ``P^-``, ``[D, D]``.
         H: observation matrix ``[Dy, D]``.
         R: observation-noise covariance ``[Dy, Dy]``.
-        y: observation ``[Dy]``.
+        y: observation ``[Dy]``, NaN where missing.
         la: the linear algebra to use.
 
     Returns:
         :class:`UpdateResult` with the filtered moments and the log predictive density of ``y``.
     """
-    half = update_cov(cov, H, R, la)
-    z = whitened_innovation(mean, y, H, half.chol, la)
-    log_lik = log_normal_whitened(z, half.chol)
+    obs = mask_observation(y, H, R)
+    half = update_cov(cov, obs.H, obs.R, la)
+    z = whitened_innovation(mean, obs.y, obs.H, half.chol, la)
+    log_lik = log_normal_whitened(z, half.chol, obs.num_observed)
     return UpdateResult(update_mean(mean, half.obs_factor, z), half.cov, log_lik)
 
 

@@ -221,3 +221,110 @@ def numpy_smoother(model: Model, ys: np.ndarray):
         sc[k] = fc[k] + G @ (sc[k + 1] - pc[k]) @ G.T
         gains[k] = G
     return sm, sc, gains, ll
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing entries: NaN in ys means "not observed"
+# ---------------------------------------------------------------------------------------------
+
+
+class DenseMissing(NamedTuple):
+    post: DensePosterior  # moments conditioned on the observed entries only
+    y_means: np.ndarray  # [N, Dy], E[y_k | y_obs]
+    yx: np.ndarray  # [N, Dy, D], E[y_k x_k^T | y_obs]
+    yy: np.ndarray  # [N, Dy, Dy], E[y_k y_k^T | y_obs]
+
+
+def dense_posterior_missing(model: Model, ys: np.ndarray) -> DenseMissing:
+    """The dense joint Gaussian of (x_0..x_N, y_1..y_N) conditioned on the non-NaN entries.
+
+    Filtering moments at k condition on the observed entries of y_1..y_k, predictions on
+    those of y_1..y_{k-1}; log p is the density of all observed entries. The moments of the
+    observations (missing ones included) come from the same joint, with the observations
+    appended to the state vector.
+    """
+    ys = np.asarray(ys, dtype=np.float64)
+    N, Dy = ys.shape
+    D = model.A.shape[0]
+    mx, Sxx, my, Syy, Sxy = prior_moments(model, N)
+    yflat = ys.reshape(-1)
+    seen = ~np.isnan(yflat)
+    nx = (N + 1) * D
+    # Joint of z = (x, y): mean mz, covariance Szz.
+    mz = np.concatenate([mx, my])
+    Szz = np.block([[Sxx, Sxy], [Sxy.T, Syy]])
+
+    def cond(upto_step):
+        idx = np.flatnonzero(seen & (np.arange(N * Dy) < upto_step * Dy))
+        cols = nx + idx
+        return _condition(mz, Szz, mz[cols], Szz[np.ix_(cols, cols)], Szz[:, cols], yflat[idx])
+
+    def xb(v, k):
+        return v[k * D : (k + 1) * D]
+
+    def xc(S, k, j):
+        return S[k * D : (k + 1) * D, j * D : (j + 1) * D]
+
+    fm, fc, pm, pc = [], [], [], []
+    for k in range(N + 1):
+        mean, cov = cond(k)
+        fm.append(xb(mean, k))
+        fc.append(xc(cov, k, k))
+        if k >= 1:
+            mean_p, cov_p = cond(k - 1)
+            pm.append(xb(mean_p, k))
+            pc.append(xc(cov_p, k, k))
+    mean, cov = cond(N)
+    sm = np.stack([xb(mean, k) for k in range(N + 1)])
+    sc = np.stack([xc(cov, k, k) for k in range(N + 1)])
+    cross = np.stack([xc(cov, k + 1, k) for k in range(N)])
+    idx = np.flatnonzero(seen)
+    ll = _mvn_logpdf(yflat[idx], my[idx], Syy[np.ix_(idx, idx)]) if idx.size else 0.0
+    y_means, yx, yy = [], [], []
+    for k in range(1, N + 1):
+        ys_k = slice(nx + (k - 1) * Dy, nx + k * Dy)
+        xs_k = slice(k * D, (k + 1) * D)
+        ym = mean[ys_k]
+        y_means.append(ym)
+        yx.append(cov[ys_k, xs_k] + np.outer(ym, mean[xs_k]))
+        yy.append(cov[ys_k, ys_k] + np.outer(ym, ym))
+    post = DensePosterior(
+        filter_means=np.stack(fm),
+        filter_covs=np.stack(fc),
+        pred_means=np.stack(pm),
+        pred_covs=np.stack(pc),
+        smooth_means=sm,
+        smooth_covs=sc,
+        smooth_cross=cross,
+        log_likelihood=ll,
+        joint_mean=mean[:nx],
+        joint_cov=cov[:nx, :nx],
+    )
+    return DenseMissing(post, np.stack(y_means), np.stack(yx), np.stack(yy))
+
+
+def dense_stats_missing(model: Model, ys: np.ndarray, length: int | None = None) -> dict:
+    """EM statistics with missing observations treated as latent, from the dense joint.
+
+    Sums run over k = 1..length (default N; a ragged sequence's observed length).
+    """
+    ref = dense_posterior_missing(model, ys)
+    post = ref.post
+    N = ys.shape[0] if length is None else length
+    D = model.A.shape[0]
+    second = post.joint_cov + np.outer(post.joint_mean, post.joint_mean)
+
+    def block(k, j):
+        return second[k * D : (k + 1) * D, j * D : (j + 1) * D]
+
+    ks = range(1, N + 1)
+    return dict(
+        Sigma=sum(block(k, k) for k in ks) / N,
+        Phi=sum(block(k - 1, k - 1) for k in ks) / N,
+        B=sum(ref.yx[k - 1] for k in ks) / N,
+        C=sum(block(k, k - 1) for k in ks) / N,
+        D=sum(ref.yy[k - 1] for k in ks) / N,
+        m0_smoothed=post.smooth_means[0],
+        P0_smoothed=post.smooth_covs[0],
+        log_likelihood=post.log_likelihood,
+    )

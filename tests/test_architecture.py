@@ -16,11 +16,12 @@ PACKAGE = Path(jaxssm.__file__).parent
 
 LAYERS = [
     ["_version", "_types"],
-    ["_validation", "_linalg"],
-    ["steps", "_stats"],
+    ["_validation", "_linalg", "_draws"],
+    ["steps"],
+    ["_stats"],
     ["_sequential", "_steady", "_parallel"],
     ["_dispatch"],
-    ["_inference", "_sampling", "_mstep"],
+    ["_inference", "_sampling", "_mstep", "_posterior", "_forecast"],
     ["_em", "_mle"],
     ["priors", "datasets"],
     ["plotting"],
