@@ -11,9 +11,17 @@ cover k = 0..N (``N + 1`` rows). Every inference and learning function takes
 
 from jaxssm import datasets, priors, steps
 from jaxssm._em import e_step, fit_em
+from jaxssm._forecast import (
+    FilterDiagnostics,
+    Forecast,
+    filter_diagnostics,
+    forecast,
+    forecast_sample,
+)
 from jaxssm._inference import kalman_filter, log_likelihood, rts_smoother, rts_smoother_from_filter
 from jaxssm._mle import fit_mle, from_unconstrained, to_unconstrained
 from jaxssm._mstep import expected_log_joint, m_step
+from jaxssm._posterior import posterior_sample
 from jaxssm._sampling import sample
 from jaxssm._types import (
     LGSSM,
@@ -41,6 +49,12 @@ __all__ = [
     "rts_smoother_from_filter",
     "log_likelihood",
     "sample",
+    "posterior_sample",
+    "forecast",
+    "forecast_sample",
+    "Forecast",
+    "filter_diagnostics",
+    "FilterDiagnostics",
     "SufficientStats",
     "e_step",
     "m_step",
