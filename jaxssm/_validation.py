@@ -1,8 +1,9 @@
 """Argument checks shared by every public entry point.
 
 Shapes and dtypes are checked at trace time, so errors name the argument and the expected
-shape under ``jit`` and ``vmap`` as well. Value checks of the covariances (finite,
-symmetric, positive definite) run only on concrete (untraced) values.
+shape under ``jit`` and ``vmap`` as well. Value checks (finite fields; symmetric, positive
+semi-definite covariances, within tolerances relative to each matrix's scale) run on
+concrete (untraced) values; under transformations they are opt-in (:func:`check_values`).
 """
 
 from __future__ import annotations
@@ -58,46 +59,76 @@ def _check_shape(name: str, x, expected: tuple, meaning: str) -> None:
         )
 
 
-def _check_spd(name: str, x) -> None:
-    """Symmetry and positive definiteness of a concrete matrix (skipped under tracing)."""
+def psd_tolerance(dtype, dim: int) -> float:
+    """Relative tolerance of the PSD check: ``10 * dim * eps`` of ``dtype``.
+
+    An eigenvalue computed from a matrix whose entries carry relative round-off ``eps`` is
+    uncertain by about ``dim * eps`` times the matrix's spectral norm; a factor 10 above that
+    accepts singular matrices the library itself produces (EM and MLE fits whose smallest
+    eigenvalue is at round-off) and still rejects any real indefiniteness.
+    """
+    return 10.0 * max(int(dim), 1) * float(jnp.finfo(dtype).eps)
+
+
+def _check_psd(name: str, x) -> None:
+    """Finite, symmetric and positive semi-definite, relative to the matrix's scale.
+
+    Skipped under tracing (see :func:`validate_params`). ``x`` may be singular: the
+    smallest eigenvalue must be at least ``-psd_tolerance * |x|_2``.
+    """
     if not _is_concrete(x):
         return
     a = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} must be finite, got non-finite entries")
+    _check_finite(name, a)
     eps = float(jnp.finfo(x.dtype).eps)
-    scale = max(float(np.max(np.abs(a))), np.finfo(np.float64).tiny)
-    if np.max(np.abs(a - a.T)) > np.sqrt(eps) * scale:
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    asym = float(np.max(np.abs(a - a.T))) if a.size else 0.0
+    if asym > np.sqrt(eps) * scale:
         raise ValueError(
-            f"{name} must be symmetric positive definite, got a matrix of shape {a.shape} "
-            f"with max |{name} - {name}^T| = {np.max(np.abs(a - a.T)):.3g}"
+            f"{name} must be symmetric positive definite or semi-definite, got a matrix of "
+            f"shape {a.shape} with max |{name} - {name}^T| = {asym:.3g} "
+            f"(more than sqrt(eps) = {np.sqrt(eps):.2g} times max |{name}| = {scale:.3g})"
         )
-    try:
-        np.linalg.cholesky(0.5 * (a + a.T))
-    except np.linalg.LinAlgError:
-        eig = np.linalg.eigvalsh(0.5 * (a + a.T))
+    if a.size == 0:
+        return
+    eig = np.linalg.eigvalsh(0.5 * (a + a.T))
+    tol = psd_tolerance(x.dtype, a.shape[0]) * float(np.max(np.abs(eig)))
+    if eig[0] < -tol:
         raise ValueError(
-            f"{name} must be symmetric positive definite, got shape {a.shape} "
-            f"with smallest eigenvalue {eig[0]:.3g}"
-        ) from None
+            f"{name} must be symmetric positive definite or semi-definite, got shape "
+            f"{a.shape} with smallest eigenvalue {eig[0]:.3g} (below -{tol:.2g}, the "
+            f"round-off allowance relative to its largest |eigenvalue| {np.max(np.abs(eig)):.3g})"
+        )
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} must be finite, got {a[first]} at index {first}")
 
 
 def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     """Check shapes, dtypes and (for concrete values) covariances of ``params``.
 
     Shapes and dtypes are checked at trace time. When the values are concrete (not traced),
-    ``P0``, ``Q`` and ``R`` are also checked to be finite, symmetric and positive definite.
+    every field is checked to be finite and ``P0``, ``Q``, ``R`` to be symmetric (within
+    ``sqrt(eps)`` of their largest entry) and positive *semi*-definite (smallest eigenvalue
+    at least ``-10 D eps`` times the largest |eigenvalue|): singular covariances are valid
+    (a companion-form AR model, a known initial state ``P0 = 0``, a noise-free sensor).
+    Under ``jit`` the values are unknown; see :func:`check_values` for checks there.
 
     Args:
         params: an :class:`~jaxssm.LGSSM`.
-        check_values: also check symmetry / positive definiteness of concrete covariances.
+        check_values: also check the values of concrete fields (finite, symmetric, PSD).
 
     Returns:
         ``params`` with every field converted to a JAX array.
 
     Raises:
         TypeError: a field is missing, not floating point, or the dtypes differ.
-        ValueError: a field has the wrong shape, or a covariance is not SPD.
+        ValueError: a field has the wrong shape or a non-finite entry (the message names
+            the first bad index), or a covariance is asymmetric or indefinite.
     """
     if not isinstance(params, LGSSM):
         raise TypeError(f"params must be a jaxssm.LGSSM, got {type(params).__name__}")
@@ -121,8 +152,11 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
         listing = ", ".join(f"{k}={v}" for k, v in dtypes.items())
         raise TypeError(f"all LGSSM fields must share one floating dtype, got {listing}")
     if check_values:
+        for name in ("m0", "A", "H"):
+            if _is_concrete(fields[name]):
+                _check_finite(name, np.asarray(fields[name]))
         for name in _COVARIANCES:
-            _check_spd(name, fields[name])
+            _check_psd(name, fields[name])
     return LGSSM(**fields)
 
 
@@ -130,6 +164,9 @@ def validate_observations(
     ys, params: LGSSM, *, name: str = "ys", allow_batch: bool = False
 ) -> jax.Array:
     """Check ``ys`` against validated ``params``: shape ``[N, Dy]`` (or ``[B, N, Dy]``), N >= 1.
+
+    NaN entries are allowed: they mark missing observations. ``inf`` is an error that names
+    the first bad index (checked when ``ys`` is concrete, i.e. outside ``jit``).
 
     Args:
         ys: observations.
@@ -162,6 +199,15 @@ def validate_observations(
             f"{name} must have the parameters' dtype {np.dtype(params.A.dtype)}, "
             f"got {np.dtype(ys.dtype)}"
         )
+    if _is_concrete(ys):
+        a = np.asarray(ys)
+        bad = np.isinf(a)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} must be finite or NaN (NaN marks a missing entry), got "
+                f"{a[first]} at index {first}"
+            )
     return ys
 
 

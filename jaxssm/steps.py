@@ -284,11 +284,62 @@ def update(
 # --- smoothing --------------------------------------------------------------------------------
 
 
+def _pivot_tolerance(P: jax.Array) -> float:
+    """Relative pivot below which :func:`smoother_gain` treats ``P`` as singular: ``D eps``."""
+    return P.shape[-1] * float(jnp.finfo(P.dtype).eps)
+
+
+def _semidefinite_solve(P: jax.Array, B: jax.Array, la: Linalg = LAPACK) -> jax.Array:
+    r"""``P^g B`` for a symmetric PSD ``P [n, n]``, exact on the range of ``P``.
+
+    A Cholesky factorisation that skips the pivots at round-off (the Schur complement
+    ``c_j <= n eps P_jj``; for a PSD matrix its whole column then vanishes) gives
+    ``P = M \Pi M^T`` with ``M`` unit lower triangular on the skipped columns and ``\Pi`` the
+    0/1 diagonal of the kept pivots; ``P^g = M^{-T} \Pi M^{-1}`` is a generalised inverse
+    (``P P^g P = P``), so ``X = P^g B`` solves ``P X = B`` whenever ``B``'s columns lie in the
+    range of ``P``. The factorisation is a ``fori_loop`` (no LAPACK call, safe to vmap).
+    """
+    n = P.shape[-1]
+    idx = jnp.arange(n)
+    diag = jnp.diagonal(P)
+    tol = _pivot_tolerance(P)
+
+    def body(j, carry):
+        L, keep = carry
+        # Columns >= j of L are still zero, so L @ L[j] sums over k < j only.
+        c = P[:, j] - L @ L[j]
+        ok = c[j] > tol * diag[j]
+        d = jnp.sqrt(jnp.where(ok, c[j], jnp.ones_like(c[j])))
+        col = jnp.where(idx > j, c / d, jnp.where(idx == j, d, jnp.zeros_like(d)))
+        return L.at[:, j].set(jnp.where(ok, col, jnp.zeros_like(col))), keep.at[j].set(ok)
+
+    L, keep = jax.lax.fori_loop(0, n, body, (jnp.zeros_like(P), jnp.zeros(n, bool)))
+    M = L + jnp.diag(jnp.where(keep, jnp.zeros_like(diag), jnp.ones_like(diag)))
+    Y = la.solve_lower(M, B)
+    return la.solve_lower_t(M, jnp.where(keep[:, None], Y, jnp.zeros_like(Y)))
+
+
 def smoother_gain(
     cov: jax.Array, next_pred_cov: jax.Array, A: jax.Array, la: Linalg = LAPACK
 ) -> jax.Array:
-    """Return the RTS gain ``G_k = P_k A^T (P_{k+1}^-)^{-1}`` (a Cholesky solve), ``[D, D]``."""
-    return la.cho_solve(la.cholesky(next_pred_cov), A @ cov).T
+    r"""Return the RTS gain ``G_k = P_k A^T (P_{k+1}^-)^{-1}``, ``[D, D]``.
+
+    A Cholesky solve when ``P_{k+1}^-`` is positive definite (every pivot of its factor
+    above ``D eps`` times its diagonal entry). Otherwise (a singular predicted covariance:
+    singular ``Q`` or ``P0``, noise-free components) a solve that is exact on its range,
+    ``G_k = P_k A^T (P_{k+1}^-)^g`` with a generalised inverse (:func:`_semidefinite_solve`):
+    ``P_k A^T`` always lies in that range, so the smoothed moments and the cross-covariances
+    ``P_{k+1}^s G_k^T`` are exact. The choice is a ``lax.cond`` (under ``vmap`` both run).
+    """
+    C = A @ cov
+    L = la.cholesky(next_pred_cov)
+    pivots = jnp.diagonal(L)
+    ok = jnp.all(pivots * pivots > _pivot_tolerance(next_pred_cov) * jnp.diagonal(next_pred_cov))
+    return jax.lax.cond(
+        ok,
+        lambda: la.cho_solve(L, C).T,
+        lambda: _semidefinite_solve(next_pred_cov, C, la).T,
+    )
 
 
 def smooth_mean(

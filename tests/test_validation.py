@@ -100,15 +100,70 @@ def test_bad_param_shapes(good, field, value, pattern):
     "field, value, pattern",
     [
         ("Q", np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), "Q must be symmetric"),
-        ("R", -np.eye(2), r"R must be symmetric positive definite.*smallest eigenvalue -1"),
-        ("P0", np.diag([1.0, 0.0, 1.0]), "P0 must be symmetric positive definite"),
-        ("Q", np.full((3, 3), np.nan), "Q must be finite"),
+        (
+            "R",
+            -np.eye(2),
+            r"R must be symmetric positive definite or semi-definite.*"
+            r"smallest eigenvalue -1",
+        ),
+        (
+            "P0",
+            np.diag([1.0, -1e-6, 1.0]),
+            r"P0 must be symmetric positive definite or "
+            r"semi-definite.*smallest eigenvalue -1e-06",
+        ),
+        ("Q", np.full((3, 3), np.nan), r"Q must be finite, got nan at index \(0, 0\)"),
+        ("Q", np.diag([1.0, np.inf, 1.0]), r"Q must be finite, got inf at index \(1, 1\)"),
+        ("A", np.diag([1.0, np.nan, 1.0]), r"A must be finite, got nan at index \(1, 1\)"),
+        ("m0", np.array([0.0, 0.0, np.nan]), r"m0 must be finite, got nan at index \(2,\)"),
+        ("H", np.full((2, 3), -np.inf), r"H must be finite, got -inf at index \(0, 0\)"),
     ],
 )
-def test_covariances_checked_when_concrete(good, field, value, pattern):
+def test_values_checked_when_concrete(good, field, value, pattern):
     params, ys = good
     with pytest.raises(ValueError, match=pattern):
         ssm.rts_smoother(params._replace(**{field: jnp.asarray(value)}), ys)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("P0", np.zeros((3, 3))),  # a known initial state
+        ("P0", np.diag([1.0, 0.0, 1.0])),
+        ("Q", np.diag([0.5, 0.0, 0.0])),  # noise on one state only
+        ("R", np.diag([0.3, 0.0])),  # a noise-free sensor
+    ],
+)
+def test_singular_covariances_are_accepted(good, field, value):
+    params, _ = good
+    checked = ssm.validate_params(params._replace(**{field: jnp.asarray(value)}))
+    np.testing.assert_array_equal(getattr(checked, field), value)
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
+def test_psd_tolerance_is_relative_to_scale(good, scale):
+    """Round-off negative eigenvalues pass at any scale; a real one fails at any scale.
+
+    A rank-one ``v v^T`` formed in float64 has eigenvalues at -1e-17 relative (round-off):
+    what an EM or MLE fit with a singular truth produces. ``-1e-6`` relative is not round-off.
+    """
+    params, _ = good
+    v = np.array([0.3, -1.7, 0.9])
+    rank_one = scale * np.outer(v, v)
+    ssm.validate_params(params._replace(Q=jnp.asarray(rank_one)))
+    bad = rank_one - 1e-6 * scale * np.eye(3)
+    with pytest.raises(ValueError, match="Q must be symmetric positive definite or semi"):
+        ssm.validate_params(params._replace(Q=jnp.asarray(bad)))
+
+
+def test_fitted_covariance_with_round_off_eigenvalue_is_accepted(good):
+    """The library's own fits pass (issue 16): Q with smallest eigenvalue ~1e-15, any sign."""
+    params, _ = good
+    U, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((3, 3)))
+    for smallest in (1e-15, 0.0, -1e-15):
+        Q = (U * np.array([smallest, 0.4, 1.3])) @ U.T
+        Q = 0.5 * (Q + Q.T)
+        ssm.validate_params(params._replace(Q=jnp.asarray(Q)))
 
 
 def test_value_checks_skipped_under_tracing(good):
