@@ -10,6 +10,8 @@ deterministic; the positive control below shows the tolerance still rejects a sa
 gets the marginals right but ignores the dependence between steps.
 """
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,18 +35,22 @@ def problem():
     return model, to_params(model), jnp.asarray(ys)
 
 
+# One compiled many-draws sampler per schedule, shared by every test of these shapes.
+_many = {
+    m: jax.jit(jax.vmap(partial(ssm.posterior_sample, method=m), in_axes=(0, None, None)))
+    for m in ("sequential", "parallel")
+}
+
+
+def _keys():
+    return jax.random.split(jax.random.PRNGKey(2026), NUM_DRAWS)
+
+
 @pytest.fixture(scope="module")
 def all_draws(problem):
     """NUM_DRAWS draws per schedule, from the same keys."""
     _, params, ys = problem
-    keys = jax.random.split(jax.random.PRNGKey(2026), NUM_DRAWS)
-    out = {}
-    for method in ("sequential", "parallel"):
-        sampler = jax.jit(
-            jax.vmap(lambda k, m=method: ssm.posterior_sample(k, params, ys, method=m))
-        )
-        out[method] = np.asarray(sampler(keys))
-    return out
+    return {m: np.asarray(_many[m](_keys(), params, ys)) for m in ("sequential", "parallel")}
 
 
 @pytest.fixture(params=["sequential", "parallel"])
@@ -99,6 +105,23 @@ def test_joint_covariance_matches_the_dense_posterior(problem, draws):
     )
     np.testing.assert_array_less(
         np.abs(np.cov(flat.T) - post.joint_cov), _cov_tol(post.joint_cov, M)
+    )
+
+
+def test_missing_entries_are_honoured(problem):
+    # NaN entries are not observed: the draws follow the dense posterior given the rest.
+    model, params, ys = problem
+    ys = np.array(ys)
+    ys[1] = np.nan
+    ys[3] = np.nan
+    post = reference.dense_posterior_missing(model, ys).post
+    flat = np.asarray(_many["sequential"](_keys(), params, jnp.asarray(ys)))
+    flat = flat.reshape(NUM_DRAWS, -1)
+    np.testing.assert_array_less(
+        np.abs(flat.mean(0) - post.joint_mean), _mean_tol(np.diag(post.joint_cov), NUM_DRAWS)
+    )
+    np.testing.assert_array_less(
+        np.abs(np.cov(flat.T) - post.joint_cov), _cov_tol(post.joint_cov, NUM_DRAWS)
     )
 
 
