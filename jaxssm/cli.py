@@ -182,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="START:STOP",
         help="data rows to plot (default 1000:1050, or the last 50 rows of a shorter series)",
     )
+    add(
+        "--forecast",
+        type=_positive_int,
+        default=None,
+        metavar="H",
+        help=(
+            "also forecast H steps beyond the data with the fitted model: writes forecast.npz "
+            "(means, covs, obs_means, obs_covs) and forecast.png (the last 50 rows and the "
+            "forecast, mean +/- 2 sd)"
+        ),
+    )
     add("--seed", type=_nonnegative_int, default=0, help="seed of the random Q start (default 0)")
     add(
         "--out",
@@ -308,6 +319,10 @@ def _fit(args: argparse.Namespace) -> int:
         else:
             written.append("fit.png")
 
+    forecast_note = "-"
+    if args.forecast is not None:
+        forecast_note = _write_forecast(out, fitted, ys, Y, args, written)
+
     optimizer = "-"
     if args.method == "mle":
         optimizer = args.optimizer or "adam"
@@ -329,6 +344,7 @@ def _fit(args: argparse.Namespace) -> int:
         f"wall time: fit {fit_seconds:.1f} s (compile + run), command "
         f"{time.perf_counter() - t_start:.1f} s (after import)",
         f"plot window: rows {window[0]}:{window[1]}" + (f" ({plot_note})" if plot_note else ""),
+        f"forecast: {forecast_note}",
         f"command: {PROG} fit {' '.join(_quote(a) for a in _argv_of(args))}",
     ]
     (out / "summary.txt").write_text("\n".join(summary) + "\n")
@@ -509,7 +525,6 @@ def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) ->
     except ImportError:
         return 'not written: matplotlib is not installed (pip install "jaxssm[plot]")'
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from jaxssm.plotting import plot_fit
 
@@ -524,8 +539,15 @@ def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) ->
     ):
         return "not written: the smoother of the fitted model is not finite in the window"
     fig = plot_fit(Y, smoothed, (start, stop), title=title)
+    _save_png(fig, path)
+    return ""
+
+
+def _save_png(fig, path: Path) -> None:
+    """Save ``fig`` as a 256-colour PNG (a third of the RGBA size, no visible change); close it."""
+    import matplotlib.pyplot as plt
+
     try:
-        # A 256-colour PNG: a third of the RGBA size, no visible change.
         from PIL import Image  # a dependency of matplotlib
 
         buffer = io.BytesIO()
@@ -536,7 +558,35 @@ def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) ->
             palette.save(path, format="png", optimize=True)
     finally:
         plt.close(fig)
-    return ""
+
+
+def _write_forecast(out: Path, fitted, ys, Y, args: argparse.Namespace, written: list) -> str:
+    """Write forecast.npz (and forecast.png unless --no-plot); return the summary's note."""
+    # Under jit the value checks are skipped, as for the smoother plot.
+    fc = jax.jit(ssm.forecast, static_argnums=2, static_argnames="method")(
+        fitted, ys, args.forecast, method=args.schedule
+    )
+    np.savez(out / "forecast.npz", **{n: np.asarray(getattr(fc, n)) for n in fc._fields})
+    written.append("forecast.npz")
+    note = f"{args.forecast} steps"
+    if args.no_plot:
+        return note + " (forecast.png not written: --no-plot)"
+    if not np.all(np.isfinite(np.asarray(fc.obs_covs))):
+        _say("forecast.png not written: the forecast of the fitted model is not finite")
+        return note + " (forecast.png not written: not finite)"
+    try:
+        import matplotlib
+    except ImportError:
+        return note + " (forecast.png not written: matplotlib is not installed)"
+    matplotlib.use("Agg")
+    from jaxssm.plotting import plot_forecast
+
+    title = (
+        f"data (x) and {args.forecast}-step forecast (mean $\\pm$ 2 sd) after {args.method.upper()}"
+    )
+    _save_png(plot_forecast(Y, fc, title=title), out / "forecast.png")
+    written.append("forecast.png")
+    return note
 
 
 def _quote(text: str) -> str:
@@ -554,6 +604,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     out += ["--seed", str(args.seed)]
     if args.window is not None:
         out += ["--window", f"{args.window[0]}:{args.window[1]}"]
+    if args.forecast is not None:
+        out += ["--forecast", str(args.forecast)]
     return out
 
 

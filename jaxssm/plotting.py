@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["plot_data", "plot_estimate", "plot_fit", "QUANTITIES"]
+__all__ = ["plot_data", "plot_estimate", "plot_fit", "plot_forecast", "QUANTITIES"]
 
 #: Titles of the three axes, in column-block order.
 QUANTITIES = ("positions", "velocities", "accelerations")
@@ -239,4 +239,61 @@ def plot_fit(
     )
     band = f"mean +/- {num_sd:g} sd" if num_sd else "mean"
     fig.suptitle(title or f"data (x) and smoothed estimate ({band})")
+    return fig
+
+
+def plot_forecast(
+    Y: ArrayLike,
+    forecast: Any,
+    *,
+    history: int = 50,
+    num_sd: float = 2.0,
+    title: str | None = None,
+):
+    """Plot the last ``history`` data rows and the forecast beyond them, on a new figure.
+
+    Row ``k`` of ``Y`` is step ``k`` (``m0 = Y[0]``, ``ys = Y[1:]``, as
+    :func:`jaxssm.datasets.exercise_setup` sets up), so forecast row ``j`` is drawn at step
+    ``N + 1 + j`` with ``N + 1`` the number of rows of ``Y``.
+
+    Args:
+        Y: data ``[N+1, 3 J]``.
+        forecast: a :class:`~jaxssm.Forecast` (or anything with ``obs_means [h, 3 J]`` and
+            ``obs_covs [h, 3 J, 3 J]``) of the observations.
+        history: how many of the last data rows to draw (at most all of them).
+        num_sd: half-width of the bands in standard deviations.
+        title: figure title (optional).
+
+    Returns:
+        A ``matplotlib.figure.Figure`` with three axes (positions, velocities,
+        accelerations), x axis the time step.
+
+    Raises:
+        ValueError: mismatched shapes or a ``history`` below 1.
+        ImportError: matplotlib is not installed.
+    """
+    plt = _require_matplotlib()
+    Y = _check_series("Y", Y)
+    means = _check_series("forecast.obs_means", forecast.obs_means)
+    if means.shape[1] != Y.shape[1]:
+        raise ValueError(
+            f"forecast.obs_means must have {Y.shape[1]} columns (those of Y), "
+            f"got shape {means.shape}"
+        )
+    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+        raise ValueError(f"history must be a positive int, got {history!r}")
+    num_rows, h = Y.shape[0], means.shape[0]
+    start = max(0, num_rows - history)
+    fig, axs = plt.subplots(3, 1, figsize=(10, 9), sharex=True, layout="constrained")
+    t_future = np.arange(num_rows, num_rows + h)
+    plot_estimate(axs, means, forecast.obs_covs, t=t_future, num_sd=num_sd)
+    plot_data(axs, Y[start:], t=np.arange(start, num_rows))
+    for ax, quantity in zip(axs, QUANTITIES, strict=True):
+        ax.axvline(num_rows - 0.5, color="k", linewidth=0.8, alpha=0.5)
+        ax.set_ylabel(quantity)
+        ax.grid(True, alpha=0.3)
+    axs[-1].set_xlabel("time step (data row)")
+    axs[0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small", frameon=False)
+    band = f"mean +/- {num_sd:g} sd" if num_sd else "mean"
+    fig.suptitle(title or f"data (x) and {h}-step forecast ({band})")
     return fig
