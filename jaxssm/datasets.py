@@ -32,6 +32,7 @@ import io
 import os
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +51,7 @@ __all__ = [
     "sarcos_stand_in",
     "ExerciseSetup",
     "exercise_setup",
+    "knock_out",
 ]
 
 SARCOS_TRAIN_URL = "http://www.gaussianprocess.org/gpml/data/sarcos_inv.mat"
@@ -312,9 +314,11 @@ def exercise_setup(
         )
     if not (np.issubdtype(Y_np.dtype, np.floating) or np.issubdtype(Y_np.dtype, np.integer)):
         raise ValueError(f"Y must hold real numbers, got dtype {Y_np.dtype}")
-    if not np.all(np.isfinite(Y_np)):
-        row = int(np.flatnonzero(~np.isfinite(Y_np).all(axis=1))[0])
-        raise ValueError(f"Y must be finite; row {row} (0-based) holds NaN or Inf")
+    if np.any(np.isinf(Y_np)):
+        row = int(np.flatnonzero(np.isinf(Y_np).any(axis=1))[0])
+        raise ValueError(f"Y must be finite or NaN (missing); row {row} (0-based) holds Inf")
+    if np.all(np.isnan(Y_np[1:])):
+        raise ValueError("Y must have an observed (non-NaN) entry after its first row")
     if dtype is None:
         dtype = jnp.asarray(Y).dtype
         if not jnp.issubdtype(dtype, jnp.floating):
@@ -332,8 +336,14 @@ def exercise_setup(
     dim = 3 * num_joints
     R = jnp.asarray(np.kron(np.diag(EXERCISE_NOISE), np.eye(num_joints)), dtype)
     u = jax.random.uniform(key, (dim,), dtype=dtype, minval=jnp.finfo(dtype).eps, maxval=1.0)
+    # m0 is the first row; a missing entry there takes its column's mean over the series.
+    first = np.asarray(Y_np[0], np.float64)
+    if np.any(np.isnan(first)):
+        with np.errstate(invalid="ignore"):
+            col_means = np.nanmean(np.where(np.isnan(Y_np), np.nan, Y_np), axis=0)
+        first = np.where(np.isnan(first), np.nan_to_num(col_means), first)
     params = LGSSM(
-        m0=jnp.asarray(Y_np[0], dtype),
+        m0=jnp.asarray(first, dtype),
         P0=R,
         A=jnp.zeros((dim, dim), dtype),
         Q=0.01 * jnp.diag(u),
@@ -341,6 +351,50 @@ def exercise_setup(
         R=R,
     )
     return ExerciseSetup(params=params, ys=jnp.asarray(Y_np[1:], dtype))
+
+
+def knock_out(
+    ys: ArrayLike,
+    *,
+    entries: float = 0.0,
+    rows: float = 0.0,
+    gaps: Sequence[tuple[int, int]] = (),
+    seed: int = 0,
+) -> np.ndarray:
+    """Return a copy of ``ys [N, Dy]`` (or ``[B, N, Dy]``) with entries set to NaN (missing).
+
+    For experiments with missing data: every jaxssm entry point reads NaN as "not observed".
+
+    Args:
+        ys: observations.
+        entries: probability that each entry is knocked out, independently.
+        rows: probability that each whole row (time step) is knocked out.
+        gaps: ``(start, length)`` pairs of whole-row gaps, rows ``start .. start+length-1``
+            along the time axis (applied to every sequence of a batch).
+        seed: seed of the :func:`numpy.random.default_rng` that draws the masks.
+
+    Returns:
+        A float64 numpy array of ``ys``' shape.
+
+    Raises:
+        ValueError: a probability outside ``[0, 1]``, a bad shape or a gap outside the series.
+    """
+    out = np.array(ys, dtype=np.float64)
+    if out.ndim not in (2, 3):
+        raise ValueError(f"ys must have shape [N, Dy] or [B, N, Dy], got shape {out.shape}")
+    for name, p in (("entries", entries), ("rows", rows)):
+        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    rng = np.random.default_rng(seed)
+    out[rng.uniform(size=out.shape) < entries] = np.nan
+    out[rng.uniform(size=out.shape[:-1]) < rows] = np.nan
+    N = out.shape[-2]
+    for gap in gaps:
+        start, length = (int(v) for v in gap)
+        if start < 0 or length < 0 or start + length > N:
+            raise ValueError(f"gap {tuple(gap)} must lie within the {N} rows of ys")
+        out[..., start : start + length, :] = np.nan
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,12 +522,12 @@ def _to_data(array: Any, source: str, name: str) -> SarcosData:
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{source}: expected real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
-    bad = ~np.isfinite(array).all(axis=1)
+    bad = np.isinf(array).any(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
         raise ValueError(
-            f"{source}: row {rows[0]} (0-based) holds NaN or Inf; {rows.size} of "
-            f"{array.shape[0]} rows are not finite"
+            f"{source}: row {rows[0]} (0-based) holds Inf; {rows.size} of "
+            f"{array.shape[0]} rows hold Inf (NaN marks a missing entry and is allowed)"
         )
     return SarcosData(
         inputs=np.ascontiguousarray(array[:, :NUM_INPUTS]),

@@ -137,16 +137,50 @@ def test_bad_shape_or_dtype(tmp_path, test_array, make, pattern):
     assert "bad.npz" in str(info.value)
 
 
-@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
-def test_non_finite_rows(tmp_path, test_array, bad_value):
+@pytest.mark.parametrize("bad_value", [np.inf, -np.inf])
+def test_infinite_rows(tmp_path, test_array, bad_value):
     array = test_array.copy()
     array[17, 3] = bad_value
     array[900, 25] = bad_value
-    path = tmp_path / "nan.mat"
+    path = tmp_path / "inf.mat"
     scipy.io.savemat(path, {"sarcos_inv": array})
-    with pytest.raises(ValueError, match=r"row 17 .*2 of 4449 rows") as info:
+    with pytest.raises(ValueError, match=r"row 17 .*Inf; 2 of 4449 rows") as info:
         datasets.load_sarcos(path=path)
-    assert "nan.mat" in str(info.value)
+    assert "inf.mat" in str(info.value)
+
+
+def test_nan_entries_load_as_missing(tmp_path, test_array):
+    array = test_array.copy()
+    array[0, 3] = np.nan
+    array[900, 5] = np.nan
+    path = tmp_path / "gaps.mat"
+    scipy.io.savemat(path, {"sarcos_inv": array})
+    data = datasets.load_sarcos(path=path)
+    assert np.isnan(data.inputs[900, 5]) and np.isnan(data.inputs[0, 3])
+    assert np.sum(np.isnan(data.inputs)) == 2
+    # The exercise's start takes a missing first-row entry from its column's mean.
+    start, ys = datasets.exercise_setup(data.inputs, jax.random.PRNGKey(0))
+    assert np.all(np.isfinite(np.asarray(start.m0)))
+    np.testing.assert_allclose(float(start.m0[3]), np.nanmean(array[:, 3]), rtol=1e-12)
+    assert np.isnan(np.asarray(ys)[899, 5])
+
+
+def test_knock_out():
+    ys = np.arange(2000.0).reshape(500, 4)
+    out = datasets.knock_out(ys, entries=0.1, rows=0.05, gaps=[(100, 50)], seed=3)
+    assert out.shape == ys.shape and np.all(np.isnan(out[100:150]))
+    kept = ~np.isnan(out)
+    np.testing.assert_array_equal(out[kept], ys[kept])
+    frac = np.mean(np.isnan(np.delete(out, np.s_[100:150], axis=0)))
+    # 1 - 0.9 * 0.95 = 0.145 expected; 1800 entries, sd ~ 0.008 (rows correlate entries).
+    assert 0.10 < frac < 0.19, frac
+    np.testing.assert_array_equal(
+        out, datasets.knock_out(ys, entries=0.1, rows=0.05, gaps=[(100, 50)], seed=3)
+    )
+    with pytest.raises(ValueError, match="entries must be a probability"):
+        datasets.knock_out(ys, entries=1.5)
+    with pytest.raises(ValueError, match="gap"):
+        datasets.knock_out(ys, gaps=[(490, 20)])
 
 
 def test_ambiguous_or_unsupported_file(tmp_path, test_array):
@@ -244,10 +278,13 @@ def test_load_array_unreadable(tmp_path, filename, content, pattern):
 
 def test_load_array_checks_rows(tmp_path, test_array):
     bad = test_array[:50].copy()
-    bad[7, 2] = np.nan
-    np.savetxt(tmp_path / "nan.csv", bad, delimiter=",")
-    with pytest.raises(ValueError, match=r"nan\.csv: row 7 .*1 of 50 rows"):
-        datasets.load_array(tmp_path / "nan.csv")
+    bad[7, 2] = np.inf
+    np.savetxt(tmp_path / "inf.csv", bad, delimiter=",")
+    with pytest.raises(ValueError, match=r"inf\.csv: row 7 .*1 of 50 rows"):
+        datasets.load_array(tmp_path / "inf.csv")
+    bad[7, 2] = np.nan  # a gap: loads, marked missing
+    np.savetxt(tmp_path / "gap.csv", bad, delimiter=",")
+    assert np.isnan(datasets.load_array(tmp_path / "gap.csv").inputs[7, 2])
     np.save(tmp_path / "flat.npy", test_array[0])
     with pytest.raises(ValueError, match=r"flat\.npy: expected shape .*got shape \(28,\)"):
         datasets.load_array(tmp_path / "flat.npy")
@@ -426,7 +463,8 @@ def test_exercise_setup_key_dtype_and_joints(test_array):
         (np.ones((1, 21)), r"shape \[N\+1, 3 J\]"),
         (np.ones(21), r"shape \[N\+1, 3 J\]"),
         (np.ones((4, 21), dtype=complex), "real numbers"),
-        (np.where(np.arange(21) == 4, np.nan, np.ones((6, 21))), "row 0"),
+        (np.where(np.arange(21) == 4, np.inf, np.ones((6, 21))), "row 0 .*Inf"),
+        (np.full((6, 21), np.nan), "observed"),
     ],
 )
 def test_exercise_setup_rejects_bad_data(Y, match):
