@@ -75,6 +75,18 @@ def test_forecast_after_missing_entries_matches_the_dense_joint_gaussian(problem
         assert_close(getattr(got, name), getattr(want, name), rtol=1e-10, err_msg=name)
 
 
+def test_forecast_is_the_filter_over_unobserved_future_steps(problem):
+    # A forecast is a prediction over steps with nothing observed: the filter run over ys
+    # extended by all-NaN rows predicts (and, observing nothing, filters) the same moments.
+    _, params, ys = problem
+    padded = jnp.concatenate([ys, jnp.full((H_STEPS, DY), jnp.nan)], axis=0)
+    filtered = ssm.kalman_filter(params, padded)
+    fc = ssm.forecast(params, ys, H_STEPS)
+    assert_close(fc.means, filtered.pred_means[N:], rtol=1e-12)
+    assert_close(fc.covs, filtered.pred_covs[N:], rtol=1e-12)
+    assert_close(fc.means, filtered.means[N + 1 :], rtol=1e-12)
+
+
 def test_forecast_paths_have_the_forecast_moments(problem):
     _, params, ys = problem
     keys = jax.random.split(jax.random.PRNGKey(5), NUM_DRAWS)
