@@ -302,6 +302,8 @@ def fit_em(
     tol = check_tol(tol)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
+    if not isinstance(ys, jax.core.Tracer) and bool(jnp.all(jnp.isnan(ys))):
+        raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(params.A.dtype)
     else:

@@ -274,3 +274,44 @@ def test_inf_in_ys_is_an_error_naming_the_index(bad):
     ys[3, 1] = bad
     with pytest.raises(ValueError, match=r"ys must be finite or NaN.*index \(3, 1\)"):
         ssm.kalman_filter(to_params(model), jnp.asarray(ys))
+
+
+def test_fit_em_on_an_all_nan_series_is_an_error():
+    model, _ = _case(15, 2, 2)
+    with pytest.raises(ValueError, match="no observed entry"):
+        ssm.fit_em(to_params(model), jnp.full((6, 2), jnp.nan), num_iters=2)
+
+
+def test_fit_mle_with_gaps_raises_the_observed_likelihood():
+    import optax
+
+    rng = np.random.default_rng(16)
+    model = random_model(rng, 2, 2)
+    _, ys = simulate(rng, model, 40)
+    ys = ssm.datasets.knock_out(ys, entries=0.2, gaps=[(10, 5)], seed=1)
+    start = to_params(random_model(np.random.default_rng(17), 2, 2))
+    y = jnp.asarray(ys)
+    fitted, info = ssm.fit_mle(start, y, optimizer=optax.adam(0.02), num_iters=30)
+    ll0, ll1 = float(ssm.log_likelihood(start, y)), float(ssm.log_likelihood(fitted, y))
+    assert np.all(np.isfinite(np.asarray(info.log_likelihoods)))
+    assert np.isfinite(ll1) and ll1 > ll0
+
+
+def test_plot_fit_draws_gaps_and_bridges_them():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jaxssm import plotting
+
+    rng = np.random.default_rng(18)
+    model = random_model(rng, 3, 3)
+    _, ys = simulate(rng, model, 30)
+    Y = ssm.datasets.knock_out(np.concatenate([model.m0[None], ys]), gaps=[(10, 6)])
+    s = ssm.rts_smoother(to_params(model), jnp.asarray(Y[1:]))
+    fig = plotting.plot_fit(Y, s, (0, 31))
+    lines = [np.asarray(line.get_ydata(), float) for line in fig.axes[0].lines]
+    broken = [y for y in lines if np.all(np.isnan(y[10:16])) and np.isfinite(y[:10]).all()]
+    bridged = [y for y in lines if np.isfinite(y).all()]
+    assert broken, "the data lines break over the gap"
+    assert bridged, "the estimate lines bridge it"
