@@ -234,3 +234,61 @@ print(
     f"N = {n_cmp}, D = 21, float64, {jax.devices()[0].platform}: sequential {t_seq * 1e3:.1f} ms,"
     f" parallel {t_par * 1e3:.1f} ms (ratio {t_par / t_seq:.2f})"
 )
+
+# %% [markdown]
+# ## 10. Posterior draws, forecasts and residuals
+#
+# `posterior_sample` draws whole state paths from `p(x_0..x_N | y)` (forward filtering, backward
+# sampling; `method="parallel"` gives the same draw for a key); their spread matches the
+# smoother's bands. `forecast` gives the exact moments beyond the data: here from the first
+# 1,000 steps, against the 50 steps that follow, with a fan of `forecast_sample` paths.
+# `filter_diagnostics` gives each step's standardized innovation `L_k^{-1} (y_k - H m_k^-)`:
+# independent standard normal if the model were right, so their variance, autocorrelation and
+# large values show where the fitted model falls short.
+
+# %%
+keys = jax.random.split(jax.random.PRNGKey(0), 10)
+draws = jax.vmap(ssm.posterior_sample, in_axes=(0, None, None))(keys, fitted, ys)
+t = np.arange(window.start, window.stop)
+fig, axs = plt.subplots(1, 3, figsize=(12, 3.2), layout="constrained")
+axs[0].plot(t, np.asarray(draws[:, window, 7]).T, color="C0", alpha=0.4, linewidth=0.8)
+sd = np.sqrt(np.asarray(smoothed_fit.covs[window, 7, 7]))
+axs[0].fill_between(
+    t,
+    smoothed_fit.means[window, 7] - 2 * sd,
+    smoothed_fit.means[window, 7] + 2 * sd,
+    color="C1",
+    alpha=0.3,
+)
+axs[0].set_title("joint 0 velocity: 10 posterior draws, smoother +/- 2 sd")
+
+n_past, horizon = 1000, 50
+fc = ssm.forecast(fitted, ys[:n_past], horizon)
+paths = jax.vmap(ssm.forecast_sample, in_axes=(0, None, None, None))(
+    jax.random.split(jax.random.PRNGKey(1), 20), fitted, ys[:n_past], horizon
+)[1]
+tf = np.arange(n_past + 1, n_past + 1 + horizon)
+sd = np.sqrt(np.asarray(fc.obs_covs[:, 0, 0]))
+axs[1].plot(tf, np.asarray(paths[:, :, 0]).T, color="C0", alpha=0.3, linewidth=0.8)
+axs[1].fill_between(
+    tf, fc.obs_means[:, 0] - 2 * sd, fc.obs_means[:, 0] + 2 * sd, color="C1", alpha=0.3
+)
+axs[1].plot(
+    np.arange(n_past - 20, n_past + 1 + horizon),
+    Y[n_past - 20 : n_past + 1 + horizon, 0],
+    "kx",
+    markersize=3,
+)
+axs[1].set_title(f"joint 0 position: {horizon}-step forecast from step {n_past}")
+
+diag = ssm.filter_diagnostics(fitted, ys, ssm.kalman_filter(fitted, ys))
+e = np.asarray(diag.standardized_innovations)
+print("sum of per-step log-likelihoods", float(diag.log_likelihoods.sum()), "= log p(y)", lls[-1])
+print("standardized innovations: variance per dimension", np.round(e.var(0), 2))
+print("lag-one autocorrelation per dimension", np.round(np.mean(e[1:] * e[:-1], 0) / e.var(0), 2))
+print("steps with some |e| > 5:", int(np.sum(np.any(np.abs(e) > 5, axis=1))), "of", len(e))
+grid = np.linspace(-4, 4, 200)
+axs[2].hist(e.ravel(), bins=np.linspace(-4, 4, 81), density=True, alpha=0.6)
+axs[2].plot(grid, np.exp(-0.5 * grid**2) / np.sqrt(2 * np.pi), "k")
+axs[2].set_title("standardized innovations vs N(0, 1)")
+plt.show()
