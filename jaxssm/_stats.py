@@ -104,17 +104,23 @@ def _from_smoother_missing(smoothed: SmootherResult, ys, H, R) -> SufficientStat
     w = (jnp.arange(1, N + 1, dtype=jnp.int32) <= n).astype(means.dtype)  # step k = 1..N
     scale = 1.0 / jnp.maximum(n, 1).astype(means.dtype)
 
-    def body(carry, inputs):
-        sum_yx, sum_yy = carry
-        y, m, P, wk = inputs
-        y_hat, cov_yx, cov_yy = _imputed_moments(y, m, P, H, R)
-        sum_yx = sum_yx + wk * (jnp.outer(y_hat, m) + cov_yx)
-        sum_yy = sum_yy + wk * (jnp.outer(y_hat, y_hat) + cov_yy)
-        return (sum_yx, sum_yy), None
-
     Dy, D = H.shape
-    init = (jnp.zeros((Dy, D), means.dtype), jnp.zeros((Dy, Dy), means.dtype))
-    (sum_yx, sum_yy), _ = jax.lax.scan(body, init, (ys, means[1:], covs[1:], w))
+    zeros = (jnp.zeros((Dy, D), means.dtype), jnp.zeros((Dy, Dy), means.dtype))
+
+    def body(carry, inputs):
+        # Rows without a missing entry are data: only rows with one pay for the imputation.
+        y, m, P, wk = inputs
+        y_hat, cov_yx, cov_yy = jax.lax.cond(
+            jnp.any(jnp.isnan(y)),
+            lambda: _imputed_moments(y, m, P, H, R),
+            lambda: (y, *zeros),
+        )
+        return (carry[0] + wk * cov_yx, carry[1] + wk * cov_yy), y_hat
+
+    (cov_yx, cov_yy), y_hat = jax.lax.scan(body, zeros, (ys, means[1:], covs[1:], w))
+    y_w = y_hat * w[:, None]
+    sum_yx = y_w.T @ means[1:] + cov_yx
+    sum_yy = y_w.T @ y_hat + cov_yy
     now, prev = means[1:] * w[:, None], means[:-1]
     wc = w[:, None, None]
     cross = jnp.sum(jax.vmap(lambda c, g: c @ g.T)(covs[1:], smoothed.gains) * wc, axis=0)
