@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxssm._linalg import LAPACK, Linalg, symmetrize
+from jaxssm._linalg import LAPACK, LOOPS, Linalg, symmetrize
 
 __all__ = [
     "LOG_2PI",
@@ -289,7 +289,7 @@ def _pivot_tolerance(P: jax.Array) -> float:
     return P.shape[-1] * float(jnp.finfo(P.dtype).eps)
 
 
-def _semidefinite_solve(P: jax.Array, B: jax.Array, la: Linalg = LAPACK) -> jax.Array:
+def _semidefinite_solve(P: jax.Array, B: jax.Array) -> jax.Array:
     r"""``P^g B`` for a symmetric PSD ``P [n, n]``, exact on the range of ``P``.
 
     A Cholesky factorisation that skips the pivots at round-off (the Schur complement
@@ -297,7 +297,10 @@ def _semidefinite_solve(P: jax.Array, B: jax.Array, la: Linalg = LAPACK) -> jax.
     ``P = M \Pi M^T`` with ``M`` unit lower triangular on the skipped columns and ``\Pi`` the
     0/1 diagonal of the kept pivots; ``P^g = M^{-T} \Pi M^{-1}`` is a generalised inverse
     (``P P^g P = P``), so ``X = P^g B`` solves ``P X = B`` whenever ``B``'s columns lie in the
-    range of ``P``. The factorisation is a ``fori_loop`` (no LAPACK call, safe to vmap).
+    range of ``P``. Factorisation and solves are ``fori_loop``\ s (:data:`jaxssm._linalg.LOOPS`):
+    no LAPACK call, so under ``vmap`` (where ``lax.cond`` runs both branches) it cannot run
+    batched LAPACK kernels concurrently with the Cholesky branch (the CPU deadlock of
+    ``docs/numerics.md``).
     """
     n = P.shape[-1]
     idx = jnp.arange(n)
@@ -315,8 +318,8 @@ def _semidefinite_solve(P: jax.Array, B: jax.Array, la: Linalg = LAPACK) -> jax.
 
     L, keep = jax.lax.fori_loop(0, n, body, (jnp.zeros_like(P), jnp.zeros(n, bool)))
     M = L + jnp.diag(jnp.where(keep, jnp.zeros_like(diag), jnp.ones_like(diag)))
-    Y = la.solve_lower(M, B)
-    return la.solve_lower_t(M, jnp.where(keep[:, None], Y, jnp.zeros_like(Y)))
+    Y = LOOPS.solve_lower(M, B)
+    return LOOPS.solve_lower_t(M, jnp.where(keep[:, None], Y, jnp.zeros_like(Y)))
 
 
 def smoother_gain(
@@ -338,7 +341,7 @@ def smoother_gain(
     return jax.lax.cond(
         ok,
         lambda: la.cho_solve(L, C).T,
-        lambda: _semidefinite_solve(next_pred_cov, C, la).T,
+        lambda: _semidefinite_solve(next_pred_cov, C).T,
     )
 
 
