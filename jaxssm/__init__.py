@@ -9,7 +9,7 @@ cover k = 0..N (``N + 1`` rows). Every inference and learning function takes
 ``method="sequential" | "parallel"`` and ``steady_state=None | True | False``.
 """
 
-from jaxssm import datasets, priors, steps
+from jaxssm import datasets, priors, sharding, steps
 from jaxssm._em import e_step, fit_em
 from jaxssm._forecast import (
     FilterDiagnostics,
@@ -68,6 +68,7 @@ __all__ = [
     "to_unconstrained",
     "from_unconstrained",
     "steps",
+    "sharding",
     "priors",
     "datasets",
 ]
