@@ -34,7 +34,7 @@ from jaxssm._types import (
     SufficientStats,
     UnconstrainedParams,
 )
-from jaxssm._validation import validate_params
+from jaxssm._validation import CallbackError, check_values, validate_params
 from jaxssm._version import __version__
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "LGSSM",
     "PARAMETER_NAMES",
     "validate_params",
+    "check_values",
+    "CallbackError",
     "FilterResult",
     "SmootherResult",
     "kalman_filter",

@@ -14,11 +14,11 @@ from jaxssm import _dispatch
 from jaxssm._mstep import _m_step
 from jaxssm._types import LGSSM, EMInfo, EMStatus, SufficientStats
 from jaxssm._validation import (
-    ProgressCallback,
-    check_callback,
     check_num_iters,
     check_tol,
     check_update,
+    guard_callback,
+    run_with_callback,
     validate_observations,
     validate_params,
 )
@@ -308,17 +308,18 @@ def fit_em(
         decrease_rtol = default_decrease_rtol(params.A.dtype)
     else:
         decrease_rtol = check_tol(decrease_rtol, "decrease_rtol")
-    callback = check_callback(callback)
-    if progress:
-        # Equal for equal (num_iters, callback), so repeated calls reuse the compiled loop.
-        callback = ProgressCallback("EM iteration", num_iters, callback)
-    return _fit_jit(
-        params,
-        ys,
-        num_iters=num_iters,
-        update=names,
-        tol=tol,
-        method=schedule,
-        decrease_rtol=float(decrease_rtol),
-        callback=callback,
+    # Equal for equal (num_iters, callback, progress), so repeated calls reuse the loop.
+    callback = guard_callback("EM iteration", num_iters, callback, progress)
+    return run_with_callback(
+        callback,
+        lambda: _fit_jit(
+            params,
+            ys,
+            num_iters=num_iters,
+            update=names,
+            tol=tol,
+            method=schedule,
+            decrease_rtol=float(decrease_rtol),
+            callback=callback,
+        ),
     )

@@ -35,10 +35,10 @@ from jaxssm import _dispatch
 from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
 from jaxssm._validation import (
-    ProgressCallback,
-    check_callback,
     check_num_iters,
     check_update,
+    guard_callback,
+    run_with_callback,
     validate_observations,
     validate_params,
 )
@@ -326,10 +326,10 @@ def fit_mle(
             "optimizer must be an optax.GradientTransformation (with init and update), "
             f"got {type(optimizer).__name__}"
         )
-    callback = check_callback(callback)
-    if progress:
-        callback = ProgressCallback("MLE step", num_iters, callback)
+    callback = guard_callback("MLE step", num_iters, callback, progress)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
     theta0 = _to_unconstrained(params, update)
-    return _fit_jit(theta0, params, ys, optimizer, num_iters, schedule, callback)
+    return run_with_callback(
+        callback, lambda: _fit_jit(theta0, params, ys, optimizer, num_iters, schedule, callback)
+    )

@@ -21,12 +21,16 @@ from jaxssm._types import LGSSM, PARAMETER_NAMES
 
 __all__ = [
     "validate_params",
+    "check_values",
     "validate_observations",
     "check_update",
     "check_num_iters",
     "check_tol",
     "check_callback",
-    "ProgressCallback",
+    "GuardedCallback",
+    "CallbackError",
+    "guard_callback",
+    "run_with_callback",
 ]
 
 _COVARIANCES = ("P0", "Q", "R")
@@ -160,6 +164,75 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     return LGSSM(**fields)
 
 
+def check_values(params: LGSSM, ys=None) -> None:
+    """Check the *values* of ``params`` (and ``ys``), also under ``jit`` / ``vmap``.
+
+    Every entry point checks shapes and dtypes at trace time, and values when they are
+    concrete (eager calls). Under a transformation the values are unknown when the entry
+    point runs; call this inside the transformed function and wrap it in
+    :func:`jax.experimental.checkify.checkify` to check them on device::
+
+        from jax.experimental import checkify
+
+        def loglik(params, ys):
+            ssm.check_values(params, ys)
+            return ssm.log_likelihood(params, ys)
+
+        err, ll = checkify.checkify(jax.jit(loglik))(params, ys)
+        err.throw()  # ValueError-like JaxRuntimeError naming the argument, if any failed
+
+    The checks are those of the eager path: every field finite; ``P0``, ``Q``, ``R``
+    symmetric within ``sqrt(eps)`` of their largest entry and positive semi-definite within
+    ``10 D eps`` of their largest |eigenvalue| (an ``eigvalsh`` each); ``ys`` free of
+    ``inf`` (NaN marks a missing entry). Without ``checkify`` a traced call fails at trace
+    time (JAX refuses an unfunctionalised check), never silently. On concrete values it is
+    :func:`validate_params` and :func:`validate_observations`, raising ``ValueError``.
+
+    Args:
+        params: an :class:`~jaxssm.LGSSM`.
+        ys: optional observations ``[N, Dy]`` or ``[B, N, Dy]``.
+    """
+    params = validate_params(params, check_values=False)
+    leaves = list(params) + ([] if ys is None else [ys])
+    if all(_is_concrete(x) for x in leaves):
+        validate_params(params)
+        if ys is not None:
+            validate_observations(ys, params, allow_batch=True)
+        return
+    from jax.experimental import checkify
+
+    for name in PARAMETER_NAMES:
+        x = getattr(params, name)
+        checkify.check(jnp.all(jnp.isfinite(x)), f"{name} must be finite, got non-finite entries")
+    for name in _COVARIANCES:
+        x = getattr(params, name)
+        eps = float(jnp.finfo(x.dtype).eps)
+        scale = jnp.max(jnp.abs(x))
+        asym = jnp.max(jnp.abs(x - x.T))
+        checkify.check(
+            asym <= math.sqrt(eps) * scale,
+            f"{name} must be symmetric positive definite or semi-definite, got max "
+            f"|{name} - {name}^T| = {{asym}} (more than sqrt(eps) times max |{name}| = {{scale}})",
+            asym=asym,
+            scale=scale,
+        )
+        eig = jnp.linalg.eigvalsh(0.5 * (x + x.T))
+        tol = psd_tolerance(x.dtype, x.shape[0]) * jnp.max(jnp.abs(eig))
+        checkify.check(
+            eig[0] >= -tol,
+            f"{name} must be symmetric positive definite or semi-definite, got smallest "
+            f"eigenvalue {{smallest}} (below -{{tol}}, the round-off allowance)",
+            smallest=eig[0],
+            tol=tol,
+        )
+    if ys is not None:
+        ys = validate_observations(ys, params, allow_batch=True)
+        checkify.check(
+            jnp.all(~jnp.isinf(ys)),
+            "ys must be finite or NaN (NaN marks a missing entry), got inf",
+        )
+
+
 def validate_observations(
     ys, params: LGSSM, *, name: str = "ys", allow_batch: bool = False
 ) -> jax.Array:
@@ -290,24 +363,89 @@ def _print_progress(label, iteration, log_likelihood, num_iters):
     )
 
 
-class ProgressCallback:
-    """Hashable progress printer (equal for equal arguments, so the jit cache is reused).
+class CallbackError(RuntimeError):
+    """A user ``callback`` of :func:`~jaxssm.fit_em` or :func:`~jaxssm.fit_mle` raised.
 
-    ``ProgressCallback(label, num_iters, user)(i, ll)`` prints ``label i+1/num_iters:
-    log-likelihood ll`` to stderr, then calls ``user(i, ll)`` if given.
+    The message names the callback and the iteration; the original exception is chained
+    (``__cause__``).
     """
 
-    def __init__(self, label: str, num_iters: int, user: Callable | None):
-        self.key = (label, num_iters, user)
+
+# The first exception each guarded callback raised, by the callback's key: a compiled loop
+# holds the *first* of several equal GuardedCallback objects, so the key, not the object,
+# is what the caller can look up. Host-side only; cleared before and after every fit.
+_CALLBACK_ERRORS: dict = {}
+
+
+def _callback_name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+class GuardedCallback:
+    """Hashable per-iteration host callback (equal for equal arguments: the jit cache reuses it).
+
+    ``GuardedCallback(label, num_iters, user, progress)(i, ll)`` prints ``label i+1/num_iters:
+    log-likelihood ll`` to stderr when ``progress``, then calls ``user(i, ll)`` if given. An
+    exception from ``user`` is recorded and re-raised as :class:`CallbackError` naming the
+    callback; :func:`run_with_callback` turns the runtime error that stops the compiled loop
+    back into that :class:`CallbackError`, chained to the original exception.
+    """
+
+    def __init__(self, label: str, num_iters: int, user: Callable | None, progress: bool):
+        self.key = (label, num_iters, user, bool(progress))
 
     def __call__(self, i, ll):
-        label, num_iters, user = self.key
-        _print_progress(label, i, ll, num_iters)
-        if user is not None:
+        label, num_iters, user, progress = self.key
+        if progress:
+            _print_progress(label, i, ll, num_iters)
+        if user is None:
+            return
+        try:
             user(i, ll)
+        except Exception as error:
+            message = (
+                f"callback {_callback_name(user)} raised {type(error).__name__} at "
+                f"{label} {int(i) + 1}/{num_iters}: {error}"
+            )
+            _CALLBACK_ERRORS.setdefault(self.key, (message, error))
+            raise CallbackError(message) from error
 
     def __eq__(self, other):
-        return isinstance(other, ProgressCallback) and self.key == other.key
+        return isinstance(other, GuardedCallback) and self.key == other.key
 
     def __hash__(self):
         return hash(self.key)
+
+
+def guard_callback(
+    label: str, num_iters: int, callback: Callable | None, progress: bool
+) -> GuardedCallback | None:
+    """Check ``callback`` and wrap it (with the progress printer); None when there is neither."""
+    callback = check_callback(callback)
+    if callback is None and not progress:
+        return None
+    return GuardedCallback(label, num_iters, callback, progress)
+
+
+def run_with_callback(callback: GuardedCallback | None, run: Callable):
+    """Call ``run()`` and wait for it; a raising user callback surfaces as :class:`CallbackError`.
+
+    Under an outer transformation (traced results) nothing is awaited; the compiled loop then
+    stops with a runtime error whose message is the :class:`CallbackError`'s.
+    """
+    if callback is None:
+        return run()
+    _CALLBACK_ERRORS.pop(callback.key, None)
+    try:
+        out = run()
+        leaves = jax.tree_util.tree_leaves(out)
+        if not any(isinstance(x, jax.core.Tracer) for x in leaves):
+            jax.block_until_ready(out)
+    except Exception:
+        recorded = _CALLBACK_ERRORS.pop(callback.key, None)
+        if recorded is None:
+            raise
+        message, original = recorded
+        raise CallbackError(message) from original
+    _CALLBACK_ERRORS.pop(callback.key, None)
+    return out

@@ -32,6 +32,7 @@ import io
 import os
 import urllib.request
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -288,8 +289,9 @@ def exercise_setup(
     * ``R = kron(diag(0.01, 0.01, 1), I)`` (positions and velocities are precise,
       accelerations noisy) and ``P0 = R``;
     * the white-noise start of the EM: ``A = 0`` and ``Q = 0.01 diag(u)`` with
-      ``u ~ Uniform[eps, 1)^{3J}`` drawn from ``key`` (``eps`` of the dtype, so that ``Q``
-      is never singular; the exercise draws from ``[0, 1)``).
+      ``u ~ Uniform[eps, 1)^{3J}`` drawn from ``key`` in float32 whatever ``dtype`` is, then
+      cast, so that one key gives the same start in float32 and float64 (``eps`` of
+      float32, so that ``Q`` is never singular; the exercise draws from ``[0, 1)``).
 
     Args:
         Y: data ``[N+1, 3 J]`` with ``N >= 1``, columns ordered all positions, all velocities,
@@ -335,7 +337,10 @@ def exercise_setup(
     num_joints = Y_np.shape[1] // 3
     dim = 3 * num_joints
     R = jnp.asarray(np.kron(np.diag(EXERCISE_NOISE), np.eye(num_joints)), dtype)
-    u = jax.random.uniform(key, (dim,), dtype=dtype, minval=jnp.finfo(dtype).eps, maxval=1.0)
+    # Drawn in float32 (exact in float64 too): the same key gives the same start in any dtype.
+    u = jax.random.uniform(
+        key, (dim,), dtype=jnp.float32, minval=jnp.finfo(jnp.float32).eps, maxval=1.0
+    ).astype(dtype)
     # m0 is the first row; a missing entry there takes its column's mean over the series.
     first = np.asarray(Y_np[0], np.float64)
     if np.any(np.isnan(first)):
@@ -493,8 +498,25 @@ def _read_mat(file: Any, source: str) -> np.ndarray:
 
 
 def _read_npz(file: Any, source: str) -> np.ndarray:
-    with np.load(file, allow_pickle=False) as z:
-        return _pick_array({k: z[k] for k in z.files}, source)
+    # An .npz is a zip archive of .npy arrays. Anything else would reach np.load's pickle
+    # branch and be reported as "pickled data": say what is wrong instead.
+    try:
+        z = np.load(file, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:  # EOFError: empty, see load_array
+        reason = "it is not a zip archive" if "pickle" in str(err) else str(err)
+        raise ValueError(
+            f"{source}: not a valid .npz file (a zip archive of .npy arrays, as np.savez "
+            f"writes): the file is corrupt, truncated or of another format ({reason})"
+        ) from err
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"{source}: a single .npy array saved as .npz; rename it to .npy")
+    try:
+        with z:
+            return _pick_array({k: z[k] for k in z.files}, source)
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
+        raise ValueError(
+            f"{source}: a corrupt .npz archive (an entry cannot be read: {err})"
+        ) from err
 
 
 def _pick_array(arrays: dict[str, np.ndarray], source: str) -> np.ndarray:

@@ -495,3 +495,57 @@ def test_datasets_imports_only_types_from_the_package():
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert {m for m in imported if m.split(".")[0] == "jaxssm"} == {"jaxssm._types"}
     assert {"ExerciseSetup", "exercise_setup", "load_array", "cache_dir"} <= set(datasets.__all__)
+
+
+# --- corrupt archives and one start in every dtype (issue 16) -----------------------------
+
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda p: _write(p, b"not an archive at all"), r"not a valid \.npz file.*not a zip"),
+        (lambda p: _write(p, b"PK\x03\x04" + b"\x00" * 40), r"not a valid \.npz file"),
+        (
+            lambda p: _write(p, _npz_bytes()[:-30]),
+            r"not a valid \.npz file.*corrupt, truncated",
+        ),
+        (lambda p: _write(p, _npy_bytes()), r"a single \.npy array saved as \.npz"),
+    ],
+    ids=["garbage", "bad-zip-header", "truncated", "npy-renamed"],
+)
+def test_corrupt_npz_is_a_clear_error(tmp_path, make, match):
+    path = make(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match=match) as info:
+        datasets.load_array(path)
+    assert str(path) in str(info.value)
+    assert "pickled" not in str(info.value)
+
+
+def _npz_bytes():
+    buf = io.BytesIO()
+    np.savez(buf, sarcos_inv=np.ones((3, 28)))
+    return buf.getvalue()
+
+
+def _npy_bytes():
+    buf = io.BytesIO()
+    np.save(buf, np.ones((3, 28)))
+    return buf.getvalue()
+
+
+def test_exercise_setup_same_start_in_float32_and_float64():
+    """One key, one start: Q of the float32 set-up is the float64 one rounded.
+
+    ``u`` is drawn in float32 for both; ``0.01 u`` is then formed in each dtype, so they agree
+    to float32 rounding (2 eps); different draws would differ by O(1).
+    """
+    Y = np.random.default_rng(0).standard_normal((6, 21))
+    q64 = np.asarray(datasets.exercise_setup(Y, jax.random.PRNGKey(7), dtype="float64").params.Q)
+    q32 = np.asarray(datasets.exercise_setup(Y, jax.random.PRNGKey(7), dtype="float32").params.Q)
+    np.testing.assert_allclose(q32, q64, rtol=2 * np.finfo(np.float32).eps, atol=0)
+    assert np.all(np.diag(q64) > 0)

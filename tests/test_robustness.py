@@ -7,6 +7,7 @@ round-off size (about 1e-15 relative each); a fast path that misjudges convergen
 extreme scale is off by about a nat (0.6 here before the fix).
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -64,3 +65,107 @@ def test_half_precision_is_a_clear_type_error(dtype, where):
         ys, name = ys.astype(dtype), "ys"
     with pytest.raises(TypeError, match=rf"^{name} must have a real floating dtype"):
         ssm.kalman_filter(params, ys)
+
+
+# --- callbacks that raise (issue 16) ------------------------------------------------------
+
+
+class _Boom(Exception):
+    pass
+
+
+def _raise_at_second(i, ll):
+    if int(i) >= 1:
+        raise _Boom("user code failed")
+
+
+def _fits():
+    import optax
+
+    rng = np.random.default_rng(1)
+    model = random_model(rng, 2, 2)
+    params, ys = to_params(model), jnp.asarray(simulate(rng, model, 8)[1])
+    return {
+        "fit_em": (lambda **kw: ssm.fit_em(params, ys, num_iters=3, **kw), "EM iteration 2/3"),
+        "fit_mle": (
+            lambda **kw: ssm.fit_mle(params, ys, optimizer=optax.sgd(1e-3), num_iters=3, **kw),
+            "MLE step 2/3",
+        ),
+    }
+
+
+@pytest.mark.parametrize("progress", [False, True])
+@pytest.mark.parametrize("fit", ["fit_em", "fit_mle"])
+def test_raising_callback_is_named_and_chained(fit, progress):
+    run, where = _fits()[fit]
+    with pytest.raises(ssm.CallbackError) as info:
+        run(callback=_raise_at_second, progress=progress)
+    message = str(info.value)
+    assert message.startswith("callback _raise_at_second raised _Boom at " + where), message
+    assert "user code failed" in message
+    assert isinstance(info.value.__cause__, _Boom)
+    assert isinstance(info.value, RuntimeError)
+    # The next call with a good callback runs normally (nothing left over from the failure).
+    seen = []
+    run(callback=lambda i, ll: seen.append(int(i)), progress=progress)
+    assert seen == [0, 1, 2]
+
+
+# --- value checks under jit / vmap: ssm.check_values with checkify ------------------------
+
+BAD_VALUES = {
+    "Q indefinite": dict(Q=-jnp.eye(2)),
+    "Q asymmetric": dict(Q=jnp.array([[1.0, 0.5], [0.0, 1.0]])),
+    "R indefinite": dict(R=jnp.diag(jnp.array([1.0, -1e-3]))),
+    "P0 nan": dict(P0=jnp.full((2, 2), jnp.nan)),
+    "A nan": dict(A=jnp.array([[0.5, jnp.nan], [0.0, 0.5]])),
+    "m0 inf": dict(m0=jnp.array([jnp.inf, 0.0])),
+    "H nan": dict(H=jnp.full((2, 2), jnp.nan)),
+}
+
+
+def _checked_loglik(params, ys):
+    ssm.check_values(params, ys)
+    return ssm.log_likelihood(params, ys)
+
+
+@pytest.fixture(scope="module")
+def small():
+    rng = np.random.default_rng(4)
+    model = random_model(rng, 2, 2)
+    return to_params(model), jnp.asarray(simulate(rng, model, 6)[1])
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_check_values_under_jit_names_the_argument(small, case):
+    from jax.experimental import checkify
+
+    params, ys = small
+    bad = params._replace(**BAD_VALUES[case])
+    name = case.split()[0]
+    err, _ = checkify.checkify(jax.jit(_checked_loglik))(bad, ys)
+    assert err.get() is not None and err.get().startswith(f"{name} must be"), err.get()
+    with pytest.raises(ValueError, match=rf"^{name} must be"):  # eager: the same rule
+        ssm.check_values(bad, ys)
+
+
+def test_check_values_under_jit_and_vmap_passes_good_input(small):
+    from jax.experimental import checkify
+
+    params, ys = small
+    err, ll = checkify.checkify(jax.jit(_checked_loglik))(params, ys)
+    assert err.get() is None
+    np.testing.assert_allclose(float(ll), float(ssm.log_likelihood(params, ys)), rtol=1e-13)
+    # A singular PSD Q (round-off eigenvalue) passes under jit too.
+    v = jnp.array([0.3, -1.7])
+    err, _ = checkify.checkify(jax.jit(_checked_loglik))(params._replace(Q=jnp.outer(v, v)), ys)
+    assert err.get() is None
+    batch = jnp.stack([ys, ys.at[2, 1].set(jnp.inf), ys.at[0, 0].set(jnp.nan)])
+    err, _ = checkify.checkify(jax.vmap(_checked_loglik, in_axes=(None, 0)))(params, batch)
+    assert "ys must be finite or NaN" in err.get()
+
+
+def test_check_values_without_checkify_is_not_silent(small):
+    params, ys = small
+    with pytest.raises(ValueError, match="checkify"):
+        jax.jit(_checked_loglik)(params, ys)
