@@ -20,7 +20,7 @@ import reference
 from helpers import assert_close, to_params
 
 import jaxssm as ssm
-from jaxssm._draws import psd_cholesky
+from jaxssm._draws import check_key, psd_cholesky
 
 N, D, DY = 5, 2, 1
 NUM_DRAWS = 20_000
@@ -147,15 +147,13 @@ def test_sequential_and_parallel_give_the_same_draw(all_draws):
     assert_close(all_draws["parallel"], all_draws["sequential"], rtol=1e-10)
 
 
-def test_a_draw_is_a_function_of_the_key(problem):
+def test_a_draw_is_a_function_of_the_key(problem, all_draws):
     _, params, ys = problem
-    a = ssm.posterior_sample(jax.random.PRNGKey(3), params, ys)
-    b = ssm.posterior_sample(jax.random.PRNGKey(3), params, ys)
-    c = ssm.posterior_sample(jax.random.PRNGKey(4), params, ys)
-    typed = ssm.posterior_sample(jax.random.key(3), params, ys)
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(typed))
-    assert np.all(np.asarray(a) != np.asarray(c))
+    again = np.asarray(_many["sequential"](_keys(), params, ys))  # the same keys once more
+    np.testing.assert_array_equal(again, all_draws["sequential"])
+    assert np.all(all_draws["sequential"][0] != all_draws["sequential"][1])  # other keys
+    typed = jax.random.key(3)  # new-style typed keys are accepted as well as raw ones
+    assert check_key(typed) is typed
 
 
 @pytest.mark.parametrize("method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)])
