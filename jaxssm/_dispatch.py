@@ -87,28 +87,46 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str):
     return _stats.from_smoother(smoothed, ys, params.H, params.R), smoothed.log_likelihood
 
 
-def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
-    """Return the fast path's result if it applies, else the full recursion's.
+def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol):
+    """Run the gap-aware steady-state path (:func:`jaxssm._steady.gappy_filter`) for one kind."""
+    filtered, steady = _steady.gappy_filter(params, ys, point, converged, rtol)
+    if kind == "filter":
+        return filtered
+    if kind == "log_likelihood":
+        return filtered.log_likelihood
+    smoothed = _steady.gappy_smooth(params, filtered, steady, point, converged, rtol)
+    if kind == "smooth":
+        return smoothed
+    return _stats.from_smoother(smoothed, ys, params.H, params.R), smoothed.log_likelihood
 
-    This is the one ``lax.cond`` between the steady-state path and the full sequential
-    recursion. The fast path applies when the covariances converged within ``T`` steps and
-    every entry of ``ys`` is observed (a missing entry changes the covariances after it, so
-    a series with any NaN takes the full recursion, which conditions on the observed
-    entries). The fast path is given ``ys`` with NaNs replaced by zeros: its result is then
-    discarded, but finite, so it cannot put NaN into gradients through the ``cond``.
+
+def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
+    """Return the fast path's result if it applies, else the gap-aware recursion's.
+
+    This is the one ``lax.cond`` of the steady-state schedule. The fast path
+    (:mod:`jaxssm._steady`'s three regions) applies when the covariances converged within
+    ``T`` steps and every entry of ``ys`` is observed. Otherwise the gap-aware recursion
+    runs (:func:`jaxssm._steady.gappy_filter`): full masked steps at the start, at every
+    missing entry and after it until the covariance is back at the fixed point, steady
+    steps elsewhere; when the transient did not end within ``T`` steps it takes the full
+    step everywhere, i.e. it is the full sequential recursion. The fast path is given
+    ``ys`` with NaNs replaced by zeros: its result is then discarded, but finite, so it
+    cannot put NaN into gradients through the ``cond``.
 
     Small results (the log-likelihood, the statistics) are computed before the ``cond`` so
-    that only they enter it; the ``[T, D, D]`` covariance side would be copied into it.
-    Under a ``vmap`` over parameters the predicate is batched and both branches run.
+    that only they enter it; the ``[T, D, D]`` covariance side would be copied into it (the
+    gap-aware branch gets only the converged quantities). Under a ``vmap`` over parameters
+    the predicate is batched and both branches run.
     """
     if kind in ("filter", "log_likelihood"):
         side = _steady.filter_side(params, T, rtol)
-        ok = side.converged
+        converged = side.converged
     else:
         side = _steady.smoother_side(params, T, rtol)
-        ok = side.info.converged
+        converged = side.info.converged
+    point = _steady.steady_point(side)
     missing = jnp.isnan(ys)
-    ok = ok & ~jnp.any(missing)
+    ok = converged & ~jnp.any(missing)
     ys_fast = jnp.where(missing, jnp.zeros((), ys.dtype), ys)
     fast_fn = {
         "filter": _steady.filter,
@@ -117,20 +135,31 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
         "stats": _steady.stats,
     }[kind]
 
-    def full(p, y):
-        return _full(kind, p, y, "sequential")
+    def gappy(p, y, pt, c):
+        return _gappy(kind, p, y, pt, c, rtol)
 
     if kind in ("log_likelihood", "stats"):
         fast = fast_fn(params, ys_fast, side)
-        return jax.lax.cond(ok, lambda f, p, y: f, lambda f, p, y: full(p, y), fast, params, ys)
+        return jax.lax.cond(
+            ok,
+            lambda f, p, y, pt, c: f,
+            lambda f, p, y, pt, c: gappy(p, y, pt, c),
+            fast,
+            params,
+            ys,
+            point,
+            converged,
+        )
     return jax.lax.cond(
         ok,
-        lambda p, y, yf, s: fast_fn(p, yf, s),
-        lambda p, y, yf, s: full(p, y),
+        lambda p, y, yf, s, pt, c: fast_fn(p, yf, s),
+        lambda p, y, yf, s, pt, c: gappy(p, y, pt, c),
         params,
         ys,
         ys_fast,
         side,
+        point,
+        converged,
     )
 
 

@@ -66,6 +66,10 @@ __all__ = [
     "log_likelihood",
     "smooth",
     "stats",
+    "SteadyPoint",
+    "steady_point",
+    "gappy_filter",
+    "gappy_smooth",
 ]
 
 #: Default bound on each transient (rounded down to a multiple of the chunk: 992). Only the
@@ -539,3 +543,147 @@ def stats(params: LGSSM, ys: jax.Array, side: SmootherSide) -> tuple[SufficientS
     )
     out = _stats.from_sums(total - start_covs[0], total - end_covs[0], cross, m, ys, start_covs[0])
     return out, ll
+
+
+# ---------------------------------------------------------------------------------------------
+# Series with missing entries: the fast path with a covariance transient after every gap
+# ---------------------------------------------------------------------------------------------
+
+
+class SteadyPoint(NamedTuple):
+    """The converged quantities the gap-aware path needs (small: no transients).
+
+    Attributes:
+        pred_cov: ``P^-``; cov: ``P``; chol: factor of ``S``; gain: ``K``;
+        smoother_gain: ``G``; smoothed_cov: ``X = P^s`` in the middle of a long series.
+    """
+
+    pred_cov: jax.Array
+    cov: jax.Array
+    chol: jax.Array
+    gain: jax.Array
+    smoother_gain: jax.Array
+    smoothed_cov: jax.Array
+
+
+def steady_point(side: SmootherSide | FilterSide) -> SteadyPoint:
+    """Extract the :class:`SteadyPoint` (``smoothed_cov`` is NaN from a :class:`FilterSide`)."""
+    fs = side.filt if isinstance(side, SmootherSide) else side
+    X = side.end_covs[-1] if isinstance(side, SmootherSide) else jnp.full_like(fs.cov, jnp.nan)
+    return SteadyPoint(fs.pred_cov, fs.cov, fs.chol, fs.gain, fs.smoother_gain, X)
+
+
+def gappy_filter(
+    params: LGSSM,
+    ys: jax.Array,
+    fs: SteadyPoint,
+    converged: jax.Array,
+    rtol: float | None = None,
+) -> tuple[FilterResult, jax.Array]:
+    """Filter ``ys`` with NaN entries, with covariance work only where the covariance moves.
+
+    One ``lax.scan`` whose step is a ``lax.cond``: a fully observed step whose previous
+    covariance has settled at the fixed point ``P`` of :func:`filter_side` takes the steady
+    step (``m_k = A m_{k-1} + K v_k``, covariances ``P^-``, ``P``, ``O(D^2)`` work); every other
+    step (a missing entry, the start and the steps after a gap until the covariance is back
+    within ``rtol`` of ``P`` on the correlation scale) takes the full masked update of
+    :mod:`jaxssm.steps`. The fixed point replaces the covariance from the step after it is
+    reached: the exactness argument of the fully observed fast path, applied after each gap.
+    With ``converged`` False (the transient outlasted the bound, so ``P`` is not known) no
+    step is steady and this is the full masked recursion.
+
+    Returns:
+        ``(FilterResult, steady [N+1])``: ``steady[k]`` says that ``P_k`` is the fixed point
+        (``steady[0]`` is False: ``P_0`` is the prior).
+    """
+    A, Q, H, R = params.A, params.Q, params.H, params.R
+    HA = H @ A
+    rtol = default_rtol(A.dtype) if rtol is None else rtol
+    logdet = jnp.sum(jnp.log(jnp.diagonal(fs.chol)))
+
+    def steady_step(m, P, y):
+        pred_mean = steps.predict_mean(m, A)
+        v = y - HA @ m
+        z = LAPACK.solve_lower(fs.chol, v[:, None])[:, 0]
+        mean = pred_mean + fs.gain @ v
+        ll = -0.5 * (z @ z) - logdet - 0.5 * y.shape[-1] * steps.LOG_2PI
+        return mean, fs.cov, pred_mean, fs.pred_cov, ll, jnp.ones((), bool)
+
+    def full_step(m, P, y):
+        pred_mean, pred_cov = steps.predict_mean(m, A), steps.predict_cov(P, A, Q)
+        obs = steps.mask_observation(y, H, R)
+        half = steps.update_cov(pred_cov, obs.H, obs.R)
+        z = steps.whitened_innovation(pred_mean, obs.y, obs.H, half.chol)
+        mean = steps.update_mean(pred_mean, half.obs_factor, z)
+        ll = steps.log_normal_whitened(z, half.chol, obs.num_observed)
+        settled = converged & jnp.all(obs.observed) & _small_change(half.cov, fs.cov, rtol)
+        return mean, half.cov, pred_mean, pred_cov, ll, settled
+
+    def body(carry, y):
+        m, P, settled, ll = carry
+        fast = settled & ~jnp.any(jnp.isnan(y))
+        mean, cov, pred_mean, pred_cov, ll_k, settled = jax.lax.cond(
+            fast, steady_step, full_step, m, P, y
+        )
+        return (mean, cov, settled, ll + ll_k), (mean, cov, pred_mean, pred_cov, fast)
+
+    init = (params.m0, params.P0, jnp.zeros((), bool), jnp.zeros((), ys.dtype))
+    (_, _, _, ll), (means, covs, pred_means, pred_covs, fast) = jax.lax.scan(body, init, ys)
+    # steady[k]: P_k is the fixed point, i.e. step k + 1 may take the steady step.
+    steady = jnp.concatenate([jnp.zeros((1,), bool), fast], axis=0)
+    means = jnp.concatenate([params.m0[None], means], axis=0)
+    covs = jnp.concatenate([params.P0[None], covs], axis=0)
+    return FilterResult(means, covs, pred_means, pred_covs, ll), steady
+
+
+def gappy_smooth(
+    params: LGSSM,
+    filtered: FilterResult,
+    steady: jax.Array,
+    fs: SteadyPoint,
+    converged: jax.Array,
+    rtol: float | None = None,
+) -> SmootherResult:
+    """RTS pass over :func:`gappy_filter`'s result, covariance work only where it moves.
+
+    Step ``k`` uses the steady gain ``G`` when ``P_k`` is the fixed point (``steady[k]``),
+    and the steady smoothed covariance ``X = P^s_inf`` when in addition ``P^s_{k+1}`` has
+    settled there; otherwise the full step of :mod:`jaxssm.steps`, and ``P^s_k`` settles
+    when it is within ``rtol`` of ``X``.
+    """
+    A, G_inf, X_inf = params.A, fs.smoother_gain, fs.smoothed_cov
+    rtol = default_rtol(A.dtype) if rtol is None else rtol
+
+    def body(carry, inputs):
+        next_mean, next_cov, next_settled = carry
+        mean, cov, next_pred_mean, next_pred_cov, steady_k = inputs
+        gain = jax.lax.cond(
+            steady_k,
+            lambda c, pc: G_inf,
+            lambda c, pc: steps.smoother_gain(c, pc, A),
+            cov,
+            next_pred_cov,
+        )
+        sm = steps.smooth_mean(mean, next_pred_mean, next_mean, gain)
+
+        def full(nc):
+            new = steps.smooth_cov(cov, next_pred_cov, nc, gain)
+            return new, converged & steady_k & _small_change(new, X_inf, rtol)
+
+        sc, settled = jax.lax.cond(
+            steady_k & next_settled, lambda nc: (X_inf, jnp.ones((), bool)), full, next_cov
+        )
+        return (sm, sc, settled), (sm, sc, gain)
+
+    last = (filtered.means[-1], filtered.covs[-1], jnp.zeros((), bool))
+    inputs = (
+        filtered.means[:-1],
+        filtered.covs[:-1],
+        filtered.pred_means,
+        filtered.pred_covs,
+        steady[:-1],
+    )
+    _, (means, covs, gains) = jax.lax.scan(body, last, inputs, reverse=True)
+    means = jnp.concatenate([means, filtered.means[-1:]], axis=0)
+    covs = jnp.concatenate([covs, filtered.covs[-1:]], axis=0)
+    return SmootherResult(means, covs, gains, filtered.log_likelihood)

@@ -25,7 +25,7 @@ from reference import (
 )
 
 import jaxssm as ssm
-from jaxssm import _stats
+from jaxssm import _stats, _steady
 
 RTOL = 1e-10
 N = 12
@@ -152,22 +152,31 @@ def test_fully_observed_statistics_take_the_plain_sums_bitwise():
         assert_close(getattr(masked, name), getattr(plain, name), 1e-13, err_msg=name)
 
 
-def test_long_series_with_gaps_falls_back_to_the_exact_recursion():
-    """The default path at N >= 2048 with gaps gives the full recursion's results."""
+def test_long_series_with_gaps_on_the_default_path_matches_the_full_recursion():
+    """At N >= 2048 with gaps the default path takes the gap-aware steady-state recursion
+    (full steps only around the gaps): its results equal the full recursion's at 1e-10."""
     rng = np.random.default_rng(6)
-    model = random_model(rng, 2, 2)
+    model = random_model(rng, 3, 2)
     _, ys = simulate(rng, model, 2100)
-    ys = np.array(ys)
-    ys[700:760] = np.nan
-    ys[1500, 1] = np.nan
+    ys = ssm.datasets.knock_out(ys, entries=0.005, rows=0.005, gaps=[(700, 60)], seed=2)
+    ys[0] = np.nan
+    ys[-3:] = np.nan
     params = to_params(model)
     y = jnp.asarray(ys)
-    default = ssm.e_step(params, y)
-    full = ssm.e_step(params, y, steady_state=False)
-    for a, b in zip(default[0], full[0], strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert float(default[1]) == float(full[1])
-    assert np.isfinite(float(default[1]))
+    for fn in (ssm.kalman_filter, ssm.rts_smoother):
+        default, full = fn(params, y), fn(params, y, steady_state=False)
+        for name in default._fields:
+            assert_close(getattr(default, name), getattr(full, name), RTOL, err_msg=name)
+    (s1, l1), (s2, l2) = ssm.e_step(params, y), ssm.e_step(params, y, steady_state=False)
+    for name in ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed"):
+        assert_close(getattr(s1, name), getattr(s2, name), RTOL, err_msg=name)
+    assert int(s1.num_steps) == int(s2.num_steps) == 2097
+    np.testing.assert_allclose(float(l1), float(l2), rtol=RTOL)
+    # And it did skip covariance work: most steps took the steady branch.
+    side = _steady.smoother_side(params, _steady.transient_bound(2100))
+    point = _steady.steady_point(side)
+    _, steady = jax.jit(_steady.gappy_filter)(params, y, point, side.info.converged)
+    assert bool(side.info.converged) and int(jnp.sum(steady)) > 1000, int(jnp.sum(steady))
 
 
 def test_ragged_batch_pools_sequences_of_their_own_lengths():
