@@ -38,6 +38,8 @@ PROG = "jaxssm"
 PARAM_NAMES = ssm.PARAMETER_NAMES
 DEFAULT_ITERS = 100
 DEFAULT_LR = 3e-2
+#: EM stops when log p(y) rises by at most this fraction of |log p(y)| in one iteration.
+DEFAULT_TOL = 1e-8
 DEFAULT_WINDOW_START = 1000
 DEFAULT_WINDOW_LEN = 50
 OUTPUT_FILES = ("params.npz", "log_likelihood.csv", "fit.png", "summary.txt")
@@ -82,6 +84,7 @@ def _checked(convert, accept, expected: str):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _nonnegative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_nonnegative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 _window = _checked(
     lambda text: tuple(int(part) for part in text.split(":")),
     lambda w: len(w) == 2 and 0 <= w[0] < w[1],
@@ -135,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=DEFAULT_ITERS,
         help=f"EM iterations, or optimiser steps for --method mle (default {DEFAULT_ITERS})",
+    )
+    add(
+        "--tol",
+        type=_nonnegative_float,
+        default=None,
+        help=(
+            "EM stops once an iteration raises the log-likelihood by at most TOL times its "
+            f"size (default {DEFAULT_TOL:g}; 0 runs all --iters); the summary says whether "
+            "it converged or by how much it was still rising"
+        ),
     )
     add(
         "--method",
@@ -271,6 +284,8 @@ def _fit(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{'--optimizer' if args.optimizer else '--lr'} applies to --method mle only"
         )
+    if args.method == "mle" and args.tol is not None:
+        raise UsageError("--tol applies to --method em only (MLE runs all --iters steps)")
     if args.optimizer == "lbfgs" and args.lr is not None:
         raise UsageError("--lr applies to --optimizer adam only (lbfgs uses a line search)")
     out = _resolve_out(args.out, args.force)
@@ -422,7 +437,10 @@ def _resolve_window(window: tuple[int, int] | None, num_rows: int) -> tuple[int,
 def _describe_method(args: argparse.Namespace) -> str:
     names = args.update
     if args.method == "em":
-        return f"EM for {names}, {args.iters} iterations, {args.schedule} schedule"
+        return (
+            f"EM for {names}, at most {args.iters} iterations (tol {_tol(args):g}), "
+            f"{args.schedule} schedule"
+        )
     optimizer = args.optimizer or "adam"
     if optimizer == "adam":
         optimizer = f"adam(lr={_lr(args):g})"
@@ -476,8 +494,29 @@ def _call_fit(label: str, fit, params0, ys, args, **options):
         return fitted, jax.tree.map(np.asarray, info)
 
 
+def _tol(args: argparse.Namespace) -> float:
+    return DEFAULT_TOL if args.tol is None else args.tol
+
+
+def _still_rising(trace: np.ndarray, what: str) -> str:
+    """Return the note for a run that used all its iterations: what the last one gained."""
+    if len(trace) < 2:
+        return ""
+    gain = float(trace[-1] - trace[-2])
+    relative = abs(gain) / max(abs(float(trace[-2])), np.finfo(np.float64).tiny)
+    if gain > 0:
+        return (
+            f"; not converged: {what} reached the iteration limit while the log-likelihood was "
+            f"still rising by {gain:.3g} per iteration ({relative:.2g} relative); "
+            "raise --iters"
+        )
+    return f"; {what} reached the iteration limit; the last iteration changed it by {gain:.3g}"
+
+
 def _run_em(params0, ys, args):
-    fitted, info = _call_fit("EM", ssm.fit_em, params0, ys, args)
+    tol = _tol(args)
+    options = {} if tol == 0 else {"tol": tol}
+    fitted, info = _call_fit("EM", ssm.fit_em, params0, ys, args, **options)
     # trace[i] = log p(y | theta_i) for the parameters evaluated, ending with the returned
     # ones (see fit_em's docstring for which parameters it returns when it stops early).
     count = int(info.num_iters)
@@ -496,6 +535,7 @@ def _run_em(params0, ys, args):
         note = f"; converged after {count} iterations"
     else:  # all iterations ran: the returned parameters are one M-step past the trace
         trace = np.append(trace, ll_after)
+        note = _still_rising(trace, "EM")
     if not np.isfinite(ll_after):
         raise InputError(f"EM failed: the fitted log-likelihood is {ll_after}")
     return fitted, trace, count, note
@@ -515,7 +555,7 @@ def _run_mle(params0, ys, args):
         )
     # trace[i] = log p(y | theta_i), i = 0..iters, the last entry the returned parameters.
     trace = np.append(np.asarray(info.log_likelihoods, np.float64), info.log_likelihood)
-    return fitted, trace, args.iters, ""
+    return fitted, trace, args.iters, _still_rising(trace, "MLE")
 
 
 def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) -> str:
@@ -596,6 +636,8 @@ def _quote(text: str) -> str:
 def _argv_of(args: argparse.Namespace) -> list[str]:
     """Reconstruct the options in effect as command-line arguments (for the summary)."""
     out = ["--data", args.data, "--iters", str(args.iters), "--method", args.method]
+    if args.method == "em":
+        out += ["--tol", f"{_tol(args):g}"]
     if args.method == "mle":
         out += ["--optimizer", args.optimizer or "adam"]
         if (args.optimizer or "adam") == "adam":

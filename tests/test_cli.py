@@ -220,7 +220,7 @@ def test_fit_mle_adam(tmp_path, small_file, sarcos_rows):
     assert_close(values[-1], reference_ll(fitted, sarcos_rows), rtol=1e-9)
     fields = summary_fields(out / "summary.txt")
     assert fields["method"].startswith("mle") and fields["optimizer"] == "adam (lr 0.01)"
-    assert fields["iterations"] == "2 of 2"
+    assert fields["iterations"].startswith("2 of 2; not converged: MLE reached the iteration limit")
 
 
 @pytest.mark.slow
@@ -246,8 +246,8 @@ def bad_files(tmp_path_factory, sarcos_rows):
     d = tmp_path_factory.mktemp("bad")
     np.savez(d / "columns.npz", x=sarcos_rows[:50, :20])
     nan = sarcos_rows[:50].copy()
-    nan[3, 5] = np.nan
-    np.savez(d / "nan.npz", x=nan)
+    nan[3, 5] = np.inf  # NaN would be a missing entry (valid); Inf is an error
+    np.savez(d / "inf.npz", x=nan)
     (d / "text.csv").write_text("a,b,c\n1,2,3\n")
     (d / "data.json").write_text("[]")
     np.savez(d / "short.npz", x=sarcos_rows[:1])
@@ -259,7 +259,7 @@ def bad_files(tmp_path_factory, sarcos_rows):
     [
         (["fit", "--data", "{bad}/missing.npz"], 1, "no such file"),
         (["fit", "--data", "{bad}/columns.npz"], 1, "shape"),
-        (["fit", "--data", "{bad}/nan.npz"], 1, "row 3"),
+        (["fit", "--data", "{bad}/inf.npz"], 1, "row 3"),
         (["fit", "--data", "{bad}/text.csv"], 1, "text.csv"),
         (["fit", "--data", "{bad}/data.json"], 1, "unsupported file type"),
         (["fit", "--data", "{bad}/short.npz"], 1, "at least 2 rows"),
@@ -309,7 +309,8 @@ KEPT = " (numerical breakdown; try --dtype float64); the last good parameters ar
 def _fake_fit_em(trace, ll_after, count, status, decrease=0.0):
     """A stand-in for ssm.fit_em that reports a given run (and calls back per E-step)."""
 
-    def fit_em(params, ys, *, num_iters, update, method, callback):
+    def fit_em(params, ys, *, num_iters, update, method, callback, tol=None):
+        assert tol == cli.DEFAULT_TOL  # the command's default reaches fit_em
         for i in range(count):
             callback(np.int32(i), np.float64(trace[i]))
         lls = np.full(num_iters, np.nan)
@@ -341,7 +342,8 @@ def _fake_fit_em(trace, ll_after, count, status, decrease=0.0):
         (  # all iterations ran: the returned parameters' value is appended
             ([-10.0, -5.0, -4.0, -3.5], -3.0, 4, ssm.EMStatus.MAX_ITERS),
             [-10.0, -5.0, -4.0, -3.5, -3.0],
-            "",
+            "; not converged: EM reached the iteration limit while the log-likelihood was "
+            "still rising by 0.5 per iteration (0.14 relative); raise --iters",
         ),
     ],
 )
@@ -468,3 +470,72 @@ def test_python_m_jaxssm_fit(tmp_path, small_file):
     assert iterations == [0, 1, 2] and values[-1] > values[0]
     with np.load(out / "params.npz") as z:
         assert z["Q"].dtype == np.float64  # --dtype float64 (the default) enabled x64 there
+
+
+# --- --tol and the convergence report (issue 16) ------------------------------------------
+
+
+def _fake_fit_em_tol(seen):
+    real = ssm.fit_em
+
+    def fit_em(params, ys, *, num_iters, update, method, callback, tol=None):
+        seen.append(tol)
+        return real(params, ys, num_iters=num_iters, update=update, tol=tol)
+
+    return fit_em
+
+
+@pytest.mark.parametrize(
+    "argv, expected, shown",
+    [
+        ([], cli.DEFAULT_TOL, "--tol 1e-08"),
+        (["--tol", "1e-3"], 1e-3, "--tol 0.001"),
+        (["--tol", "0"], None, "--tol 0"),  # 0: run all iterations
+    ],
+)
+def test_tol_reaches_fit_em(tmp_path, monkeypatch, small_file, argv, expected, shown):
+    seen = []
+    monkeypatch.setattr(ssm, "fit_em", _fake_fit_em_tol(seen))
+    out = tmp_path / "out"
+    code, _, stderr = run_main(
+        ["fit", "--data", small_file, "--iters", 2, "--out", out, "--no-plot", *argv]
+    )
+    assert code == 0, stderr
+    assert seen == [expected]
+    assert shown in summary_fields(out / "summary.txt")["command"]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--tol", "-1"], "--tol"),
+        (["--tol", "nan"], "--tol"),
+        (["--tol", "x"], "--tol"),
+        (["--tol", "1e-3", "--method", "mle"], "--tol applies to --method em only"),
+    ],
+)
+def test_bad_tol_is_a_usage_error(tmp_path, small_file, argv, match):
+    code, _, stderr = run_main(["fit", "--data", small_file, "--out", tmp_path / "o", *argv])
+    assert code == 2
+    assert match in stderr
+
+
+def test_mle_report_says_it_was_still_rising(tmp_path, monkeypatch, small_file):
+    def fit_mle(params, ys, *, num_iters, update, method, callback, optimizer):
+        for i in range(num_iters):
+            callback(np.int32(i), np.float64(-10.0 + i))
+        info = ssm.MLEInfo(np.arange(num_iters) - 10.0, np.float64(-10.0 + num_iters))
+        return params, info
+
+    monkeypatch.setattr(ssm, "fit_mle", fit_mle)
+    out = tmp_path / "out"
+    code, _, stderr = run_main(
+        ["fit", "--data", small_file, "--method", "mle", "--iters", 3, "--out", out, "--no-plot"]
+    )
+    assert code == 0, stderr
+    assert "compiling the MLE loop" in stderr and "3/3" in stderr  # progress for MLE
+    fields = summary_fields(out / "summary.txt")
+    assert fields["iterations"] == (
+        "3 of 3; not converged: MLE reached the iteration limit while the log-likelihood was "
+        "still rising by 1 per iteration (0.12 relative); raise --iters"
+    )
