@@ -169,3 +169,88 @@ def test_check_values_without_checkify_is_not_silent(small):
     params, ys = small
     with pytest.raises(ValueError, match="checkify"):
         jax.jit(_checked_loglik)(params, ys)
+
+
+# --- bad values in every argument, at every entry point (eager: a clear error) ------------
+
+
+def _entry_points():
+    import optax
+
+    key = jax.random.PRNGKey(0)
+    return {
+        "kalman_filter": lambda p, y: ssm.kalman_filter(p, y),
+        "rts_smoother": lambda p, y: ssm.rts_smoother(p, y),
+        "log_likelihood": lambda p, y: ssm.log_likelihood(p, y),
+        "e_step": lambda p, y: ssm.e_step(p, y),
+        "fit_em": lambda p, y: ssm.fit_em(p, y, num_iters=1),
+        "fit_mle": lambda p, y: ssm.fit_mle(p, y, optimizer=optax.sgd(1e-3), num_iters=1),
+        "posterior_sample": lambda p, y: ssm.posterior_sample(key, p, y),
+        "forecast": lambda p, y: ssm.forecast(p, y, 2),
+        "check_values": lambda p, y: ssm.check_values(p, y),
+        "sample": lambda p, y: ssm.sample(key, p, 3),  # params only
+    }
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_INPUTS = {
+    # name: (replace params fields, replace ys (a function) or None, error, message start)
+    "m0 nan": (dict(m0=jnp.array([NAN, 0.0])), None, ValueError, "m0 must be finite"),
+    "P0 nan": (dict(P0=jnp.array([[NAN, 0], [0, 1.0]])), None, ValueError, "P0 must be finite"),
+    "A inf": (dict(A=jnp.array([[INF, 0], [0, 0.5]])), None, ValueError, "A must be finite"),
+    "Q nan": (dict(Q=jnp.full((2, 2), NAN)), None, ValueError, "Q must be finite"),
+    "H nan": (dict(H=jnp.array([[1.0, NAN], [0, 1]])), None, ValueError, "H must be finite"),
+    "R -inf": (dict(R=jnp.array([[-INF, 0], [0, 1.0]])), None, ValueError, "R must be finite"),
+    "Q indefinite": (dict(Q=jnp.diag(jnp.array([1.0, -0.1]))), None, ValueError, "Q must be sym"),
+    "R asymmetric": (dict(R=jnp.array([[1.0, 0.3], [0, 1]])), None, ValueError, "R must be sym"),
+    "P0 negative": (dict(P0=-jnp.eye(2)), None, ValueError, "P0 must be sym"),
+    "A float16": (dict(A=jnp.eye(2, dtype=jnp.float16)), None, TypeError, "A must have a real"),
+    "ys inf": ({}, lambda y: y.at[2, 1].set(INF), ValueError, "ys must be finite or NaN"),
+    "ys int": ({}, lambda y: y.astype(jnp.int32), TypeError, "ys must have a real floating"),
+    "ys float32": ({}, lambda y: y.astype(jnp.float32), TypeError, "ys must have the param"),
+    "ys columns": ({}, lambda y: y[:, :1], ValueError, "ys must have shape"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+@pytest.mark.parametrize("entry", list(_entry_points()))
+def test_bad_input_is_a_clear_error_everywhere(small, entry, case):
+    params, ys = small
+    fields, change_ys, error, start = BAD_INPUTS[case]
+    if entry == "sample" and change_ys is not None:
+        pytest.skip("sample takes no observations")
+    bad_params = params._replace(**fields)
+    bad_ys = ys if change_ys is None else change_ys(ys)
+    with pytest.raises(error) as info:
+        _entry_points()[entry](bad_params, bad_ys)
+    assert str(info.value).startswith(start), str(info.value)
+
+
+def test_ys_inf_names_the_first_bad_index(small):
+    params, ys = small
+    with pytest.raises(ValueError, match=r"got inf at index \(2, 1\)"):
+        ssm.log_likelihood(params, ys.at[2, 1].set(INF).at[4, 0].set(-INF))
+    batch = jnp.stack([ys, ys.at[1, 0].set(-INF)])
+    with pytest.raises(ValueError, match=r"got -inf at index \(1, 1, 0\)"):
+        ssm.log_likelihood(params, batch)
+
+
+@pytest.mark.parametrize(
+    "name, value, error, match",
+    [
+        ("update", (), ValueError, "update must name at least one"),
+        ("update", {"A": True}, TypeError, "update must be a parameter name"),
+        ("tol", True, TypeError, "tol must be None or a finite float"),
+        ("tol", -1.0, ValueError, "tol must be None or a finite float"),
+        ("tol", float("nan"), ValueError, "tol must be None or a finite float"),
+        ("num_iters", 0, ValueError, "num_iters must be a positive int"),
+        ("num_iters", True, TypeError, "num_iters must be a positive int"),
+        ("num_iters", 2.0, TypeError, "num_iters must be a positive int"),
+        ("callback", "print", TypeError, "callback must be callable"),
+    ],
+)
+def test_fit_em_argument_rules(small, name, value, error, match):
+    params, ys = small
+    kw = dict(num_iters=1) | {name: value}
+    with pytest.raises(error, match=match):
+        ssm.fit_em(params, ys, **kw)
