@@ -10,9 +10,10 @@ The exercise's set-up, from one start for every method:
 
 and update = ("A", "Q"), float64. Methods: ``jaxssm.fit_em`` (closed-form M-step),
 ``jaxssm.fit_mle`` with ``optax.adam(--adam-lr)`` and with ``optax.lbfgs()`` (zoom line search),
-all compiled as one loop over iterations. (The published ``results/em_vs_mle.*`` were made
-with ``u`` drawn from numpy's ``default_rng(0)`` instead; a new run starts from
-``exercise_setup``'s ``u``.)
+all compiled as one loop over iterations. The published ``results/em_vs_mle.*`` and the
+README's numbers come from ``python benchmarks/em_vs_mle.py`` (seed 0, 100 iterations): the
+same start as ``jaxssm fit`` and the README's EM snippet (``exercise_setup`` draws ``u`` in
+float32 and casts, so the start is also the same in float32 and float64).
 
 Timing (``workloads.time_call``): each method's whole loop is compiled ahead of time
 (``jax.jit(...).lower().compile()`` around the public call: the "compile" column), then run
@@ -231,8 +232,9 @@ def write_outputs(out, results, meta):
         f"Start log-likelihood: {results[0]['trace'][0]:.3f}. Time / iter and the wall-time "
         "axis exclude compilation. 'min eig of Q': the smallest eigenvalue of the returned Q; "
         "a value at round-off level (or slightly negative) means the returned Q is numerically "
-        "singular, which ssm.log_likelihood's positive-definiteness check rejects (the "
-        "log-likelihoods here are the fits' own, computed inside the compiled loops).",
+        "singular; jaxssm accepts it (covariances are checked to be positive semi-definite "
+        "within round-off relative to their scale). The log-likelihoods here are the fits' "
+        "own, computed inside the compiled loops.",
         "",
     ]
     md = out / "em_vs_mle.md"
