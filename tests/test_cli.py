@@ -539,3 +539,20 @@ def test_mle_report_says_it_was_still_rising(tmp_path, monkeypatch, small_file):
         "3 of 3; not converged: MLE reached the iteration limit while the log-likelihood was "
         "still rising by 1 per iteration (0.12 relative); raise --iters"
     )
+
+
+@pytest.mark.slow
+def test_readme_em_numbers_come_from_the_snippet():
+    """The README's EM-vs-MLE start and EM values are what its EM snippet computes."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### EM or gradient-based maximum likelihood?")[1].split("###")[0]
+    start_text = re.search(r"start's log-likelihood is (-[\d,]+)", section).group(1)
+    em_text = re.search(r"EM's after 100\s+iterations (-[\d,]+)", section).group(1)
+    data = datasets.load_sarcos("test")
+    start, ys = datasets.exercise_setup(data.inputs, jax.random.PRNGKey(0))
+    _, info = ssm.fit_em(start, ys, num_iters=100, update=("A", "Q"))
+    assert round(float(info.log_likelihoods[0])) == int(start_text.replace(",", ""))
+    assert round(float(info.log_likelihood)) == int(em_text.replace(",", ""))
