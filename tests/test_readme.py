@@ -27,3 +27,18 @@ def test_em_snippet_runs():
     assert lls.shape == (3,) and lls[2] > lls[0]
     assert int(info.status) == namespace["ssm"].EMStatus.MAX_ITERS
     assert info.log_likelihood > lls[2]
+
+
+def test_missing_data_snippet_runs_after_the_quickstart():
+    import numpy as np
+
+    text = README.read_text()
+    quick = re.search(r"## Quickstart\n\n```python\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"## Missing data\n\n.*?```python\n(.*?)```", text, re.S)
+    assert block, "README has no missing-data snippet"
+    namespace: dict = {}
+    exec(compile(quick + block.group(1), "README-missing", "exec"), namespace)
+    sm, ys_gappy = namespace["smoothed_gappy"], np.asarray(namespace["ys_gappy"])
+    assert np.isnan(ys_gappy[100:150]).all() and np.isfinite(np.asarray(sm.means)).all()
+    lls = np.asarray(namespace["info"].log_likelihoods)
+    assert np.all(np.isfinite(lls)) and np.all(np.diff(lls) >= -1e-9 * np.abs(lls[:-1]))
