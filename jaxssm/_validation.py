@@ -161,7 +161,41 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
                 _check_finite(name, np.asarray(fields[name]))
         for name in _COVARIANCES:
             _check_psd(name, fields[name])
+        _check_first_innovation(fields)
     return LGSSM(**fields)
+
+
+def _is_numerically_pd(a: np.ndarray, tol: float) -> tuple[bool, float]:
+    """Whether every eigenvalue exceeds ``tol`` times the largest; and the smallest one."""
+    eig = np.linalg.eigvalsh(0.5 * (a + a.T))
+    return bool(eig[0] > tol * max(float(np.max(np.abs(eig))), np.finfo(np.float64).tiny)), eig[0]
+
+
+def _check_first_innovation(fields: dict) -> None:
+    """Reject a singular ``R`` whose step-1 innovation covariance is singular too (eager only).
+
+    ``S_1 = H (A P0 A^T + Q) H^T + R`` does not depend on the data; if it is singular the
+    filter's Cholesky factor is NaN, so say so here. Every ``S_k >= H Q H^T + R``, so all
+    steps are fine when that is positive definite; otherwise ``S_k`` for ``k >= 2`` depends
+    on the filtered covariances and is not checked (``docs/numerics.md``).
+    """
+    if not all(_is_concrete(fields[n]) for n in ("P0", "A", "Q", "H", "R")):
+        return
+    R = np.asarray(fields["R"], np.float64)
+    tol = psd_tolerance(fields["R"].dtype, R.shape[0])
+    if _is_numerically_pd(R, tol)[0]:
+        return
+    P0, A, Q, H = (np.asarray(fields[n], np.float64) for n in ("P0", "A", "Q", "H"))
+    S1 = H @ (A @ P0 @ A.T + Q) @ H.T + R
+    ok, smallest = _is_numerically_pd(S1, tol)
+    if not ok:
+        raise ValueError(
+            "R is singular and so is the innovation covariance of step 1, "
+            f"H (A P0 A^T + Q) H^T + R (smallest eigenvalue {smallest:.3g}): y_1 would be a "
+            "deterministic function of the prior, which has no density; the filter needs "
+            "H P^- H^T + R positive definite (give the noise-free components prior or process "
+            "variance, or R a positive variance there)"
+        )
 
 
 def check_values(params: LGSSM, ys=None) -> None:

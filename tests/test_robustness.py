@@ -94,8 +94,7 @@ def _fits():
     }
 
 
-@pytest.mark.parametrize("progress", [False, True])
-@pytest.mark.parametrize("fit", ["fit_em", "fit_mle"])
+@pytest.mark.parametrize("fit, progress", [("fit_em", False), ("fit_em", True), ("fit_mle", False)])
 def test_raising_callback_is_named_and_chained(fit, progress):
     run, where = _fits()[fit]
     with pytest.raises(ssm.CallbackError) as info:

@@ -231,3 +231,13 @@ def test_sample_moments_with_singular_q():
     # Singular direction: no spread at all orthogonal to v.
     w = np.linalg.svd(model.Q)[0][:, 1:]
     assert np.max(np.abs(np.asarray(xs[1:]) @ w)) < 1e-10
+
+
+def test_singular_first_innovation_is_a_clear_error():
+    """R singular where the prior and Q give no variance either: S_1 singular, said eagerly."""
+    model = _ar2(0.0)._replace(P0=np.zeros((2, 2)), A=np.array([[0.0, 0.0], [1.0, 0.0]]))
+    params = to_params(model._replace(Q=np.diag([0.0, 0.5])))  # H x = x_1 gets no variance
+    with pytest.raises(ValueError, match=r"^R is singular and so is the innovation covariance"):
+        ssm.kalman_filter(params, jnp.zeros((3, 1)))
+    # Under jit nothing is checked: the Cholesky factor of S_1 = 0 is NaN, so is log p(y).
+    assert np.isnan(float(jax.jit(ssm.log_likelihood)(params, jnp.zeros((3, 1)))))
