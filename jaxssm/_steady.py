@@ -550,6 +550,10 @@ def stats(params: LGSSM, ys: jax.Array, side: SmootherSide) -> tuple[SufficientS
 # ---------------------------------------------------------------------------------------------
 
 
+#: Steps per chunk of the gap-aware recursion (:func:`gappy_filter`, :func:`gappy_smooth`).
+_GAP_CHUNK = 16
+
+
 class SteadyPoint(NamedTuple):
     """The converged quantities the gap-aware path needs (small: no transients).
 
@@ -627,8 +631,44 @@ def gappy_filter(
         )
         return (mean, cov, settled, ll + ll_k), (mean, cov, pred_mean, pred_cov, fast)
 
+    # Chunks of _GAP_CHUNK steps: a chunk that starts settled and holds no NaN runs the
+    # steady steps as a plain scan (no per-step cond, covariance outputs broadcast), the
+    # others step by step with the cond above.
+    def steady_chunk(carry, y_chunk):
+        m, _, _, ll = carry
+
+        def inner(m, y):
+            mean, _, pred_mean, _, ll_k, _ = steady_step(m, None, y)
+            return mean, (mean, pred_mean, ll_k)
+
+        m, (means, pred_means, lls) = jax.lax.scan(inner, m, y_chunk)
+        C = y_chunk.shape[0]
+        outs = (
+            means,
+            jnp.broadcast_to(fs.cov, (C,) + fs.cov.shape),
+            pred_means,
+            jnp.broadcast_to(fs.pred_cov, (C,) + fs.cov.shape),
+            jnp.ones((C,), bool),
+        )
+        return (m, fs.cov, jnp.ones((), bool), ll + jnp.sum(lls)), outs
+
+    def mixed_chunk(carry, y_chunk):
+        return jax.lax.scan(body, carry, y_chunk)
+
+    def outer(carry, y_chunk):
+        fast = carry[2] & ~jnp.any(jnp.isnan(y_chunk))
+        return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, y_chunk)
+
+    N, Dy = ys.shape
+    C = min(_GAP_CHUNK, N)
+    num_chunks = -(-N // C)
+    pad = jnp.full((num_chunks * C - N, Dy), jnp.nan, ys.dtype)  # pure predictions, dropped
+    chunks = jnp.concatenate([ys, pad], axis=0).reshape(num_chunks, C, Dy)
     init = (params.m0, params.P0, jnp.zeros((), bool), jnp.zeros((), ys.dtype))
-    (_, _, _, ll), (means, covs, pred_means, pred_covs, fast) = jax.lax.scan(body, init, ys)
+    (_, _, _, ll), outs = jax.lax.scan(outer, init, chunks)
+    means, covs, pred_means, pred_covs, fast = jax.tree.map(
+        lambda o: o.reshape((num_chunks * C,) + o.shape[2:])[:N], outs
+    )
     # steady[k]: P_k is the fixed point, i.e. step k + 1 may take the steady step.
     steady = jnp.concatenate([jnp.zeros((1,), bool), fast], axis=0)
     means = jnp.concatenate([params.m0[None], means], axis=0)
@@ -675,6 +715,27 @@ def gappy_smooth(
         )
         return (sm, sc, settled), (sm, sc, gain)
 
+    D = A.shape[0]
+
+    def steady_chunk(carry, chunk):
+        mean_in, _, _, _, _ = chunk
+
+        def inner(next_mean, m):
+            sm = steps.smooth_mean(m, steps.predict_mean(m, A), next_mean, G_inf)
+            return sm, sm
+
+        sm_last, sms = jax.lax.scan(inner, carry[0], mean_in, reverse=True)
+        C = mean_in.shape[0]
+        outs = (sms, jnp.broadcast_to(X_inf, (C, D, D)), jnp.broadcast_to(G_inf, (C, D, D)))
+        return (sm_last, X_inf, jnp.ones((), bool)), outs
+
+    def mixed_chunk(carry, chunk):
+        return jax.lax.scan(body, carry, chunk, reverse=True)
+
+    def outer(carry, chunk):
+        fast = carry[2] & jnp.all(chunk[4])
+        return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, chunk)
+
     last = (filtered.means[-1], filtered.covs[-1], jnp.zeros((), bool))
     inputs = (
         filtered.means[:-1],
@@ -683,7 +744,27 @@ def gappy_smooth(
         filtered.pred_covs,
         steady[:-1],
     )
-    _, (means, covs, gains) = jax.lax.scan(body, last, inputs, reverse=True)
+    N = inputs[0].shape[0]
+    C = min(_GAP_CHUNK, N)
+    num_chunks = -(-N // C)
+    front = num_chunks * C - N  # padding in front (the scan runs backward): never steady
+
+    def to_chunks(x, fill):
+        padding = jnp.broadcast_to(fill, (front,) + x.shape[1:]).astype(x.dtype)
+        return jnp.concatenate([padding, x], axis=0).reshape((num_chunks, C) + x.shape[1:])
+
+    eye = jnp.eye(D, dtype=A.dtype)
+    chunks = (
+        to_chunks(inputs[0], jnp.zeros(())),
+        to_chunks(inputs[1], eye),
+        to_chunks(inputs[2], jnp.zeros(())),
+        to_chunks(inputs[3], eye),
+        to_chunks(inputs[4], jnp.zeros((), bool)),
+    )
+    _, outs = jax.lax.scan(outer, last, chunks, reverse=True)
+    means, covs, gains = jax.tree.map(
+        lambda o: o.reshape((num_chunks * C,) + o.shape[2:])[front:], outs
+    )
     means = jnp.concatenate([means, filtered.means[-1:]], axis=0)
     covs = jnp.concatenate([covs, filtered.covs[-1:]], axis=0)
     return SmootherResult(means, covs, gains, filtered.log_likelihood)
