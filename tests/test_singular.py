@@ -241,3 +241,20 @@ def test_singular_first_innovation_is_a_clear_error():
         ssm.kalman_filter(params, jnp.zeros((3, 1)))
     # Under jit nothing is checked: the Cholesky factor of S_1 = 0 is NaN, so is log p(y).
     assert np.isnan(float(jax.jit(ssm.log_likelihood)(params, jnp.zeros((3, 1)))))
+
+
+@pytest.mark.parametrize("name", ["ar2_exact", "llt_known_start"])
+def test_float32_singular_models_stay_finite_and_close(name):
+    """float32: round-off pivots are caught by the D eps test; results track float64.
+
+    Tolerance 1e-4 of the largest smoothed mean (float32 eps 1.2e-7 times the growth of a
+    12-step recursion with unit-scale covariances).
+    """
+    model = MODELS[name]()
+    ys = _data(model)
+    ref = dense_posterior(model, ys)
+    sm = ssm.rts_smoother(to_params(model, jnp.float32), jnp.asarray(ys, jnp.float32))
+    assert sm.means.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(sm.gains)))
+    scale = np.max(np.abs(ref.smooth_means))
+    np.testing.assert_allclose(np.asarray(sm.means), ref.smooth_means, rtol=0, atol=1e-4 * scale)
