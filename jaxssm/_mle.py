@@ -36,6 +36,7 @@ from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
 from jaxssm._validation import (
     check_num_iters,
+    check_trainable_covariances,
     check_update,
     guard_callback,
     run_with_callback,
@@ -126,6 +127,7 @@ def to_unconstrained(
     """
     update = check_update(update)
     params = validate_params(params)
+    check_trainable_covariances(params, update)
     return _to_unconstrained(params, update)
 
 
@@ -329,6 +331,7 @@ def fit_mle(
     callback = guard_callback("MLE step", num_iters, callback, progress)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
+    check_trainable_covariances(params, update)
     theta0 = _to_unconstrained(params, update)
     return run_with_callback(
         callback, lambda: _fit_jit(theta0, params, ys, optimizer, num_iters, schedule, callback)

@@ -22,6 +22,7 @@ from jaxssm._types import LGSSM, PARAMETER_NAMES
 __all__ = [
     "validate_params",
     "check_values",
+    "check_trainable_covariances",
     "validate_observations",
     "check_update",
     "check_num_iters",
@@ -265,6 +266,28 @@ def check_values(params: LGSSM, ys=None) -> None:
             jnp.all(~jnp.isinf(ys)),
             "ys must be finite or NaN (NaN marks a missing entry), got inf",
         )
+
+
+def check_trainable_covariances(params: LGSSM, update: tuple[str, ...]) -> None:
+    """Covariances that gradient-based MLE trains must be positive definite (eager check).
+
+    :func:`~jaxssm.fit_mle` parametrises a trained covariance by its Cholesky factor
+    (softplus diagonal), which a singular matrix does not have: its start would be NaN.
+    Singular covariances held fixed are fine. Skipped for traced values.
+    """
+    for name in _COVARIANCES:
+        x = getattr(params, name)
+        if name not in update or not _is_concrete(x):
+            continue
+        a = np.asarray(x, np.float64)
+        ok, smallest = _is_numerically_pd(a, psd_tolerance(x.dtype, a.shape[0]))
+        if not ok:
+            raise ValueError(
+                f"{name} must be positive definite to be trained by fit_mle (it is "
+                f"parametrised by its Cholesky factor), got a singular {name} (smallest "
+                f"eigenvalue {smallest:.3g}); leave {name} out of update, or start from "
+                f"{name} plus a small multiple of the identity"
+            )
 
 
 def validate_observations(

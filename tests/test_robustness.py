@@ -253,3 +253,20 @@ def test_fit_em_argument_rules(small, name, value, error, match):
     kw = dict(num_iters=1) | {name: value}
     with pytest.raises(error, match=match):
         ssm.fit_em(params, ys, **kw)
+
+
+@pytest.mark.parametrize("name", ["P0", "Q", "R"])
+def test_fit_mle_refuses_to_train_a_singular_covariance(small, name):
+    """Its Cholesky parametrisation would start from NaN: a clear error instead."""
+    import optax
+
+    params, ys = small
+    singular = params._replace(**{name: jnp.diag(jnp.array([1.0, 0.0]))})
+    with pytest.raises(ValueError, match=rf"^{name} must be positive definite to be trained"):
+        ssm.fit_mle(singular, ys, optimizer=optax.sgd(1e-3), num_iters=1, update=(name,))
+    with pytest.raises(ValueError, match=rf"^{name} must be positive definite to be trained"):
+        ssm.to_unconstrained(singular, update=(name,))
+    # Held fixed, a singular covariance is fine (here Q or R singular, P0 singular: all valid).
+    other = "A"
+    _, info = ssm.fit_mle(singular, ys, optimizer=optax.sgd(1e-3), num_iters=1, update=(other,))
+    assert np.isfinite(float(info.log_likelihood))
