@@ -94,10 +94,10 @@ def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol):
         return filtered
     if kind == "log_likelihood":
         return filtered.log_likelihood
-    smoothed = _steady.gappy_smooth(params, filtered, steady, point, converged, rtol)
     if kind == "smooth":
-        return smoothed
-    return _stats.from_smoother(smoothed, ys, params.H, params.R), smoothed.log_likelihood
+        return _steady.gappy_smooth(params, filtered, steady, point, converged, rtol)
+    stats = _steady.gappy_stats(params, ys, filtered, steady, point, converged, rtol)
+    return stats, filtered.log_likelihood
 
 
 def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):

@@ -26,7 +26,14 @@ from jaxssm import steps
 from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import SmootherResult, SufficientStats
 
-__all__ = ["from_sums", "from_smoother", "observed_length", "pool"]
+__all__ = [
+    "from_sums",
+    "from_smoother",
+    "from_sums_missing",
+    "imputation_step",
+    "observed_length",
+    "pool",
+]
 
 
 def from_sums(
@@ -102,7 +109,6 @@ def _from_smoother_missing(smoothed: SmootherResult, ys, H, R) -> SufficientStat
     N = ys.shape[0]
     n = observed_length(ys)
     w = (jnp.arange(1, N + 1, dtype=jnp.int32) <= n).astype(means.dtype)  # step k = 1..N
-    scale = 1.0 / jnp.maximum(n, 1).astype(means.dtype)
 
     Dy, D = H.shape
     zeros = (jnp.zeros((Dy, D), means.dtype), jnp.zeros((Dy, Dy), means.dtype))
@@ -110,29 +116,70 @@ def _from_smoother_missing(smoothed: SmootherResult, ys, H, R) -> SufficientStat
     def body(carry, inputs):
         # Rows without a missing entry are data: only rows with one pay for the imputation.
         y, m, P, wk = inputs
-        y_hat, cov_yx, cov_yy = jax.lax.cond(
-            jnp.any(jnp.isnan(y)),
-            lambda: _imputed_moments(y, m, P, H, R),
-            lambda: (y, *zeros),
-        )
+        y_hat, cov_yx, cov_yy = imputation_step(y, m, P, H, R)
         return (carry[0] + wk * cov_yx, carry[1] + wk * cov_yy), y_hat
 
     (cov_yx, cov_yy), y_hat = jax.lax.scan(body, zeros, (ys, means[1:], covs[1:], w))
-    y_w = y_hat * w[:, None]
-    sum_yx = y_w.T @ means[1:] + cov_yx
-    sum_yy = y_w.T @ y_hat + cov_yy
-    now, prev = means[1:] * w[:, None], means[:-1]
     wc = w[:, None, None]
     cross = jnp.sum(jax.vmap(lambda c, g: c @ g.T)(covs[1:], smoothed.gains) * wc, axis=0)
+    return from_sums_missing(
+        jnp.sum(covs[1:] * wc, axis=0),
+        jnp.sum(covs[:-1] * wc, axis=0),
+        cross,
+        means,
+        y_hat,
+        cov_yx,
+        cov_yy,
+        w,
+        n,
+        covs[0],
+    )
+
+
+def imputation_step(y, mean, cov, H, R):
+    """One row's ``(E[y], Cov(y, x), Cov(y))`` given the data: zeros for a fully observed row.
+
+    A ``lax.cond``, so rows without a missing entry cost nothing but the test.
+    """
+    Dy, D = H.shape
+    zeros = (jnp.zeros((Dy, D), cov.dtype), jnp.zeros((Dy, Dy), cov.dtype))
+    return jax.lax.cond(
+        jnp.any(jnp.isnan(y)),
+        lambda: _imputed_moments(y, mean, cov, H, R),
+        lambda: (y, *zeros),
+    )
+
+
+def from_sums_missing(
+    cov_sum_now, cov_sum_prev, cross_sum, means, y_hat, cov_yx, cov_yy, weights, length, P0s
+) -> SufficientStats:
+    """Statistics of one sequence with missing entries from weighted sums (unchecked).
+
+    Args:
+        cov_sum_now: ``sum_k w_k P_k^s`` over ``k = 1..N``.
+        cov_sum_prev: ``sum_k w_k P_{k-1}^s``.
+        cross_sum: ``sum_k w_k P_k^s G_{k-1}^T``.
+        means: smoothed means ``[N+1, D]``.
+        y_hat: ``E[y_k | y_obs]``, ``[N, Dy]``.
+        cov_yx: ``sum_k w_k Cov(y_k, x_k | y_obs)``.
+        cov_yy: ``sum_k w_k Cov(y_k | y_obs)``.
+        weights: ``w_k = [k <= length]``, ``[N]``.
+        length: the observed length (int32).
+        P0s: ``P_0^s``.
+    """
+    w = weights
+    scale = 1.0 / jnp.maximum(length, 1).astype(means.dtype)
+    now, prev = means[1:] * w[:, None], means[:-1]
+    y_w = y_hat * w[:, None]
     return SufficientStats(
-        Sigma=symmetrize(jnp.sum(covs[1:] * wc, axis=0) + now.T @ means[1:]) * scale,
-        Phi=symmetrize(jnp.sum(covs[:-1] * wc, axis=0) + (prev * w[:, None]).T @ prev) * scale,
-        B=sum_yx * scale,
-        C=(cross + now.T @ prev) * scale,
-        D=symmetrize(sum_yy) * scale,
+        Sigma=symmetrize(cov_sum_now + now.T @ means[1:]) * scale,
+        Phi=symmetrize(cov_sum_prev + (prev * w[:, None]).T @ prev) * scale,
+        B=(y_w.T @ means[1:] + cov_yx) * scale,
+        C=(cross_sum + now.T @ prev) * scale,
+        D=symmetrize(y_w.T @ y_hat + cov_yy) * scale,
         m0_smoothed=means[0],
-        P0_smoothed=covs[0],
-        num_steps=n,
+        P0_smoothed=P0s,
+        num_steps=length,
     )
 
 

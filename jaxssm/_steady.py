@@ -70,6 +70,7 @@ __all__ = [
     "steady_point",
     "gappy_filter",
     "gappy_smooth",
+    "gappy_stats",
 ]
 
 #: Default bound on each transient (rounded down to a multiple of the chunk: 992). Only the
@@ -768,3 +769,115 @@ def gappy_smooth(
     means = jnp.concatenate([means, filtered.means[-1:]], axis=0)
     covs = jnp.concatenate([covs, filtered.covs[-1:]], axis=0)
     return SmootherResult(means, covs, gains, filtered.log_likelihood)
+
+
+def gappy_stats(
+    params: LGSSM,
+    ys: jax.Array,
+    filtered: FilterResult,
+    steady: jax.Array,
+    fs: SteadyPoint,
+    converged: jax.Array,
+    rtol: float | None = None,
+) -> SufficientStats:
+    """EM statistics over :func:`gappy_filter`'s result without ``[N, D, D]`` smoother arrays.
+
+    The backward pass of :func:`gappy_smooth`, with the covariance sums of the statistics
+    accumulated in its carry (a settled chunk adds ``count x`` its steady terms) and the
+    imputed observation moments (:func:`jaxssm._stats.imputation_step`) of each row formed
+    where its smoothed moments are at hand.
+    """
+    A, H, R = params.A, params.H, params.R
+    G_inf, X_inf = fs.smoother_gain, fs.smoothed_cov
+    rtol = default_rtol(A.dtype) if rtol is None else rtol
+    N, Dy = ys.shape
+    D = A.shape[0]
+    n = _stats.observed_length(ys)
+    w = (jnp.arange(1, N + 1, dtype=jnp.int32) <= n).astype(ys.dtype)  # row k + 1 = 1..N
+    XG_inf = X_inf @ G_inf.T
+
+    def body(carry, inputs):
+        next_mean, next_cov, next_settled, sums, p0 = carry
+        mean, cov, next_pred_mean, next_pred_cov, steady_k, y_next, w_next, k = inputs
+        gain = jax.lax.cond(
+            steady_k,
+            lambda c, pc: G_inf,
+            lambda c, pc: steps.smoother_gain(c, pc, A),
+            cov,
+            next_pred_cov,
+        )
+        sm = steps.smooth_mean(mean, next_pred_mean, next_mean, gain)
+
+        def full(nc):
+            new = steps.smooth_cov(cov, next_pred_cov, nc, gain)
+            return new, converged & steady_k & _small_change(new, X_inf, rtol)
+
+        sc, settled = jax.lax.cond(
+            steady_k & next_settled, lambda nc: (X_inf, jnp.ones((), bool)), full, next_cov
+        )
+        y_hat, cov_yx, cov_yy = _stats.imputation_step(y_next, next_mean, next_cov, H, R)
+        s_now, s_prev, s_cross, c_yx, c_yy = sums
+        sums = (
+            s_now + w_next * next_cov,
+            s_prev + w_next * sc,
+            s_cross + w_next * (next_cov @ gain.T),
+            c_yx + w_next * cov_yx,
+            c_yy + w_next * cov_yy,
+        )
+        return (sm, sc, settled, sums, jnp.where(k == 0, sc, p0)), (sm, y_hat)
+
+    def steady_chunk(carry, chunk):
+        mean_in, ys_in, w_in = chunk[0], chunk[5], chunk[6]
+        next_mean, _, _, (s_now, s_prev, s_cross, c_yx, c_yy), p0 = carry
+
+        def inner(nm, m):
+            sm = steps.smooth_mean(m, steps.predict_mean(m, A), nm, G_inf)
+            return sm, sm
+
+        sm_last, sms = jax.lax.scan(inner, next_mean, mean_in, reverse=True)
+        count = jnp.sum(w_in)
+        sums = (s_now + count * X_inf, s_prev + count * X_inf, s_cross + count * XG_inf, c_yx, c_yy)
+        return (sm_last, X_inf, jnp.ones((), bool), sums, p0), (sms, ys_in)
+
+    def mixed_chunk(carry, chunk):
+        return jax.lax.scan(body, carry, chunk, reverse=True)
+
+    def outer(carry, chunk):
+        fast = carry[2] & jnp.all(chunk[4])
+        return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, chunk)
+
+    C = min(_GAP_CHUNK, N)
+    num_chunks = -(-N // C)
+    front = num_chunks * C - N
+
+    def to_chunks(x, fill):
+        padding = jnp.broadcast_to(fill, (front,) + x.shape[1:]).astype(x.dtype)
+        return jnp.concatenate([padding, x], axis=0).reshape((num_chunks, C) + x.shape[1:])
+
+    eye = jnp.eye(D, dtype=A.dtype)
+    zero = jnp.zeros((), ys.dtype)
+    chunks = (
+        to_chunks(filtered.means[:-1], zero),
+        to_chunks(filtered.covs[:-1], eye),
+        to_chunks(filtered.pred_means, zero),
+        to_chunks(filtered.pred_covs, eye),
+        to_chunks(steady[:-1], jnp.zeros((), bool)),
+        to_chunks(ys, zero),
+        to_chunks(w, zero),
+        to_chunks(jnp.arange(N, dtype=jnp.int32), jnp.int32(-1)),
+    )
+    zeros_dd = jnp.zeros((D, D), ys.dtype)
+    sums0 = (
+        zeros_dd,
+        zeros_dd,
+        zeros_dd,
+        jnp.zeros((Dy, D), ys.dtype),
+        jnp.zeros((Dy, Dy), ys.dtype),
+    )
+    last = (filtered.means[-1], filtered.covs[-1], jnp.zeros((), bool), sums0, zeros_dd)
+    # P_0^s is kept aside when step 0 passes: the front padding runs after it.
+    (_, _, _, sums, P0s), (sms, y_hat) = jax.lax.scan(outer, last, chunks, reverse=True)
+    sms = sms.reshape(num_chunks * C, D)[front:]
+    y_hat = y_hat.reshape(num_chunks * C, Dy)[front:]
+    means = jnp.concatenate([sms, filtered.means[-1:]], axis=0)
+    return _stats.from_sums_missing(*sums[:3], means, y_hat, *sums[3:], w, n, P0s)
