@@ -307,10 +307,10 @@ def test_fit_mle_with_gaps_raises_the_observed_likelihood():
 
 
 def test_plot_fit_draws_gaps_and_bridges_them():
-    pytest.importorskip("matplotlib")
-    import matplotlib
-
+    matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     from jaxssm import plotting
 
     rng = np.random.default_rng(18)
@@ -319,7 +319,10 @@ def test_plot_fit_draws_gaps_and_bridges_them():
     Y = ssm.datasets.knock_out(np.concatenate([model.m0[None], ys]), gaps=[(10, 6)])
     s = ssm.rts_smoother(to_params(model), jnp.asarray(Y[1:]))
     fig = plotting.plot_fit(Y, s, (0, 31))
-    lines = [np.asarray(line.get_ydata(), float) for line in fig.axes[0].lines]
+    try:
+        lines = [np.asarray(line.get_ydata(), float) for line in fig.axes[0].lines]
+    finally:
+        plt.close(fig)
     broken = [y for y in lines if np.all(np.isnan(y[10:16])) and np.isfinite(y[:10]).all()]
     bridged = [y for y in lines if np.isfinite(y).all()]
     assert broken, "the data lines break over the gap"
