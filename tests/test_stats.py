@@ -137,7 +137,8 @@ def test_from_smoother_of_public_smoother_matches_dense_posterior():
     _, ys = simulate(rng, model, 7)
     ref = dense_sufficient_stats(model, ys)
     smoothed = ssm.rts_smoother(to_params(model), ys)
-    stats = _stats.from_smoother(smoothed, jnp.asarray(ys))
+    params = to_params(model)
+    stats = _stats.from_smoother(smoothed, jnp.asarray(ys), params.H, params.R)
     for name in STAT_FIELDS:
         assert_close(getattr(stats, name), ref[name], RTOL, err_msg=name)
     assert int(stats.num_steps) == 7
