@@ -193,7 +193,6 @@ def mask_observation(y: jax.Array, H: jax.Array, R: jax.Array) -> MaskedObservat
     )
 
 
-
 def innovation_chol(cov: jax.Array, H: jax.Array, R: jax.Array, la: Linalg = LAPACK) -> jax.Array:
     """Return the lower Cholesky factor ``L`` of ``S = H P^- H^T + R``, ``[Dy, Dy]``."""
     return la.cholesky(symmetrize(H @ cov @ H.T + R))
