@@ -677,6 +677,36 @@ def gappy_filter(
     return FilterResult(means, covs, pred_means, pred_covs, ll), steady
 
 
+def _gappy_smooth_step(
+    A, fs, converged, rtol, carry, mean, cov, next_pred_mean, next_pred_cov, steady_k
+):
+    """One backward step of the gap-aware smoother: ``(m^s_k, P^s_k, G_k, settled_k)``.
+
+    ``carry`` is ``(m^s_{k+1}, P^s_{k+1}, settled_{k+1})``. The steady gain is used when
+    ``P_k`` is the fixed point, the steady smoothed covariance when ``P^s_{k+1}`` has settled
+    there too; otherwise the full step of :mod:`jaxssm.steps`.
+    """
+    next_mean, next_cov, next_settled = carry
+    G_inf, X_inf = fs.smoother_gain, fs.smoothed_cov
+    gain = jax.lax.cond(
+        steady_k,
+        lambda c, pc: G_inf,
+        lambda c, pc: steps.smoother_gain(c, pc, A),
+        cov,
+        next_pred_cov,
+    )
+    sm = steps.smooth_mean(mean, next_pred_mean, next_mean, gain)
+
+    def full(nc):
+        new = steps.smooth_cov(cov, next_pred_cov, nc, gain)
+        return new, converged & steady_k & _small_change(new, X_inf, rtol)
+
+    sc, settled = jax.lax.cond(
+        steady_k & next_settled, lambda nc: (X_inf, jnp.ones((), bool)), full, next_cov
+    )
+    return sm, sc, gain, settled
+
+
 def gappy_smooth(
     params: LGSSM,
     filtered: FilterResult,
@@ -696,24 +726,7 @@ def gappy_smooth(
     rtol = default_rtol(A.dtype) if rtol is None else rtol
 
     def body(carry, inputs):
-        next_mean, next_cov, next_settled = carry
-        mean, cov, next_pred_mean, next_pred_cov, steady_k = inputs
-        gain = jax.lax.cond(
-            steady_k,
-            lambda c, pc: G_inf,
-            lambda c, pc: steps.smoother_gain(c, pc, A),
-            cov,
-            next_pred_cov,
-        )
-        sm = steps.smooth_mean(mean, next_pred_mean, next_mean, gain)
-
-        def full(nc):
-            new = steps.smooth_cov(cov, next_pred_cov, nc, gain)
-            return new, converged & steady_k & _small_change(new, X_inf, rtol)
-
-        sc, settled = jax.lax.cond(
-            steady_k & next_settled, lambda nc: (X_inf, jnp.ones((), bool)), full, next_cov
-        )
+        sm, sc, gain, settled = _gappy_smooth_step(A, fs, converged, rtol, carry, *inputs)
         return (sm, sc, settled), (sm, sc, gain)
 
     D = A.shape[0]
@@ -798,23 +811,8 @@ def gappy_stats(
 
     def body(carry, inputs):
         next_mean, next_cov, next_settled, sums, p0 = carry
-        mean, cov, next_pred_mean, next_pred_cov, steady_k, y_next, w_next, k = inputs
-        gain = jax.lax.cond(
-            steady_k,
-            lambda c, pc: G_inf,
-            lambda c, pc: steps.smoother_gain(c, pc, A),
-            cov,
-            next_pred_cov,
-        )
-        sm = steps.smooth_mean(mean, next_pred_mean, next_mean, gain)
-
-        def full(nc):
-            new = steps.smooth_cov(cov, next_pred_cov, nc, gain)
-            return new, converged & steady_k & _small_change(new, X_inf, rtol)
-
-        sc, settled = jax.lax.cond(
-            steady_k & next_settled, lambda nc: (X_inf, jnp.ones((), bool)), full, next_cov
-        )
+        y_next, w_next, k = inputs[5:]
+        sm, sc, gain, settled = _gappy_smooth_step(A, fs, converged, rtol, carry[:3], *inputs[:5])
         y_hat, cov_yx, cov_yy = _stats.imputation_step(y_next, next_mean, next_cov, H, R)
         s_now, s_prev, s_cross, c_yx, c_yy = sums
         sums = (
