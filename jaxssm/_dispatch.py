@@ -27,7 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _parallel, _sequential, _stats, _steady
+from jaxssm import _model, _parallel, _sequential, _stats, _steady
 from jaxssm._types import LGSSM, FilterResult, SmootherResult, SufficientStats
 
 __all__ = [
@@ -73,8 +73,12 @@ def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
     return 0
 
 
-def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str):
-    """Run the full recursion of the sequential or the parallel schedule for one result."""
+def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None):
+    """Run the full recursion of the sequential or the parallel schedule for one result.
+
+    ``params`` and ``ys`` are reduced (:func:`jaxssm._model.reduce`); ``e`` and ``v`` are
+    the observation offsets and augmented inputs the statistics need.
+    """
     mod = _parallel if schedule == "parallel" else _sequential
     filtered = mod.filter(params, ys)
     if kind == "filter":
@@ -84,10 +88,11 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str):
     smoothed = mod.smooth(params, filtered)
     if kind == "smooth":
         return smoothed
-    return _stats.from_smoother(smoothed, ys, params.H, params.R), smoothed.log_likelihood
+    stats = _stats.from_smoother(smoothed, ys, params.H, params.R, e, v)
+    return stats, smoothed.log_likelihood
 
 
-def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol):
+def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol, e=None, v=None):
     """Run the gap-aware steady-state path (:func:`jaxssm._steady.gappy_filter`) for one kind."""
     filtered, steady = _steady.gappy_filter(params, ys, point, converged, rtol)
     if kind == "filter":
@@ -96,11 +101,11 @@ def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol):
         return filtered.log_likelihood
     if kind == "smooth":
         return _steady.gappy_smooth(params, filtered, steady, point, converged, rtol)
-    stats = _steady.gappy_stats(params, ys, filtered, steady, point, converged, rtol)
+    stats = _steady.gappy_stats(params, ys, filtered, steady, point, converged, rtol, e, v)
     return stats, filtered.log_likelihood
 
 
-def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
+def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=None, v=None):
     """Return the fast path's result if it applies, else the gap-aware recursion's.
 
     This is the one ``lax.cond`` of the steady-state schedule. The fast path
@@ -132,11 +137,11 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
         "filter": _steady.filter,
         "log_likelihood": _steady.log_likelihood,
         "smooth": _steady.smooth,
-        "stats": _steady.stats,
+        "stats": partial(_steady.stats, e=e, v=v),
     }[kind]
 
     def gappy(p, y, pt, c):
-        return _gappy(kind, p, y, pt, c, rtol)
+        return _gappy(kind, p, y, pt, c, rtol, e, v)
 
     if kind in ("log_likelihood", "stats"):
         fast = fast_fn(params, ys_fast, side)
@@ -163,6 +168,11 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol):
     )
 
 
+def _extended(params: LGSSM, inputs) -> bool:
+    """Whether the EM statistics carry the input sums (the model has inputs or offsets)."""
+    return inputs is not None or _model.has_extras(params)
+
+
 @partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol"))
 def run(
     kind: str,
@@ -171,6 +181,7 @@ def run(
     schedule: str = "auto",
     max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
     rtol: float | None = None,
+    inputs: jax.Array | None = None,
 ):
     """Compute one ``kind`` of result on ``schedule`` (jitted; everything but arrays static).
 
@@ -184,18 +195,35 @@ def run(
         schedule: a name from :func:`resolve`.
         max_transient: the steady-state path's bound on each transient.
         rtol: its convergence tolerance (``None``: ``1e4 * eps``).
-    """
+        inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
 
-    def one(y):
-        T = _fast_bound(schedule, y.shape[0], max_transient)
-        return _steady_or_full(kind, params, y, T, rtol) if T else _full(kind, params, y, schedule)
+    A model with inputs or offsets is reduced to the schedules' form
+    (:func:`jaxssm._model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
+    recursion (``schedule="steady"`` is then an error).
+    """
+    varying = _model.has_time_varying_matrices(params)
+    if varying and schedule == "steady":
+        names = ", ".join(_model.time_varying_names(params))
+        raise ValueError(
+            f"steady_state=True needs a time-invariant model, got time-varying {names}; "
+            "pass steady_state=None or False"
+        )
+    extended = _extended(params, inputs)
+
+    def one(y, u):
+        core, y_s, e = _model.reduce(params, y, u)
+        v = _model.augmented_inputs(u, y.shape[0], y.dtype) if extended else None
+        T = 0 if varying else _fast_bound(schedule, y.shape[0], max_transient)
+        if T:
+            return _steady_or_full(kind, core, y_s, T, rtol, e, v)
+        return _full(kind, core, y_s, schedule, e, v)
 
     if ys.ndim == 2:
-        return one(ys)
+        return one(ys, inputs)
     if kind == "log_likelihood":
-        return jnp.sum(jax.vmap(one)(ys))
+        return jnp.sum(jax.vmap(one)(ys, inputs))
     if kind == "stats":
-        per_sequence, lls = jax.vmap(one)(ys)
+        per_sequence, lls = jax.vmap(one)(ys, inputs)
         return _stats.pool(per_sequence), jnp.sum(lls)
     raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
 
@@ -224,6 +252,10 @@ def stats(
 
 @partial(jax.jit, static_argnames="schedule")
 def smooth_filtered(params: LGSSM, filtered: FilterResult, schedule: str) -> SmootherResult:
-    """RTS backward pass over a :class:`~jaxssm.FilterResult` (sequential or parallel)."""
+    """RTS backward pass over a :class:`~jaxssm.FilterResult` (sequential or parallel).
+
+    The backward pass uses ``A`` only (the offsets are in the filter's predicted means).
+    """
     mod = _parallel if schedule == "parallel" else _sequential
-    return mod.smooth(params, filtered)
+    core = params._replace(B=None, b=None, D=None, d=None)
+    return mod.smooth(core, filtered)

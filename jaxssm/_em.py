@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch
-from jaxssm._mstep import _m_step
+from jaxssm import _dispatch, _model
+from jaxssm._mstep import _m_step, check_m_step
 from jaxssm._types import LGSSM, EMInfo, EMStatus, SufficientStats
 from jaxssm._validation import (
     check_num_iters,
@@ -19,6 +19,7 @@ from jaxssm._validation import (
     check_update,
     guard_callback,
     run_with_callback,
+    validate_inputs,
     validate_observations,
     validate_params,
 )
@@ -35,6 +36,7 @@ def e_step(
     params: LGSSM,
     ys: ArrayLike,
     *,
+    inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
 ) -> tuple[SufficientStats, jax.Array]:
@@ -63,6 +65,9 @@ def e_step(
     Args:
         params: an :class:`~jaxssm.LGSSM` (``theta_n``, the parameters the smoother runs with).
         ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]``.
+        inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch) when ``params`` has
+            ``B`` or ``D``. With inputs or any of ``B, b, D, d`` the statistics also hold
+            the input sums ``U, XU, XpU, YU`` (:class:`~jaxssm.SufficientStats`).
         method: ``"sequential"`` or ``"parallel"``, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`. On the steady-state fast path the
             covariance sums are transient sums plus ``count x`` the converged terms and no
@@ -80,7 +85,8 @@ def e_step(
     schedule = _dispatch.resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
-    return _dispatch.stats(params, ys, schedule)
+    inputs = validate_inputs(inputs, params, ys)
+    return _dispatch.stats(params, ys, schedule, inputs=inputs)
 
 
 class _State(NamedTuple):
@@ -112,6 +118,7 @@ def _decrease_size(decreased, best_ll, ll):
 def _fit(
     params: LGSSM,
     ys: jax.Array,
+    inputs: jax.Array | None,
     *,
     num_iters: int,
     update: tuple[str, ...],
@@ -125,7 +132,7 @@ def _fit(
     nan = jnp.array(jnp.nan, dtype)
 
     def iterate(state: _State, i) -> tuple[_State, jax.Array]:
-        stats, ll = _dispatch.stats(state.params, ys, method)
+        stats, ll = _dispatch.stats(state.params, ys, method, inputs=inputs)
         if callback is not None:
             jax.debug.callback(callback, i, ll, ordered=True)
         decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
@@ -191,7 +198,7 @@ def _fit(
     # smoother) so that the guard also covers the final step and the returned parameters'
     # log-likelihood is known.
     def finish(state):
-        ll = _dispatch.log_likelihood(state.params, ys, method)
+        ll = _dispatch.log_likelihood(state.params, ys, method, inputs=inputs)
         decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
         params = jax.tree.map(lambda a, b: jnp.where(decreased, a, b), state.best, state.params)
         return (
@@ -219,6 +226,7 @@ def fit_em(
     ys: ArrayLike,
     *,
     num_iters: int,
+    inputs: ArrayLike | None = None,
     update: str | Iterable[str] = ("A", "Q"),
     tol: float | None = None,
     method: str = "sequential",
@@ -265,7 +273,13 @@ def fit_em(
         params: initial :class:`~jaxssm.LGSSM` ``theta_0``.
         ys: observations ``[N, Dy]`` or a batch ``[B, N, Dy]``.
         num_iters: the maximum number of EM iterations (static: it fixes the trace length).
-        update: parameter name(s) to learn, any subset of ``"m0", "P0", "A", "Q", "H", "R"``.
+        inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), as in
+            :func:`~jaxssm.e_step`.
+        update: parameter name(s) to learn, any subset of ``"m0", "P0", "A", "Q", "H", "R",
+            "B", "b", "D", "d"``. ``(A, B, b)`` and ``(H, D, d)`` are joint regressions (any
+            subset, the others held at their values exactly); an absent ``B, b, D`` or ``d``
+            named here starts at zero. A regression with a time-varying field is not updated
+            (a ``ValueError``; fixed time-varying fields on the other side are fine).
         tol: ``None`` (run all iterations) or the relative-improvement threshold above.
         method: the E-step's schedule, ``"sequential"`` or ``"parallel"``, as in
             :func:`~jaxssm.kalman_filter`.
@@ -302,6 +316,10 @@ def fit_em(
     tol = check_tol(tol)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
+    params = _model.start_absent(params, names, inputs)
+    inputs = validate_inputs(inputs, params, ys)
+    extended = inputs is not None or _model.has_extras(params)
+    check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
     if not isinstance(ys, jax.core.Tracer) and bool(jnp.all(jnp.isnan(ys))):
         raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
     if decrease_rtol is None:
@@ -315,6 +333,7 @@ def fit_em(
         lambda: _fit_jit(
             params,
             ys,
+            inputs,
             num_iters=num_iters,
             update=names,
             tol=tol,

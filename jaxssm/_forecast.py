@@ -34,11 +34,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _parallel, steps
+from jaxssm import _dispatch, _model, _parallel, steps
 from jaxssm._draws import check_key, check_num_steps, gaussian_draw, psd_cholesky
 from jaxssm._linalg import BATCHED, symmetrize
 from jaxssm._types import LGSSM, FilterResult
-from jaxssm._validation import validate_observations, validate_params
+from jaxssm._validation import validate_inputs, validate_observations, validate_params
 
 __all__ = ["Forecast", "FilterDiagnostics", "forecast", "forecast_sample", "filter_diagnostics"]
 
@@ -82,28 +82,41 @@ class FilterDiagnostics(NamedTuple):
 # --- forecasting --------------------------------------------------------------------------------
 
 
-def _predict_ahead(params: LGSSM, mean: jax.Array, cov: jax.Array, num_steps: int) -> Forecast:
-    """``num_steps`` predict steps from ``(mean, cov)`` and their observation moments."""
+def _predict_ahead(
+    params: LGSSM, mean: jax.Array, cov: jax.Array, num_steps: int, c=None, e=None
+) -> Forecast:
+    """``num_steps`` predict steps from ``(mean, cov)`` and their observation moments.
+
+    ``c [h, D]`` and ``e [h, Dy]``: the state and observation offsets of the future steps.
+    """
     A, Q, H, R = params.A, params.Q, params.H, params.R
 
-    def body(carry, _):
-        pred = steps.predict(*carry, A, Q)
+    def body(carry, offsets):
+        ck, ek = offsets
+        pred = steps.predict(*carry, A, Q, ck)
         obs_cov = symmetrize(H @ pred.cov @ H.T + R)
-        return tuple(pred), (pred.mean, pred.cov, H @ pred.mean, obs_cov)
+        obs_mean = H @ pred.mean if ek is None else H @ pred.mean + ek
+        return tuple(pred), (pred.mean, pred.cov, obs_mean, obs_cov)
 
-    _, out = jax.lax.scan(body, (mean, cov), None, length=num_steps)
+    _, out = jax.lax.scan(body, (mean, cov), (c, e), length=num_steps)
     return Forecast(*out)
 
 
 @partial(jax.jit, static_argnames=("num_steps", "schedule"))
-def _forecast(params: LGSSM, ys: jax.Array, num_steps: int, schedule: str) -> Forecast:
-    filtered = _dispatch.filter(params, ys, schedule)
-    return _predict_ahead(params, filtered.means[-1], filtered.covs[-1], num_steps)
+def _forecast(
+    params: LGSSM, ys: jax.Array, num_steps: int, schedule: str, inputs=None, future=None
+) -> Forecast:
+    filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
+    c, e = _model.offsets(params, future, num_steps)
+    return _predict_ahead(params, filtered.means[-1], filtered.covs[-1], num_steps, c, e)
 
 
 @partial(jax.jit, static_argnames=("num_steps", "schedule"))
-def _forecast_sample(key, params: LGSSM, ys: jax.Array, num_steps: int, schedule: str):
-    filtered = _dispatch.filter(params, ys, schedule)
+def _forecast_sample(
+    key, params: LGSSM, ys: jax.Array, num_steps: int, schedule: str, inputs=None, future=None
+):
+    filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
+    c, e = _model.offsets(params, future, num_steps)
     D, Dy = params.A.shape[0], params.H.shape[0]
     dtype = filtered.means.dtype
     key_x, key_q, key_r = jax.random.split(key, 3)
@@ -113,12 +126,14 @@ def _forecast_sample(key, params: LGSSM, ys: jax.Array, num_steps: int, schedule
     q = jax.random.normal(key_q, (num_steps, D), dtype) @ psd_cholesky(params.Q).T
     r = jax.random.normal(key_r, (num_steps, Dy), dtype) @ psd_cholesky(params.R).T
 
-    def body(x, noise):
-        x = steps.predict_mean(x, params.A) + noise
+    def body(x, inputs):
+        noise, ck = inputs
+        x = steps.predict_mean(x, params.A, ck) + noise
         return x, x
 
-    _, xs = jax.lax.scan(body, x_last, q)
-    return xs, xs @ params.H.T + r
+    _, xs = jax.lax.scan(body, x_last, (q, c))
+    obs = xs @ params.H.T + r
+    return xs, obs if e is None else obs + e
 
 
 def forecast(
@@ -126,6 +141,8 @@ def forecast(
     ys: ArrayLike,
     num_steps: int,
     *,
+    inputs: ArrayLike | None = None,
+    future_inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
 ) -> Forecast:
@@ -135,6 +152,8 @@ def forecast(
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]`` (NaN entries are missing).
         num_steps: the horizon ``h >= 1``, a Python int.
+        inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
+        future_inputs: ``u_{N+1}..u_{N+h}`` ``[h, Du]``, likewise.
         method: the filter's schedule, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
 
@@ -148,9 +167,8 @@ def forecast(
     """
     num_steps = check_num_steps(num_steps)
     schedule = _dispatch.resolve(method, steady_state)
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    return _forecast(params, ys, num_steps, schedule)
+    params, ys, inputs, future = _check_forecast(params, ys, num_steps, inputs, future_inputs)
+    return _forecast(params, ys, num_steps, schedule, inputs, future)
 
 
 def forecast_sample(
@@ -159,6 +177,8 @@ def forecast_sample(
     ys: ArrayLike,
     num_steps: int,
     *,
+    inputs: ArrayLike | None = None,
+    future_inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -172,6 +192,8 @@ def forecast_sample(
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
         num_steps: the horizon ``h >= 1``, a Python int.
+        inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
+        future_inputs: ``u_{N+1}..u_{N+h}`` ``[h, Du]``, likewise.
         method: the filter's schedule, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
 
@@ -181,9 +203,29 @@ def forecast_sample(
     key = check_key(key)
     num_steps = check_num_steps(num_steps)
     schedule = _dispatch.resolve(method, steady_state)
+    params, ys, inputs, future = _check_forecast(params, ys, num_steps, inputs, future_inputs)
+    return _forecast_sample(key, params, ys, num_steps, schedule, inputs, future)
+
+
+def _check_forecast(params, ys, num_steps, inputs, future_inputs):
+    """Validate a forecast's arguments; the model must be time-invariant beyond ``N``."""
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    return _forecast_sample(key, params, ys, num_steps, schedule)
+    varying = _model.time_varying_names(params)
+    if varying:
+        raise ValueError(
+            f"forecast needs the model of the steps after N, but {', '.join(varying)} vary "
+            "over time (known for steps 1..N only); give time-invariant matrices, with "
+            "changing offsets through B, D and future_inputs"
+        )
+    inputs = validate_inputs(inputs, params, ys)
+    future = validate_inputs(
+        future_inputs,
+        params,
+        jax.ShapeDtypeStruct((num_steps, ys.shape[-1]), ys.dtype),
+        name="future_inputs",
+    )
+    return params, ys, inputs, future
 
 
 # --- diagnostics --------------------------------------------------------------------------------
@@ -201,14 +243,23 @@ def _diagnose_step(pred_mean, pred_cov, y, H, R):
 
 
 @jax.jit
-def _diagnostics(params: LGSSM, ys: jax.Array, pred_means, pred_covs) -> FilterDiagnostics:
-    def step(m, P, y):
-        return _diagnose_step(m, P, y, params.H, params.R)
+def _diagnostics(
+    params: LGSSM, ys: jax.Array, pred_means, pred_covs, inputs=None
+) -> FilterDiagnostics:
+    core, ys, _ = _model.reduce(params, ys, inputs)  # innovations of y - D u - d
+    obs = _model.EMPTY._replace(H=core.H, R=core.R)
+    fixed, varying = _model.split(obs)
 
-    return FilterDiagnostics(*_parallel._batched(step)(pred_means, pred_covs, ys))
+    def step(m, P, y, v):
+        p = _model.merge(fixed, v)
+        return _diagnose_step(m, P, y, p.H, p.R)
+
+    return FilterDiagnostics(*_parallel._batched(step)(pred_means, pred_covs, ys, varying))
 
 
-def filter_diagnostics(params: LGSSM, ys: ArrayLike, filtered: FilterResult) -> FilterDiagnostics:
+def filter_diagnostics(
+    params: LGSSM, ys: ArrayLike, filtered: FilterResult, *, inputs: ArrayLike | None = None
+) -> FilterDiagnostics:
     """Per-step log-likelihoods, innovations and standardized innovations of a filter run.
 
     A function over the output of :func:`~jaxssm.kalman_filter` (any schedule): it re-uses
@@ -219,6 +270,7 @@ def filter_diagnostics(params: LGSSM, ys: ArrayLike, filtered: FilterResult) -> 
         params: the :class:`~jaxssm.LGSSM` the filter ran with.
         ys: the observations it ran on, ``[N, Dy]``.
         filtered: its :class:`~jaxssm.FilterResult`.
+        inputs: the inputs it ran with, ``[N, Du]``, when ``params`` has ``B`` or ``D``.
 
     Returns:
         :class:`FilterDiagnostics` with ``log_likelihoods [N]``, ``innovations [N, Dy]``,
@@ -231,9 +283,10 @@ def filter_diagnostics(params: LGSSM, ys: ArrayLike, filtered: FilterResult) -> 
     """
     params = validate_params(params)
     ys = validate_observations(ys, params)
+    inputs = validate_inputs(inputs, params, ys)
     if not isinstance(filtered, FilterResult):
         raise TypeError(f"filtered must be a jaxssm.FilterResult, got {type(filtered).__name__}")
-    N, D = ys.shape[0], params.A.shape[0]
+    N, D = ys.shape[0], params.A.shape[-1]
     pm, pc = jnp.asarray(filtered.pred_means), jnp.asarray(filtered.pred_covs)
     if pm.shape != (N, D) or pc.shape != (N, D, D):
         raise ValueError(
@@ -241,4 +294,4 @@ def filter_diagnostics(params: LGSSM, ys: ArrayLike, filtered: FilterResult) -> 
             f"(from ys) and D = {D}, got pred_means {tuple(pm.shape)}, "
             f"pred_covs {tuple(pc.shape)}"
         )
-    return _diagnostics(params, ys, pm, pc)
+    return _diagnostics(params, ys, pm, pc, inputs)

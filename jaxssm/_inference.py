@@ -11,13 +11,18 @@ from jax.typing import ArrayLike
 
 from jaxssm import _dispatch
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
-from jaxssm._validation import validate_observations, validate_params
+from jaxssm._validation import validate_inputs, validate_observations, validate_params
 
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
 
 
 def kalman_filter(
-    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool | None = None
+    params: LGSSM,
+    ys: ArrayLike,
+    *,
+    inputs: ArrayLike | None = None,
+    method: str = "sequential",
+    steady_state: bool | None = None,
 ) -> FilterResult:
     """Kalman filter over ``y_1..y_N``.
 
@@ -26,7 +31,9 @@ def kalman_filter(
 
     Args:
         params: an :class:`~jaxssm.LGSSM`.
-        ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1.
+        ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1; NaN marks a missing entry.
+        inputs: ``u_1..u_N``, ``[N, Du]``: required when ``params`` has ``B`` or ``D``, an
+            error otherwise.
         method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
             ``O(log N)`` span); the same results to round-off.
         steady_state: ``None`` (default): the steady-state fast path on the sequential
@@ -51,17 +58,24 @@ def kalman_filter(
     schedule = _dispatch.resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    return _dispatch.filter(params, ys, schedule)
+    inputs = validate_inputs(inputs, params, ys)
+    return _dispatch.filter(params, ys, schedule, inputs=inputs)
 
 
 def rts_smoother(
-    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool | None = None
+    params: LGSSM,
+    ys: ArrayLike,
+    *,
+    inputs: ArrayLike | None = None,
+    method: str = "sequential",
+    steady_state: bool | None = None,
 ) -> SmootherResult:
     """Kalman filter followed by a Rauch-Tung-Striebel backward pass.
 
     Args:
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
+        inputs: as in :func:`~jaxssm.kalman_filter`.
         method: as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
 
@@ -79,7 +93,8 @@ def rts_smoother(
     schedule = _dispatch.resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    return _dispatch.smooth(params, ys, schedule)
+    inputs = validate_inputs(inputs, params, ys)
+    return _dispatch.smooth(params, ys, schedule, inputs=inputs)
 
 
 def rts_smoother_from_filter(
@@ -102,7 +117,7 @@ def rts_smoother_from_filter(
     params = validate_params(params)
     if not isinstance(filtered, FilterResult):
         raise TypeError(f"filtered must be a jaxssm.FilterResult, got {type(filtered).__name__}")
-    D = params.A.shape[0]
+    D = params.A.shape[-1]
     n = filtered.pred_means.shape[0] if filtered.pred_means.ndim == 2 else None
     if n is None or filtered.means.shape != (n + 1, D) or filtered.pred_covs.shape != (n, D, D):
         raise ValueError(
@@ -115,7 +130,12 @@ def rts_smoother_from_filter(
 
 
 def log_likelihood(
-    params: LGSSM, ys: ArrayLike, *, method: str = "sequential", steady_state: bool | None = None
+    params: LGSSM,
+    ys: ArrayLike,
+    *,
+    inputs: ArrayLike | None = None,
+    method: str = "sequential",
+    steady_state: bool | None = None,
 ) -> jax.Array:
     """Log marginal likelihood ``log p(y_1:N)`` of the model.
 
@@ -123,6 +143,7 @@ def log_likelihood(
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]`` of independent sequences
             (the sum of their log-likelihoods is returned).
+        inputs: as in :func:`~jaxssm.kalman_filter` (``[B, N, Du]`` with a batch).
         method: as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
 
@@ -135,4 +156,5 @@ def log_likelihood(
     schedule = _dispatch.resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
-    return _dispatch.log_likelihood(params, ys, schedule)
+    inputs = validate_inputs(inputs, params, ys)
+    return _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)

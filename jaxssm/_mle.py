@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch
+from jaxssm import _dispatch, _model
 from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
 from jaxssm._validation import (
@@ -40,6 +40,7 @@ from jaxssm._validation import (
     check_update,
     guard_callback,
     run_with_callback,
+    validate_inputs,
     validate_observations,
     validate_params,
 )
@@ -115,8 +116,9 @@ def to_unconstrained(
 
     Args:
         params: an :class:`~jaxssm.LGSSM`; ``P0``, ``Q`` and ``R`` symmetric positive definite.
-        update: names of the fields to free (any of ``"m0", "P0", "A", "Q", "H", "R"``).
-            The others are ``None`` in the result.
+        update: names of the fields to free (any of ``"m0", "P0", "A", "Q", "H", "R"`` and
+            the optional ``"B", "b", "D", "d"`` where set). The others are ``None`` in the
+            result.
 
     Returns:
         :class:`UnconstrainedParams`; :func:`from_unconstrained` inverts it.
@@ -127,7 +129,14 @@ def to_unconstrained(
     """
     update = check_update(update)
     params = validate_params(params)
+    absent = [n for n in update if getattr(params, n) is None]
+    if absent:
+        raise ValueError(
+            f"update names {', '.join(absent)}, absent from params (None): set them (e.g. to "
+            "zeros) to map them"
+        )
     check_trainable_covariances(params, update)
+    _check_time_invariant(params, update)
     return _to_unconstrained(params, update)
 
 
@@ -192,6 +201,7 @@ def _fit(
     theta0: UnconstrainedParams,
     template: LGSSM,
     ys: jax.Array,
+    inputs: jax.Array | None,
     optimizer: optax.GradientTransformation,
     num_iters: int,
     method: str,
@@ -209,7 +219,7 @@ def _fit(
         # with x64 enabled): keep every iterate in the parameters' dtype.
         theta = jax.tree.map(lambda x: x.astype(dtype), theta)
         params = _from_unconstrained(theta, template)
-        return -_dispatch.log_likelihood(params, ys, method) / scale
+        return -_dispatch.log_likelihood(params, ys, method, inputs=inputs) / scale
 
     opt = optax.with_extra_args_support(optimizer)
     # optax's own arithmetic mixes dtypes (Adam's ``decay**count``, L-BFGS's index
@@ -241,7 +251,7 @@ def _fit(
 
     (theta, _), values = jax.lax.scan(step, (theta0, state0), jnp.arange(num_iters))
     params = _from_unconstrained(theta, template)
-    final = _dispatch.log_likelihood(params, ys, method)
+    final = _dispatch.log_likelihood(params, ys, method, inputs=inputs)
     return params, MLEInfo((-values * scale).astype(dtype), final)
 
 
@@ -254,6 +264,7 @@ def fit_mle(
     *,
     optimizer: optax.GradientTransformation,
     num_iters: int,
+    inputs: ArrayLike | None = None,
     update: str | Iterable[str] = ("A", "Q"),
     method: str = "sequential",
     steady_state: bool | None = None,
@@ -294,7 +305,11 @@ def fit_mle(
             sharing the parameters (their log-likelihoods are summed).
         optimizer: an optax optimiser, e.g. ``optax.adam(1e-2)`` or ``optax.lbfgs()``.
         num_iters: number of optimiser steps, a positive int.
-        update: names of the fields to fit, from ``"m0", "P0", "A", "Q", "H", "R"``.
+        inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch) when ``params`` has
+            ``B`` or ``D``.
+        update: names of the fields to fit, from ``"m0", "P0", "A", "Q", "H", "R", "B",
+            "b", "D", "d"`` (the gains and offsets unconstrained; an absent one named here
+            starts at zero). Time-varying fields cannot be trained (a ``ValueError``).
         method: ``"sequential"`` or ``"parallel"``, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`; the default differentiates
             through the steady-state fast path (same values and gradients to round-off).
@@ -331,8 +346,22 @@ def fit_mle(
     callback = guard_callback("MLE step", num_iters, callback, progress)
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
+    params = _model.start_absent(params, update, inputs)
+    inputs = validate_inputs(inputs, params, ys)
     check_trainable_covariances(params, update)
+    _check_time_invariant(params, update)
     theta0 = _to_unconstrained(params, update)
     return run_with_callback(
-        callback, lambda: _fit_jit(theta0, params, ys, optimizer, num_iters, schedule, callback)
+        callback,
+        lambda: _fit_jit(theta0, params, ys, inputs, optimizer, num_iters, schedule, callback),
     )
+
+
+def _check_time_invariant(params: LGSSM, update: tuple[str, ...]) -> None:
+    """Trained fields must be time-invariant (their maps act on one matrix)."""
+    varying = [n for n in update if _model.is_time_varying(params, n)]
+    if varying:
+        raise ValueError(
+            f"fit_mle trains time-invariant fields only, got time-varying "
+            f"{', '.join(varying)} in update; hold them fixed"
+        )

@@ -19,6 +19,20 @@ and its maximisers, taken in this order (each using the new values before it), a
     A = C \Phi^{-1},\ Q = \Sigma - C A^T - A C^T + A \Phi A^T,\
     H = B \Sigma^{-1},\ R = D - H B^T - B H^T + H \Sigma H^T,\
     m_0 = m_0^s,\ P_0 = P_0^s + (m_0^s - m_0)(m_0^s - m_0)^T.
+
+**Inputs and offsets.** With ``v_k = [u_k; 1]`` the transition is a regression of ``x_k``
+on ``z_k = [x_{k-1}; v_k]`` with coefficients ``M = [A, B, b]`` and the observation one of
+``y_k`` on ``w_k = [x_k; v_k]`` with ``[H, D, d]`` (absent gains and offsets are zero
+columns). The expected complete-data log-likelihood depends on ``M`` only through
+``E[(x_k - M z_k)(x_k - M z_k)^T]``, which every ``Q`` weighs the same way; for the columns
+``F`` being updated, with the others ``X`` held at their values, its maximiser is
+
+.. math::
+
+    M_F = (E[x z_F^T] - M_X E[z_X z_F^T]) \, E[z_F z_F^T]^{-1}
+
+(the normal equations), whatever ``Q``; then ``Q = E[(x - M z)(x - M z)^T]`` with the new
+``M``. For a model without inputs and offsets these are the closed forms above.
 """
 
 from __future__ import annotations
@@ -27,7 +41,9 @@ from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxssm import _model
 from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import LGSSM, SufficientStats
 from jaxssm._validation import check_update, validate_params
@@ -46,28 +62,97 @@ def _residual_cov(second: jax.Array, cross: jax.Array, M: jax.Array, prev: jax.A
     return symmetrize(second - cMt - cMt.T + M @ prev @ M.T)
 
 
+#: The coefficient blocks of each regression: (names, with the state matrix first).
+TRANSITION = ("A", "B", "b", "Q")
+OBSERVATION = ("H", "D", "d", "R")
+
+
+def _regression(stats: SufficientStats, side: str):
+    """``(E[t t^T], E[t z^T], E[z z^T])`` of one regression ``t = M z``, all but normalised.
+
+    ``side`` is ``"transition"`` (``t = x_k``, ``z = [x_{k-1}; v_k]``) or ``"observation"``
+    (``t = y_k``, ``z = [x_k; v_k]``); ``v`` is absent for the plain statistics.
+    """
+    if side == "transition":
+        second, cross, zz, zv, tv = stats.Sigma, stats.C, stats.Phi, stats.XpU, stats.XU
+    else:
+        second, cross, zz, zv, tv = stats.D, stats.B, stats.Sigma, stats.XU, stats.YU
+    if stats.U is None:
+        return second, cross, zz
+    cross = jnp.concatenate([cross, tv], axis=1)
+    zz = jnp.block([[zz, zv], [zv.T, stats.U]])
+    return second, cross, symmetrize(zz)
+
+
+def _coefficients(params: LGSSM, side: str, Du: int) -> list:
+    """Return the blocks ``[A, B, b]`` or ``[H, D, d]`` as matrices (absent: zeros)."""
+    names = TRANSITION[:3] if side == "transition" else OBSERVATION[:3]
+    main = getattr(params, names[0])
+    rows, dtype = main.shape[0], main.dtype
+    gain, offset = getattr(params, names[1]), getattr(params, names[2])
+    gain = jnp.zeros((rows, Du), dtype) if gain is None else gain
+    offset = jnp.zeros((rows,), dtype) if offset is None else offset
+    return [main, gain, offset[:, None]]
+
+
+def _update_side(params: LGSSM, stats: SufficientStats, side: str, update) -> dict:
+    """Closed-form update of one regression's blocks and its noise covariance."""
+    names = TRANSITION if side == "transition" else OBSERVATION
+    second, cross, zz = _regression(stats, side)
+    out = {}
+    if stats.U is None:  # the plain model: only the matrix and the covariance
+        M = getattr(params, names[0])
+        if names[0] in update:
+            M = LAPACK.cho_solve(LAPACK.cholesky(zz), cross.T).T
+            out[names[0]] = M
+        if names[3] in update:
+            out[names[3]] = _residual_cov(second, cross, M, zz)
+        return out
+    Du = stats.U.shape[0] - 1
+    blocks = _coefficients(params, side, Du)
+    sizes = [blocks[0].shape[1], Du, 1]
+    starts = [0, sizes[0], sizes[0] + Du]
+    free = [i for i in range(3) if names[i] in update]
+    if free:
+        cols = np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in free])
+        fixed = [i for i in range(3) if i not in free]
+        target = cross[:, cols]
+        if fixed:
+            fcols = np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in fixed])
+            M_fixed = jnp.concatenate([blocks[i] for i in fixed], axis=1)
+            target = target - M_fixed @ zz[fcols][:, cols]
+        zz_ff = zz[cols][:, cols]
+        M_free = LAPACK.cho_solve(LAPACK.cholesky(symmetrize(zz_ff)), target.T).T
+        offset = 0
+        for i in free:
+            blocks[i] = M_free[:, offset : offset + sizes[i]]
+            offset += sizes[i]
+        out[names[0]] = blocks[0] if 0 in free else None
+        out[names[1]] = blocks[1] if 1 in free else None
+        out[names[2]] = blocks[2][:, 0] if 2 in free else None
+        out = {k: v for k, v in out.items() if v is not None}
+    if names[3] in update:
+        M = jnp.concatenate(blocks, axis=1)
+        out[names[3]] = _residual_cov(second, cross, M, zz)
+    return out
+
+
 def _m_step(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> LGSSM:
     """Unchecked M-step; ``update`` already checked (:func:`jaxssm._validation.check_update`).
 
-    The closed forms are applied in the order A, Q, H, R, m0, P0 whatever the order of
-    ``update``.
+    The closed forms are applied in the order (A, B, b), Q, (H, D, d), R, m0, P0 whatever
+    the order of ``update``.
     """
-    m0, P0, A, Q, H, R = params
-    if "A" in update:
-        # A Phi = C  <=>  Phi A^T = C^T (Phi symmetric).
-        A = LAPACK.cho_solve(LAPACK.cholesky(stats.Phi), stats.C.T).T
-    if "Q" in update:
-        Q = _residual_cov(stats.Sigma, stats.C, A, stats.Phi)
-    if "H" in update:
-        H = LAPACK.cho_solve(LAPACK.cholesky(stats.Sigma), stats.B.T).T
-    if "R" in update:
-        R = _residual_cov(stats.D, stats.B, H, stats.Sigma)
+    new = {}
+    new.update(_update_side(params, stats, "transition", update))
+    new.update(_update_side(params, stats, "observation", update))
+    m0 = params.m0
     if "m0" in update:
-        m0 = stats.m0_smoothed
+        m0 = new["m0"] = stats.m0_smoothed
     if "P0" in update:
         dev = stats.m0_smoothed - m0
-        P0 = symmetrize(stats.P0_smoothed + jnp.outer(dev, dev))
-    return LGSSM(m0, P0, A, Q, H, R)
+        new["P0"] = symmetrize(stats.P0_smoothed + jnp.outer(dev, dev))
+    return params._replace(**new)
 
 
 _m_step_jit = jax.jit(_m_step, static_argnames="update")
@@ -76,7 +161,7 @@ _m_step_jit = jax.jit(_m_step, static_argnames="update")
 def _check_stats(stats: SufficientStats, params: LGSSM) -> SufficientStats:
     if not isinstance(stats, SufficientStats):
         raise TypeError(f"stats must be a jaxssm.SufficientStats, got {type(stats).__name__}")
-    D, Dy = params.A.shape[0], params.H.shape[0]
+    D, Dy = params.A.shape[-1], params.H.shape[-2]
     expected = {
         "Sigma": (D, D),
         "Phi": (D, D),
@@ -100,7 +185,67 @@ def _check_stats(stats: SufficientStats, params: LGSSM) -> SufficientStats:
                 f"stats.{name} must have the parameters' dtype {params.A.dtype}, got {x.dtype}"
             )
         out[name] = x
+    extra = ("U", "XU", "XpU", "YU")
+    present = [n for n in extra if getattr(stats, n) is not None]
+    if present and len(present) != len(extra):
+        raise ValueError(
+            f"stats.U, XU, XpU and YU must be all set or all None, got {', '.join(present)} set"
+        )
+    if present:
+        U = jnp.asarray(stats.U)
+        if U.ndim != 2 or U.shape[0] != U.shape[1] or U.shape[0] < 1:
+            raise ValueError(f"stats.U must have shape [Du + 1, Du + 1], got {tuple(U.shape)}")
+        p = U.shape[0]
+        for name, shape in (("U", (p, p)), ("XU", (D, p)), ("XpU", (D, p)), ("YU", (Dy, p))):
+            x = jnp.asarray(getattr(stats, name))
+            if tuple(x.shape) != shape:
+                raise ValueError(
+                    f"stats.{name} must have shape {shape} (D = {D}, Dy = {Dy}, Du + 1 = {p}), "
+                    f"got {tuple(x.shape)}"
+                )
+            out[name] = x
+        for name in ("B", "D"):
+            g = getattr(params, name)
+            if g is not None and g.shape[-1] != p - 1:
+                raise ValueError(
+                    f"params.{name} has Du = {g.shape[-1]} input columns but stats were "
+                    f"computed with Du = {p - 1} (stats.U is {tuple(U.shape)})"
+                )
     return SufficientStats(**out)
+
+
+def check_m_step(params: LGSSM, update: tuple[str, ...], num_inputs: int | None) -> None:
+    """Reject an M-step that the statistics cannot express (static; clear messages).
+
+    * ``B, b, D, d`` need the input sums (statistics from a model with inputs or offsets:
+      ``num_inputs`` is their ``Du``, ``None`` without them); ``B`` and ``D`` need
+      inputs (``Du >= 1``).
+    * A regression with any time-varying field is not updated: pooled statistics cannot
+      weigh the steps by their own matrices (time-varying fields held fixed on the other
+      side are fine).
+    """
+    for name in ("B", "b", "D", "d"):
+        if name in update and num_inputs is None:
+            raise ValueError(
+                f"update names {name!r}, but stats have no input sums (stats.U is None): "
+                "compute them with e_step on a model with inputs or offsets (set "
+                f"params.{name}, e.g. to zeros)"
+            )
+    for name in ("B", "D"):
+        if name in update and num_inputs == 0:
+            raise ValueError(
+                f"update names {name!r}, an input gain, but the model has no inputs (Du = 0); "
+                "pass inputs= [N, Du]"
+            )
+    for side in (TRANSITION, OBSERVATION):
+        varying = [n for n in side if _model.is_time_varying(params, n)]
+        touched = [n for n in side if n in update]
+        if varying and touched:
+            raise ValueError(
+                f"cannot update {', '.join(touched)} by EM while {', '.join(varying)} "
+                "vary over time (their closed forms need time-invariant "
+                f"{', '.join(side)}); hold them fixed, or use fit_mle"
+            )
 
 
 def m_step(
@@ -144,6 +289,7 @@ def m_step(
     names = check_update(update)
     params = validate_params(params, check_values=False)
     stats = _check_stats(stats, params)
+    check_m_step(params, names, None if stats.U is None else stats.U.shape[0] - 1)
     return _m_step_jit(params, stats, update=names)
 
 
@@ -151,8 +297,8 @@ def _expected_log_joint(
     params: LGSSM, stats: SufficientStats, num_sequences: int | jax.Array = 1
 ) -> jax.Array:
     """Unchecked :func:`expected_log_joint`."""
-    m0, P0, A, Q, H, R = params
-    dtype = A.dtype
+    m0, P0, Q, R = params.m0, params.P0, params.Q, params.R
+    dtype = Q.dtype
     n = jnp.asarray(stats.num_steps).astype(dtype)
     b = jnp.asarray(num_sequences).astype(dtype)
 
@@ -163,12 +309,19 @@ def _expected_log_joint(
         trace = jnp.trace(LAPACK.cho_solve(chol, scatter))
         return -0.5 * (cov.shape[0] * LOG_2PI + logdet + trace)
 
+    def scatter(side):
+        second, cross, zz = _regression(stats, side)
+        if stats.U is None:
+            M = params.A if side == "transition" else params.H
+        else:
+            M = jnp.concatenate(_coefficients(params, side, stats.U.shape[0] - 1), axis=1)
+        cMt = cross @ M.T
+        return second - cMt - cMt.T + M @ zz @ M.T
+
     dev = stats.m0_smoothed - m0
     initial = gaussian_term(P0, stats.P0_smoothed + jnp.outer(dev, dev))
-    cAt = stats.C @ A.T
-    transition = gaussian_term(Q, stats.Sigma - cAt - cAt.T + A @ stats.Phi @ A.T)
-    hBt = H @ stats.B.T
-    observation = gaussian_term(R, stats.D - hBt - hBt.T + H @ stats.Sigma @ H.T)
+    transition = gaussian_term(Q, scatter("transition"))
+    observation = gaussian_term(R, scatter("observation"))
     return b * initial + n * (transition + observation)
 
 
@@ -208,4 +361,15 @@ def expected_log_joint(
     """
     params = validate_params(params, check_values=False)
     stats = _check_stats(stats, params)
+    if _model.time_varying_names(params):
+        raise ValueError(
+            "expected_log_joint needs a time-invariant model (pooled statistics cannot weigh "
+            f"each step by its own matrices), got time-varying "
+            f"{', '.join(_model.time_varying_names(params))}"
+        )
+    if stats.U is None and _model.has_extras(params):
+        raise ValueError(
+            "params has inputs or offsets but stats have no input sums (stats.U is None); "
+            "compute stats with e_step on this model"
+        )
     return _expected_log_joint(params, stats, num_sequences)

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxssm import steps
+from jaxssm import _model, steps
 from jaxssm._linalg import BATCHED as LA
 from jaxssm._linalg import symmetrize
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
@@ -142,9 +142,12 @@ def _filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
     (:func:`jaxssm.steps.update_cov` and its mean half); ``A``, ``eta`` and ``J`` share its
     Cholesky factor ``S = H Q H^T + R = L L^T``: with ``W = L^{-1} H Q``, ``V = L^{-1} H A``
     and ``z = L^{-1} y``, ``(I - K H) A = A - W^T V``, ``b = W^T z``, ``C = Q - W^T W``,
-    ``eta = V^T z`` and ``J = V^T V``.
+    ``eta = V^T z`` and ``J = V^T V``. With a state offset ``c`` (``params.b``, one step's)
+    the prior is ``N(A x + c, Q)``: ``z = L^{-1} (y - H c)`` and ``b = c + W^T z``.
     """
-    A, Q = params.A, params.Q
+    A, Q, c = params.A, params.Q, params.b
+    if c is not None:  # the step's state offset: the update of N(A x + c, Q) with y
+        y = y - params.H @ c  # NaN entries stay NaN
     obs = steps.mask_observation(y, params.H, params.R)
     H, y = obs.H, obs.y
     half = steps.update_cov(Q, H, obs.R, LA)
@@ -153,7 +156,7 @@ def _filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
     W = half.obs_factor
     return FilterElement(
         A=A - W.T @ V,
-        b=steps.update_mean(jnp.zeros_like(params.m0), W, z),
+        b=steps.update_mean(jnp.zeros_like(params.m0) if c is None else c, W, z),
         C=half.cov,
         eta=V.T @ z,
         J=symmetrize(V.T @ V),
@@ -162,16 +165,17 @@ def _filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
 
 def _first_filter_element(params: LGSSM, y: jax.Array) -> FilterElement:
     """Element ``k = 1``: the ordinary predict + update from ``(m0, P0)``; no dependence on x_0."""
-    pred = steps.predict(params.m0, params.P0, params.A, params.Q)
+    pred = steps.predict(params.m0, params.P0, params.A, params.Q, params.b)
     upd = steps.update(pred.mean, pred.cov, params.H, params.R, y, LA)
     zeros = jnp.zeros_like(params.A)
     return FilterElement(zeros, upd.mean, upd.cov, jnp.zeros_like(params.m0), zeros)
 
 
 def _filter_elements(params: LGSSM, ys: jax.Array) -> FilterElement:
-    """All ``N`` filtering elements, ``[N, ...]`` leaves."""
-    generic = _batched(lambda y: _filter_element(params, y))(ys)
-    first = _first_filter_element(params, ys[0])
+    """All ``N`` filtering elements, ``[N, ...]`` leaves (time-varying fields per step)."""
+    fixed, varying = _model.split(params)
+    generic = _batched(lambda y, v: _filter_element(_model.merge(fixed, v), y))(ys, varying)
+    first = _first_filter_element(_model.step(params, 0), ys[0])
     return jax.tree_util.tree_map(lambda g, f: g.at[0].set(f), generic, first)
 
 
@@ -279,21 +283,33 @@ def filter(params: LGSSM, ys: jax.Array) -> FilterResult:
     scanned = jax.lax.associative_scan(_batched(_filter_combine), elems)
     means = jnp.concatenate([params.m0[None], scanned.b], axis=0)
     covs = jnp.concatenate([params.P0[None], scanned.C], axis=0)
-    pred = jax.vmap(steps.predict, in_axes=(0, 0, None, None))(
-        means[:-1], covs[:-1], params.A, params.Q
-    )
-    lls = _batched(lambda m, P, y: _log_likelihood_step(m, P, params.H, params.R, y))(
-        pred.mean, pred.cov, ys
-    )
+    fixed, varying = _model.split(params)
+
+    def predict(m, P, v):
+        p = _model.merge(fixed, v)
+        return steps.predict(m, P, p.A, p.Q, p.b)
+
+    def log_lik(m, P, y, v):
+        p = _model.merge(fixed, v)
+        return _log_likelihood_step(m, P, p.H, p.R, y)
+
+    pred = jax.vmap(predict)(means[:-1], covs[:-1], varying)
+    lls = _batched(log_lik)(pred.mean, pred.cov, ys, varying)
     return FilterResult(means, covs, pred.mean, pred.cov, jnp.sum(lls))
 
 
 def smooth(params: LGSSM, filtered: FilterResult) -> SmootherResult:
     """Parallel RTS pass over a :class:`~jaxssm.FilterResult` (gains included)."""
-    body = _batched(lambda m, P, mp, Pp: _smooth_element(m, P, mp, Pp, params.A))(
-        filtered.means[:-1], filtered.covs[:-1], filtered.pred_means, filtered.pred_covs
+    A_steps = params.A if _model.is_time_varying(params, "A") else None  # A[k]: step k + 1
+
+    def element(m, P, mp, Pp, A_k):
+        return _smooth_element(m, P, mp, Pp, params.A if A_k is None else A_k)
+
+    body = _batched(element)(
+        filtered.means[:-1], filtered.covs[:-1], filtered.pred_means, filtered.pred_covs, A_steps
     )
-    last = SmoothElement(jnp.zeros_like(params.A), filtered.means[-1], filtered.covs[-1])
+    zero = jnp.zeros_like(filtered.covs[-1])
+    last = SmoothElement(zero, filtered.means[-1], filtered.covs[-1])
     elems = jax.tree_util.tree_map(lambda x, y: jnp.concatenate([x, y[None]], axis=0), body, last)
     scanned = jax.lax.associative_scan(jax.vmap(_smooth_combine), elems, reverse=True)
     return SmootherResult(scanned.g, scanned.L, body.E, filtered.log_likelihood)

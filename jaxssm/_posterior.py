@@ -41,10 +41,10 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _parallel, steps
+from jaxssm import _dispatch, _model, _parallel, steps
 from jaxssm._draws import check_key, gaussian_draw, psd_cholesky
 from jaxssm._types import LGSSM, FilterResult
-from jaxssm._validation import validate_observations, validate_params
+from jaxssm._validation import validate_inputs, validate_observations, validate_params
 
 __all__ = ["posterior_sample"]
 
@@ -64,18 +64,19 @@ def _noise(key: jax.Array, filtered: FilterResult) -> jax.Array:
 def _sequential(params: LGSSM, filtered: FilterResult, u: jax.Array) -> jax.Array:
     """Backward sampling as a reverse ``lax.scan`` over ``k = N-1..0``."""
     A = params.A
+    A_steps = A if _model.is_time_varying(params, "A") else None  # A[k]: step k + 1
     x_last = gaussian_draw(filtered.means[-1], filtered.covs[-1], u[-1])
 
     def body(x_next, inputs):
-        mean, cov, next_pred_mean, next_pred_cov, noise = inputs
-        gain = steps.smoother_gain(cov, next_pred_cov, A)
+        mean, cov, next_pred_mean, next_pred_cov, noise, A_k = inputs
+        gain = steps.smoother_gain(cov, next_pred_cov, A if A_k is None else A_k)
         cond_mean = steps.smooth_mean(mean, next_pred_mean, x_next, gain)
         cond_cov = steps.smooth_cov(cov, next_pred_cov, jnp.zeros_like(cov), gain)
         x = gaussian_draw(cond_mean, cond_cov, noise)
         return x, x
 
     inputs = (filtered.means[:-1], filtered.covs[:-1], filtered.pred_means, filtered.pred_covs)
-    _, xs = jax.lax.scan(body, x_last, inputs + (u[:-1],), reverse=True)
+    _, xs = jax.lax.scan(body, x_last, inputs + (u[:-1], A_steps), reverse=True)
     return jnp.concatenate([xs, x_last[None]], axis=0)
 
 
@@ -86,25 +87,34 @@ def _combine(later: _Affine, earlier: _Affine) -> _Affine:
 
 def _parallel_draw(params: LGSSM, filtered: FilterResult, u: jax.Array) -> jax.Array:
     """Backward sampling as a reverse ``lax.associative_scan`` of noisy smoothing elements."""
+    A_steps = params.A if _model.is_time_varying(params, "A") else None
 
-    def element(mean, cov, next_pred_mean, next_pred_cov, noise):
-        el = _parallel._smooth_element(mean, cov, next_pred_mean, next_pred_cov, params.A)
+    def element(mean, cov, next_pred_mean, next_pred_cov, noise, A_k):
+        A = params.A if A_k is None else A_k
+        el = _parallel._smooth_element(mean, cov, next_pred_mean, next_pred_cov, A)
         return _Affine(el.E, el.g + psd_cholesky(el.L) @ noise)
 
     body = _parallel._batched(element)(
-        filtered.means[:-1], filtered.covs[:-1], filtered.pred_means, filtered.pred_covs, u[:-1]
+        filtered.means[:-1],
+        filtered.covs[:-1],
+        filtered.pred_means,
+        filtered.pred_covs,
+        u[:-1],
+        A_steps,
     )
     x_last = gaussian_draw(filtered.means[-1], filtered.covs[-1], u[-1])
     elems = _Affine(
-        jnp.concatenate([body.E, jnp.zeros_like(params.A)[None]], axis=0),
+        jnp.concatenate([body.E, jnp.zeros_like(filtered.covs[-1])[None]], axis=0),
         jnp.concatenate([body.h, x_last[None]], axis=0),
     )
     return jax.lax.associative_scan(jax.vmap(_combine), elems, reverse=True).h
 
 
 @partial(jax.jit, static_argnames="schedule")
-def _posterior_sample(key: jax.Array, params: LGSSM, ys: jax.Array, schedule: str) -> jax.Array:
-    filtered = _dispatch.filter(params, ys, schedule)
+def _posterior_sample(
+    key: jax.Array, params: LGSSM, ys: jax.Array, schedule: str, inputs=None
+) -> jax.Array:
+    filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
     u = _noise(key, filtered)
     if schedule == "parallel":
         return _parallel_draw(params, filtered, u)
@@ -116,6 +126,7 @@ def posterior_sample(
     params: LGSSM,
     ys: ArrayLike,
     *,
+    inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
 ) -> jax.Array:
@@ -133,6 +144,7 @@ def posterior_sample(
             default.
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
+        inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
         method: ``"sequential"`` (forward filtering, backward sampling with ``lax.scan``) or
             ``"parallel"`` (both passes as ``lax.associative_scan``, ``O(log N)`` span).
         steady_state: as in :func:`~jaxssm.kalman_filter` (it selects the filter that runs;
@@ -157,4 +169,5 @@ def posterior_sample(
     schedule = _dispatch.resolve(method, steady_state)
     params = validate_params(params)
     ys = validate_observations(ys, params)
-    return _posterior_sample(key, params, ys, schedule)
+    inputs = validate_inputs(inputs, params, ys)
+    return _posterior_sample(key, params, ys, schedule, inputs)

@@ -8,8 +8,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from jaxssm import _model
 from jaxssm._types import LGSSM
-from jaxssm._validation import validate_params
+from jaxssm._validation import check_time_varying_length, validate_inputs, validate_params
 
 __all__ = ["sample"]
 
@@ -38,28 +39,45 @@ def psd_factor(S: jax.Array) -> jax.Array:
     return jax.lax.cond(ok, lambda: L, eigen_factor)
 
 
+def _noise(key, cov, num_steps: int, dtype):
+    """``[N, n]`` draws of ``N(0, cov)`` (``cov`` one matrix, or one per step)."""
+    z = jax.random.normal(key, (num_steps, cov.shape[-1]), dtype)
+    if cov.ndim == 3:
+        return jnp.einsum("nij,nj->ni", jax.vmap(psd_factor)(cov), z)
+    return z @ psd_factor(cov).T
+
+
 @partial(jax.jit, static_argnums=2)
-def _sample(key: jax.Array, params: LGSSM, num_steps: int):
-    D, Dy = params.A.shape[0], params.H.shape[0]
+def _sample(key: jax.Array, params: LGSSM, num_steps: int, inputs=None):
+    D = params.A.shape[-1]
     dtype = params.A.dtype
     chol_P0 = psd_factor(params.P0)
-    chol_Q = psd_factor(params.Q)
-    chol_R = psd_factor(params.R)
     key0, key_q, key_r = jax.random.split(key, 3)
     x0 = params.m0 + chol_P0 @ jax.random.normal(key0, (D,), dtype)
-    q = jax.random.normal(key_q, (num_steps, D), dtype) @ chol_Q.T
-    r = jax.random.normal(key_r, (num_steps, Dy), dtype) @ chol_R.T
+    q = _noise(key_q, params.Q, num_steps, dtype)
+    r = _noise(key_r, params.R, num_steps, dtype)
+    c, e = _model.offsets(params, inputs, num_steps)
+    A_steps = params.A if params.A.ndim == 3 else None
 
-    def body(x, noise):
-        x = params.A @ x + noise
+    def body(x, step_in):
+        noise, ck, A_k = step_in
+        x = (params.A if A_k is None else A_k) @ x + noise
+        x = x if ck is None else x + ck
         return x, x
 
-    _, xs = jax.lax.scan(body, x0, q)
-    ys = xs @ params.H.T + r
+    _, xs = jax.lax.scan(body, x0, (q, c, A_steps))
+    if params.H.ndim == 3:
+        ys = jnp.einsum("nij,nj->ni", params.H, xs) + r
+    else:
+        ys = xs @ params.H.T + r
+    if e is not None:
+        ys = ys + e
     return jnp.concatenate([x0[None], xs], axis=0), ys
 
 
-def sample(key: jax.Array, params: LGSSM, num_steps: int) -> tuple[jax.Array, jax.Array]:
+def sample(
+    key: jax.Array, params: LGSSM, num_steps: int, *, inputs=None
+) -> tuple[jax.Array, jax.Array]:
     """Draw ``x_0..x_N`` and ``y_1..y_N`` from the model.
 
     Args:
@@ -67,7 +85,9 @@ def sample(key: jax.Array, params: LGSSM, num_steps: int) -> tuple[jax.Array, ja
         params: an :class:`~jaxssm.LGSSM`; ``P0``, ``Q``, ``R`` may be singular (positive
             semi-definite): the noise is drawn with a PSD factor (Cholesky when positive
             definite, an eigendecomposition otherwise), so singular directions get none.
-        num_steps: ``N >= 1``, a Python int (it fixes the output shapes).
+        num_steps: ``N >= 1``, a Python int (it fixes the output shapes); time-varying
+            fields of ``params`` must have this length.
+        inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
 
     Returns:
         ``(xs, ys)`` with ``xs [N+1, D]`` (row 0 is ``x_0``) and ``ys [N, Dy]``.
@@ -79,4 +99,7 @@ def sample(key: jax.Array, params: LGSSM, num_steps: int) -> tuple[jax.Array, ja
     if n < 1:
         raise ValueError(f"num_steps must be >= 1, got {n}")
     params = validate_params(params)
-    return _sample(key, params, n)
+    template = jax.ShapeDtypeStruct((n, params.H.shape[-2]), params.A.dtype)
+    check_time_varying_length(params, n, "num_steps")
+    inputs = validate_inputs(inputs, params, template)
+    return _sample(key, params, n, inputs)

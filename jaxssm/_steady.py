@@ -412,38 +412,45 @@ def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
     Steps ``k <= T`` run in chunks: while the covariance is still changing, with the mean
     half of :func:`jaxssm.steps.update` and the per-step factors; in chunks wholly after the
     filter transient, and for all ``k > T``, with the steady gain,
-    ``m_k = A m_{k-1} + K v_k``, ``v_k = y_k - H A m_{k-1}``. The innovation terms of those
+    ``m_k = A m_{k-1} + c_k + K v_k``, ``v_k = y_k - H (A m_{k-1} + c_k)`` (``c_k``: the state
+    offset ``params.b [N, D]`` of a reduced model, else 0). The innovation terms of those
     steps sum to ``tr(S^{-1} sum_k v_k v_k^T)``: one ``[Dy, N] @ [N, Dy]`` product and two
     triangular solves.
     """
     T = fs.obs_factors.shape[0]
     N, Dy = ys.shape
-    A, H, K = params.A, params.H, fs.gain
+    A, H, K, c = params.A, params.H, fs.gain, params.b
     HA = H @ A
     chunk = _chunk(T)
     num_chunks = T // chunk
-    xs = (ys[:T], fs.chols, fs.obs_factors)
+    xs = (ys[:T], fs.chols, fs.obs_factors, None if c is None else c[:T])
     xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
     starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
     zero = jnp.zeros((), ys.dtype)
 
     def transient_step(m, inputs):
-        y, L, W = inputs
-        mp = steps.predict_mean(m, A)
+        y, L, W, ck = inputs
+        mp = steps.predict_mean(m, A, ck)
         z = steps.whitened_innovation(mp, y, H, L)
         m = steps.update_mean(mp, W, z)
         return m, (m, z @ z, jnp.zeros_like(y))
 
-    def steady_step(m, y):
-        v = y - HA @ m
-        m = A @ m + K @ v
+    def steady_step(m, inputs):
+        y, ck = inputs
+        if ck is None:
+            v = y - HA @ m
+            m = A @ m + K @ v
+        else:
+            mp = steps.predict_mean(m, A, ck)
+            v = y - H @ mp
+            m = mp + K @ v
         return m, (m, zero, v)
 
     def outer(m, chunk_in):
         start, inputs = chunk_in
         return jax.lax.cond(
             start >= fs.transient,
-            lambda m, x: jax.lax.scan(steady_step, m, x[0]),
+            lambda m, x: jax.lax.scan(steady_step, m, (x[0], x[3])),
             lambda m, x: jax.lax.scan(transient_step, m, x),
             m,
             inputs,
@@ -451,11 +458,20 @@ def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
 
     m_T, (start, quad_start, v_start) = jax.lax.scan(outer, params.m0, (starts, xs))
     start = start.reshape(T, -1)
-    rest = _linear_recursion(A - K @ HA, ys[T:] @ K.T, m_T)
+    # k > T: m_k = (A - K H A) m_{k-1} + K y_k + (I - K H) c_k.
+    F = A - K @ HA
+    drive = ys[T:] @ K.T
+    if c is not None:
+        drive = drive + c[T:] - (c[T:] @ H.T) @ K.T
+    rest = _linear_recursion(F, drive, m_T)
     means = jnp.concatenate([params.m0[None], start, rest], axis=0)
 
     # Innovations of the steady steps: zeros stand in for the transient steps among k <= T.
-    v = jnp.concatenate([v_start.reshape(T, Dy), ys[T:] - means[T:-1] @ HA.T], axis=0)
+    v_start = v_start.reshape(T, Dy)
+    v_rest = ys[T:] - means[T:-1] @ HA.T
+    if c is not None:
+        v_rest = v_rest - c[T:] @ H.T
+    v = jnp.concatenate([v_start, v_rest], axis=0)
     M = LAPACK.solve_lower(fs.chol, v.T @ v)  # L^{-1} V^T V
     quad_steady = jnp.trace(LAPACK.solve_lower(fs.chol, M.T))  # tr(L^-1 V^T V L^-T)
     logdet_start = jnp.sum(jnp.log(jnp.diagonal(fs.chols, axis1=1, axis2=2)))
@@ -468,17 +484,20 @@ def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
 def _smoother_means(params: LGSSM, means: jax.Array, fs: FilterSide) -> jax.Array:
     """Compute the smoothed means ``[N+1, D]`` from the filtered ones ``[N+1, D]``."""
     T = fs.smoother_gains.shape[0]
-    A, G = params.A, fs.smoother_gain
-    # k = N-1 .. T: m^s_k = G m^s_{k+1} + (I - G A) m_k.
+    A, G, c = params.A, fs.smoother_gain, params.b
+    # k = N-1 .. T: m^s_k = G m^s_{k+1} + (I - G A) m_k - G c_{k+1}.
     u = means[T:-1] @ (jnp.eye(A.shape[0], dtype=A.dtype) - G @ A).T
+    if c is not None:
+        u = u - c[T:] @ G.T
     rest = _linear_recursion(G, u, means[-1], reverse=True)
 
     def body(next_mean, inputs):
-        m, Gk = inputs
-        mean = steps.smooth_mean(m, steps.predict_mean(m, A), next_mean, Gk)
+        m, Gk, ck = inputs
+        mean = steps.smooth_mean(m, steps.predict_mean(m, A, ck), next_mean, Gk)
         return mean, mean
 
-    _, start = jax.lax.scan(body, rest[0], (means[:T], fs.smoother_gains), reverse=True)
+    c_start = None if c is None else c[:T]
+    _, start = jax.lax.scan(body, rest[0], (means[:T], fs.smoother_gains, c_start), reverse=True)
     return jnp.concatenate([start, rest, means[-1:]], axis=0)
 
 
@@ -498,6 +517,8 @@ def filter(params: LGSSM, ys: jax.Array, fs: FilterSide) -> FilterResult:
     T = fs.obs_factors.shape[0]
     means, ll = _filter_means(params, ys, fs)
     pred_means = means[:-1] @ params.A.T
+    if params.b is not None:
+        pred_means = pred_means + params.b
     covs = jnp.concatenate([fs.covs, jnp.broadcast_to(fs.cov, (N - T,) + fs.cov.shape)], 0)
     pred_covs = jnp.concatenate(
         [fs.pred_covs, jnp.broadcast_to(fs.pred_cov, (N - T,) + fs.cov.shape)], 0
@@ -527,8 +548,13 @@ def smooth(params: LGSSM, ys: jax.Array, side: SmootherSide) -> SmootherResult:
     return SmootherResult(sm, covs, gains, ll)
 
 
-def stats(params: LGSSM, ys: jax.Array, side: SmootherSide) -> tuple[SufficientStats, jax.Array]:
-    """Return the EM statistics and ``log p(y_1:N)``; no ``[N, D, D]`` array is formed."""
+def stats(
+    params: LGSSM, ys: jax.Array, side: SmootherSide, e=None, v=None
+) -> tuple[SufficientStats, jax.Array]:
+    """Return the EM statistics and ``log p(y_1:N)``; no ``[N, D, D]`` array is formed.
+
+    ``e``, ``v``: the observation offsets and augmented inputs (:mod:`jaxssm._stats`).
+    """
     fs, start_covs, end_covs = side.filt, side.start_covs, side.end_covs
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
@@ -542,7 +568,9 @@ def stats(params: LGSSM, ys: jax.Array, side: SmootherSide) -> tuple[SufficientS
         jnp.einsum("kij,klj->il", start_covs[1:], fs.smoother_gains)
         + steady_and_end @ fs.smoother_gain.T
     )
-    out = _stats.from_sums(total - start_covs[0], total - end_covs[0], cross, m, ys, start_covs[0])
+    out = _stats.from_sums(
+        total - start_covs[0], total - end_covs[0], cross, m, ys, start_covs[0], e, v
+    )
     return out, ll
 
 
@@ -606,16 +634,16 @@ def gappy_filter(
     rtol = default_rtol(A.dtype) if rtol is None else rtol
     logdet = jnp.sum(jnp.log(jnp.diagonal(fs.chol)))
 
-    def steady_step(m, P, y):
-        pred_mean = steps.predict_mean(m, A)
-        v = y - HA @ m
+    def steady_step(m, P, y, ck):
+        pred_mean = steps.predict_mean(m, A, ck)
+        v = y - HA @ m if ck is None else y - H @ pred_mean
         z = LAPACK.solve_lower(fs.chol, v[:, None])[:, 0]
         mean = pred_mean + fs.gain @ v
         ll = -0.5 * (z @ z) - logdet - 0.5 * y.shape[-1] * steps.LOG_2PI
         return mean, fs.cov, pred_mean, fs.pred_cov, ll, jnp.ones((), bool)
 
-    def full_step(m, P, y):
-        pred_mean, pred_cov = steps.predict_mean(m, A), steps.predict_cov(P, A, Q)
+    def full_step(m, P, y, ck):
+        pred_mean, pred_cov = steps.predict_mean(m, A, ck), steps.predict_cov(P, A, Q)
         obs = steps.mask_observation(y, H, R)
         half = steps.update_cov(pred_cov, obs.H, obs.R)
         z = steps.whitened_innovation(pred_mean, obs.y, obs.H, half.chol)
@@ -624,26 +652,27 @@ def gappy_filter(
         settled = converged & jnp.all(obs.observed) & _small_change(half.cov, fs.cov, rtol)
         return mean, half.cov, pred_mean, pred_cov, ll, settled
 
-    def body(carry, y):
+    def body(carry, inputs):
         m, P, settled, ll = carry
+        y, ck = inputs
         fast = settled & ~jnp.any(jnp.isnan(y))
         mean, cov, pred_mean, pred_cov, ll_k, settled = jax.lax.cond(
-            fast, steady_step, full_step, m, P, y
+            fast, steady_step, full_step, m, P, y, ck
         )
         return (mean, cov, settled, ll + ll_k), (mean, cov, pred_mean, pred_cov, fast)
 
     # Chunks of _GAP_CHUNK steps: a chunk that starts settled and holds no NaN runs the
     # steady steps as a plain scan (no per-step cond, covariance outputs broadcast), the
     # others step by step with the cond above.
-    def steady_chunk(carry, y_chunk):
+    def steady_chunk(carry, chunk):
         m, _, _, ll = carry
 
-        def inner(m, y):
-            mean, _, pred_mean, _, ll_k, _ = steady_step(m, None, y)
+        def inner(m, inputs):
+            mean, _, pred_mean, _, ll_k, _ = steady_step(m, None, *inputs)
             return mean, (mean, pred_mean, ll_k)
 
-        m, (means, pred_means, lls) = jax.lax.scan(inner, m, y_chunk)
-        C = y_chunk.shape[0]
+        m, (means, pred_means, lls) = jax.lax.scan(inner, m, chunk)
+        C = chunk[0].shape[0]
         outs = (
             means,
             jnp.broadcast_to(fs.cov, (C,) + fs.cov.shape),
@@ -653,18 +682,21 @@ def gappy_filter(
         )
         return (m, fs.cov, jnp.ones((), bool), ll + jnp.sum(lls)), outs
 
-    def mixed_chunk(carry, y_chunk):
-        return jax.lax.scan(body, carry, y_chunk)
+    def mixed_chunk(carry, chunk):
+        return jax.lax.scan(body, carry, chunk)
 
-    def outer(carry, y_chunk):
-        fast = carry[2] & ~jnp.any(jnp.isnan(y_chunk))
-        return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, y_chunk)
+    def outer(carry, chunk):
+        fast = carry[2] & ~jnp.any(jnp.isnan(chunk[0]))
+        return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, chunk)
 
     N, Dy = ys.shape
     C = min(_GAP_CHUNK, N)
     num_chunks = -(-N // C)
-    pad = jnp.full((num_chunks * C - N, Dy), jnp.nan, ys.dtype)  # pure predictions, dropped
-    chunks = jnp.concatenate([ys, pad], axis=0).reshape(num_chunks, C, Dy)
+    # Padding after the last step: pure predictions (NaN rows), dropped.
+    chunks = (
+        _to_chunks(ys, jnp.nan, C, at_end=True),
+        None if params.b is None else _to_chunks(params.b, 0.0, C, at_end=True),
+    )
     init = (params.m0, params.P0, jnp.zeros((), bool), jnp.zeros((), ys.dtype))
     (_, _, _, ll), outs = jax.lax.scan(outer, init, chunks)
     means, covs, pred_means, pred_covs, fast = jax.tree.map(
@@ -675,6 +707,19 @@ def gappy_filter(
     means = jnp.concatenate([params.m0[None], means], axis=0)
     covs = jnp.concatenate([params.P0[None], covs], axis=0)
     return FilterResult(means, covs, pred_means, pred_covs, ll), steady
+
+
+def _to_chunks(x: jax.Array, fill, size: int, at_end: bool = False) -> jax.Array:
+    """``x [n, ...]`` as ``[ceil(n / size), size, ...]``, padded with ``fill`` rows.
+
+    The padding goes in front (the backward passes run it last) or, with ``at_end``, after
+    the last row (the forward pass runs it last).
+    """
+    n = x.shape[0]
+    num_chunks = -(-n // size)
+    padding = jnp.broadcast_to(jnp.asarray(fill, x.dtype), (num_chunks * size - n,) + x.shape[1:])
+    parts = [x, padding] if at_end else [padding, x]
+    return jnp.concatenate(parts, axis=0).reshape((num_chunks, size) + x.shape[1:])
 
 
 def _gappy_smooth_step(
@@ -732,13 +777,17 @@ def gappy_smooth(
     D = A.shape[0]
 
     def steady_chunk(carry, chunk):
-        mean_in, _, _, _, _ = chunk
+        mean_in, _, pred_in, _, _ = chunk
+        # With state offsets the predicted means are read; without, recomputed (A m).
+        pred_in = None if params.b is None else pred_in
 
-        def inner(next_mean, m):
-            sm = steps.smooth_mean(m, steps.predict_mean(m, A), next_mean, G_inf)
+        def inner(next_mean, inputs):
+            m, mp = inputs
+            mp = steps.predict_mean(m, A) if mp is None else mp
+            sm = steps.smooth_mean(m, mp, next_mean, G_inf)
             return sm, sm
 
-        sm_last, sms = jax.lax.scan(inner, carry[0], mean_in, reverse=True)
+        sm_last, sms = jax.lax.scan(inner, carry[0], (mean_in, pred_in), reverse=True)
         C = mean_in.shape[0]
         outs = (sms, jnp.broadcast_to(X_inf, (C, D, D)), jnp.broadcast_to(G_inf, (C, D, D)))
         return (sm_last, X_inf, jnp.ones((), bool)), outs
@@ -762,19 +811,9 @@ def gappy_smooth(
     C = min(_GAP_CHUNK, N)
     num_chunks = -(-N // C)
     front = num_chunks * C - N  # padding in front (the scan runs backward): never steady
-
-    def to_chunks(x, fill):
-        padding = jnp.broadcast_to(fill, (front,) + x.shape[1:]).astype(x.dtype)
-        return jnp.concatenate([padding, x], axis=0).reshape((num_chunks, C) + x.shape[1:])
-
     eye = jnp.eye(D, dtype=A.dtype)
-    chunks = (
-        to_chunks(inputs[0], jnp.zeros(())),
-        to_chunks(inputs[1], eye),
-        to_chunks(inputs[2], jnp.zeros(())),
-        to_chunks(inputs[3], eye),
-        to_chunks(inputs[4], jnp.zeros((), bool)),
-    )
+    fills = (0.0, eye, 0.0, eye, False)
+    chunks = tuple(_to_chunks(x, f, C) for x, f in zip(inputs, fills, strict=True))
     _, outs = jax.lax.scan(outer, last, chunks, reverse=True)
     means, covs, gains = jax.tree.map(
         lambda o: o.reshape((num_chunks * C,) + o.shape[2:])[front:], outs
@@ -792,6 +831,8 @@ def gappy_stats(
     fs: SteadyPoint,
     converged: jax.Array,
     rtol: float | None = None,
+    e: jax.Array | None = None,
+    v: jax.Array | None = None,
 ) -> SufficientStats:
     """EM statistics over :func:`gappy_filter`'s result without ``[N, D, D]`` smoother arrays.
 
@@ -825,14 +866,17 @@ def gappy_stats(
         return (sm, sc, settled, sums, jnp.where(k == 0, sc, p0)), (sm, y_hat)
 
     def steady_chunk(carry, chunk):
-        mean_in, ys_in, w_in = chunk[0], chunk[5], chunk[6]
+        mean_in, pred_in, ys_in, w_in = chunk[0], chunk[2], chunk[5], chunk[6]
+        pred_in = None if params.b is None else pred_in  # as in gappy_smooth
         next_mean, _, _, (s_now, s_prev, s_cross, c_yx, c_yy), p0 = carry
 
-        def inner(nm, m):
-            sm = steps.smooth_mean(m, steps.predict_mean(m, A), nm, G_inf)
+        def inner(nm, inputs):
+            m, mp = inputs
+            mp = steps.predict_mean(m, A) if mp is None else mp
+            sm = steps.smooth_mean(m, mp, nm, G_inf)
             return sm, sm
 
-        sm_last, sms = jax.lax.scan(inner, next_mean, mean_in, reverse=True)
+        sm_last, sms = jax.lax.scan(inner, next_mean, (mean_in, pred_in), reverse=True)
         count = jnp.sum(w_in)
         sums = (s_now + count * X_inf, s_prev + count * X_inf, s_cross + count * XG_inf, c_yx, c_yy)
         return (sm_last, X_inf, jnp.ones((), bool), sums, p0), (sms, ys_in)
@@ -847,22 +891,16 @@ def gappy_stats(
     C = min(_GAP_CHUNK, N)
     num_chunks = -(-N // C)
     front = num_chunks * C - N
-
-    def to_chunks(x, fill):
-        padding = jnp.broadcast_to(fill, (front,) + x.shape[1:]).astype(x.dtype)
-        return jnp.concatenate([padding, x], axis=0).reshape((num_chunks, C) + x.shape[1:])
-
     eye = jnp.eye(D, dtype=A.dtype)
-    zero = jnp.zeros((), ys.dtype)
     chunks = (
-        to_chunks(filtered.means[:-1], zero),
-        to_chunks(filtered.covs[:-1], eye),
-        to_chunks(filtered.pred_means, zero),
-        to_chunks(filtered.pred_covs, eye),
-        to_chunks(steady[:-1], jnp.zeros((), bool)),
-        to_chunks(ys, zero),
-        to_chunks(w, zero),
-        to_chunks(jnp.arange(N, dtype=jnp.int32), jnp.int32(-1)),
+        _to_chunks(filtered.means[:-1], 0.0, C),
+        _to_chunks(filtered.covs[:-1], eye, C),
+        _to_chunks(filtered.pred_means, 0.0, C),
+        _to_chunks(filtered.pred_covs, eye, C),
+        _to_chunks(steady[:-1], False, C),
+        _to_chunks(ys, 0.0, C),
+        _to_chunks(w, 0.0, C),
+        _to_chunks(jnp.arange(N, dtype=jnp.int32), -1, C),
     )
     zeros_dd = jnp.zeros((D, D), ys.dtype)
     sums0 = (
@@ -878,4 +916,4 @@ def gappy_stats(
     sms = sms.reshape(num_chunks * C, D)[front:]
     y_hat = y_hat.reshape(num_chunks * C, Dy)[front:]
     means = jnp.concatenate([sms, filtered.means[-1:]], axis=0)
-    return _stats.from_sums_missing(*sums[:3], means, y_hat, *sums[3:], w, n, P0s)
+    return _stats.from_sums_missing(*sums[:3], means, y_hat, *sums[3:], w, n, P0s, e, v)

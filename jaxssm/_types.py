@@ -15,6 +15,9 @@ from jax.typing import ArrayLike
 __all__ = [
     "LGSSM",
     "PARAMETER_NAMES",
+    "OPTIONAL_NAMES",
+    "TIME_VARYING_NAMES",
+    "BASE_NDIM",
     "FilterResult",
     "SmootherResult",
     "SufficientStats",
@@ -32,18 +35,31 @@ class LGSSM(NamedTuple):
     .. math::
 
         x_0 \sim N(m_0, P_0), \quad
-        x_k = A x_{k-1} + q_k,\ q_k \sim N(0, Q), \quad
-        y_k = H x_k + r_k,\ r_k \sim N(0, R), \quad k = 1..N.
+        x_k = A x_{k-1} + B u_k + b + q_k,\ q_k \sim N(0, Q), \quad
+        y_k = H x_k + D u_k + d + r_k,\ r_k \sim N(0, R), \quad k = 1..N.
 
-    ``x_0`` is not observed; ``ys`` holds ``y_1..y_N``.
+    ``x_0`` is not observed; ``ys`` holds ``y_1..y_N`` and ``inputs`` (where the model has
+    ``B`` or ``D``) holds ``u_1..u_N``, ``[N, Du]``.
+
+    **Time-varying matrices.** Any of ``A, B, b, Q, H, D, d, R`` may carry a leading axis
+    of length ``N``: entry ``k - 1`` applies to step ``k`` (``A[k-1]`` maps ``x_{k-1}`` to
+    ``x_k``). Such a model runs on the sequential and parallel schedules; the steady-state
+    fast path is for time-invariant models and is skipped for it (statically).
 
     Attributes:
         m0: initial mean, ``[D]``.
-        P0: initial covariance, ``[D, D]``, symmetric positive definite.
-        A: transition matrix, ``[D, D]``.
-        Q: process-noise covariance, ``[D, D]``, symmetric positive definite.
-        H: observation matrix, ``[Dy, D]``.
-        R: observation-noise covariance, ``[Dy, Dy]``, symmetric positive definite.
+        P0: initial covariance, ``[D, D]``, symmetric positive semi-definite.
+        A: transition matrix, ``[D, D]`` (or ``[N, D, D]``).
+        Q: process-noise covariance, ``[D, D]`` (or ``[N, D, D]``), symmetric PSD.
+        H: observation matrix, ``[Dy, D]`` (or ``[N, Dy, D]``).
+        R: observation-noise covariance, ``[Dy, Dy]`` (or ``[N, Dy, Dy]``), symmetric PSD.
+        B: input gain of the state, ``[D, Du]`` (or ``[N, D, Du]``); ``None``: no term.
+        b: state offset, ``[D]`` (or ``[N, D]``); ``None``: zero.
+        D: input gain of the observation, ``[Dy, Du]`` (or ``[N, Dy, Du]``); ``None``: no term.
+        d: observation offset, ``[Dy]`` (or ``[N, Dy]``); ``None``: zero.
+
+    The optional fields cost nothing when absent: a model without them compiles to the
+    program of the plain model.
     """
 
     m0: ArrayLike
@@ -52,10 +68,34 @@ class LGSSM(NamedTuple):
     Q: ArrayLike
     H: ArrayLike
     R: ArrayLike
+    B: ArrayLike | None = None
+    b: ArrayLike | None = None
+    D: ArrayLike | None = None
+    d: ArrayLike | None = None
 
 
 #: The fields of :class:`LGSSM`, in order; the names that ``update=`` arguments accept.
 PARAMETER_NAMES: tuple[str, ...] = LGSSM._fields
+
+#: The optional fields of :class:`LGSSM` (``None``: absent, i.e. zero).
+OPTIONAL_NAMES: tuple[str, ...] = ("B", "b", "D", "d")
+
+#: The fields that may carry a leading time axis ``[N]``.
+TIME_VARYING_NAMES: tuple[str, ...] = ("A", "B", "b", "Q", "H", "D", "d", "R")
+
+#: The number of dimensions of each field of a time-invariant model.
+BASE_NDIM: dict[str, int] = {
+    "m0": 1,
+    "P0": 2,
+    "A": 2,
+    "Q": 2,
+    "H": 2,
+    "R": 2,
+    "B": 2,
+    "b": 1,
+    "D": 2,
+    "d": 1,
+}
 
 
 class FilterResult(NamedTuple):
@@ -108,6 +148,13 @@ class SufficientStats(NamedTuple):
         C = \tfrac1N \sum_{k=1}^N (P_k^s G_{k-1}^T + m_k^s m_{k-1}^{sT}), \quad
         D = \tfrac1N \sum_{k=1}^N y_k y_k^T.
 
+    With inputs or offsets in the model (any of ``B, b, D, d``, or ``inputs``), the
+    regressions of the M-step run on ``[x_{k-1}; v_k]`` and ``[x_k; v_k]`` with the augmented
+    input ``v_k = [u_k; 1]`` (``[1]`` without inputs), and four more sums are kept:
+    ``U = (1/N) sum v_k v_k^T``, ``XU = (1/N) sum m_k^s v_k^T``,
+    ``XpU = (1/N) sum m_{k-1}^s v_k^T`` and ``YU = (1/N) sum y_k v_k^T``. They are ``None``
+    for the plain model.
+
     Attributes:
         Sigma: ``[D, D]``.
         Phi: ``[D, D]``.
@@ -119,6 +166,10 @@ class SufficientStats(NamedTuple):
             ``P0s_b + (m0s_b - m0_smoothed)(m0s_b - m0_smoothed)^T``, so that the M-step's
             ``P0 = P0_smoothed`` when ``m0 = m0_smoothed``).
         num_steps: the number of steps N summed over (for a batch: B * N), an int32 scalar.
+        U: ``[Du + 1, Du + 1]`` or ``None``.
+        XU: ``[D, Du + 1]`` or ``None``.
+        XpU: ``[D, Du + 1]`` or ``None``.
+        YU: ``[Dy, Du + 1]`` or ``None``.
     """
 
     Sigma: jax.Array
@@ -129,6 +180,10 @@ class SufficientStats(NamedTuple):
     m0_smoothed: jax.Array
     P0_smoothed: jax.Array
     num_steps: jax.Array
+    U: jax.Array | None = None
+    XU: jax.Array | None = None
+    XpU: jax.Array | None = None
+    YU: jax.Array | None = None
 
 
 class EMStatus(enum.IntEnum):
@@ -197,6 +252,7 @@ class UnconstrainedParams(NamedTuple):
         Q: ``[D (D + 1) / 2]``, as ``P0``; or ``None``.
         H: ``[Dy, D]`` (the matrix itself), or ``None``.
         R: ``[Dy (Dy + 1) / 2]``, as ``P0``; or ``None``.
+        B, b, D, d: the input gains and offsets themselves, or ``None``.
     """
 
     m0: jax.Array | None = None
@@ -205,6 +261,10 @@ class UnconstrainedParams(NamedTuple):
     Q: jax.Array | None = None
     H: jax.Array | None = None
     R: jax.Array | None = None
+    B: jax.Array | None = None
+    b: jax.Array | None = None
+    D: jax.Array | None = None
+    d: jax.Array | None = None
 
 
 class SteadyInfo(NamedTuple):

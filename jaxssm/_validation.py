@@ -17,13 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssm._types import LGSSM, PARAMETER_NAMES
+from jaxssm._types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, PARAMETER_NAMES, TIME_VARYING_NAMES
 
 __all__ = [
     "validate_params",
     "check_values",
     "check_trainable_covariances",
     "validate_observations",
+    "validate_inputs",
+    "check_plain_model",
     "check_update",
     "check_num_iters",
     "check_tol",
@@ -79,9 +81,16 @@ def _check_psd(name: str, x) -> None:
     """Finite, symmetric and positive semi-definite, relative to the matrix's scale.
 
     Skipped under tracing (see :func:`validate_params`). ``x`` may be singular: the
-    smallest eigenvalue must be at least ``-psd_tolerance * |x|_2``.
+    smallest eigenvalue must be at least ``-psd_tolerance * |x|_2``. A time-varying ``x``
+    ``[N, n, n]`` is checked step by step; the message names the first bad step.
     """
     if not _is_concrete(x):
+        return
+    if x.ndim == 3:
+        a = np.asarray(x, dtype=np.float64)
+        _check_finite(name, a)
+        for k in range(a.shape[0]):
+            _check_psd(f"{name}[{k}]", x[k])
         return
     a = np.asarray(x, dtype=np.float64)
     _check_finite(name, a)
@@ -113,6 +122,22 @@ def _check_finite(name: str, a: np.ndarray) -> None:
         raise ValueError(f"{name} must be finite, got {a[first]} at index {first}")
 
 
+def _shape_spec(name: str, D: int, Dy: int, Du: int | None) -> tuple[tuple, str]:
+    """Return the shape a time-invariant field must have, and its symbolic form."""
+    return {
+        "m0": ((D,), "[D]"),
+        "P0": ((D, D), "[D, D]"),
+        "A": ((D, D), "[D, D]"),
+        "Q": ((D, D), "[D, D]"),
+        "H": ((Dy, D), "[Dy, D]"),
+        "R": ((Dy, Dy), "[Dy, Dy]"),
+        "B": ((D, Du), "[D, Du]"),
+        "b": ((D,), "[D]"),
+        "D": ((Dy, Du), "[Dy, Du]"),
+        "d": ((Dy,), "[Dy]"),
+    }[name]
+
+
 def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     """Check shapes, dtypes and (for concrete values) covariances of ``params``.
 
@@ -123,6 +148,10 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     (a companion-form AR model, a known initial state ``P0 = 0``, a noise-free sensor).
     Under ``jit`` the values are unknown; see :func:`check_values` for checks there.
 
+    The optional fields ``B, b, D, d`` may be ``None``; ``B`` and ``D`` must agree on
+    ``Du``. Each of ``A, B, b, Q, H, D, d, R`` may carry a leading time axis; all such axes
+    must have the same length (checked against ``ys`` by :func:`validate_observations`).
+
     Args:
         params: an :class:`~jaxssm.LGSSM`.
         check_values: also check the values of concrete fields (finite, symmetric, PSD).
@@ -131,34 +160,77 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
         ``params`` with every field converted to a JAX array.
 
     Raises:
-        TypeError: a field is missing, not floating point, or the dtypes differ.
+        TypeError: a required field is missing, a field is not floating point, or the
+            dtypes differ.
         ValueError: a field has the wrong shape or a non-finite entry (the message names
             the first bad index), or a covariance is asymmetric or indefinite.
     """
     if not isinstance(params, LGSSM):
         raise TypeError(f"params must be a jaxssm.LGSSM, got {type(params).__name__}")
-    fields = {name: _as_float_array(name, getattr(params, name)) for name in PARAMETER_NAMES}
+    fields = {}
+    for name in PARAMETER_NAMES:
+        value = getattr(params, name)
+        if value is None and name in OPTIONAL_NAMES:
+            continue
+        fields[name] = _as_float_array(name, value)
     A = fields["A"]
-    if A.ndim != 2 or A.shape[0] != A.shape[1]:
-        raise ValueError(f"A must be a square matrix [D, D], got shape {tuple(A.shape)}")
-    D = A.shape[0]
-    H = fields["H"]
-    if H.ndim != 2 or H.shape[1] != D:
+    if A.ndim not in (2, 3) or A.shape[-1] != A.shape[-2]:
         raise ValueError(
-            f"H must have shape [Dy, D] with D = {D} (from A), got shape {tuple(H.shape)}"
+            f"A must be a square matrix [D, D] (or [N, D, D] when time-varying), got shape "
+            f"{tuple(A.shape)}"
         )
-    Dy = H.shape[0]
-    _check_shape("m0", fields["m0"], (D,), "[D]")
-    _check_shape("P0", fields["P0"], (D, D), "[D, D]")
-    _check_shape("Q", fields["Q"], (D, D), "[D, D]")
-    _check_shape("R", fields["R"], (Dy, Dy), "[Dy, Dy]")
+    D = A.shape[-1]
+    H = fields["H"]
+    if H.ndim not in (2, 3) or H.shape[-1] != D:
+        raise ValueError(
+            f"H must have shape [Dy, D] (or [N, Dy, D]) with D = {D} (from A), got shape "
+            f"{tuple(H.shape)}"
+        )
+    Dy = H.shape[-2]
+    Du = None
+    for name in ("B", "D"):
+        if name in fields:
+            x = fields[name]
+            if x.ndim not in (2, 3):
+                rows = "D" if name == "B" else "Dy"
+                raise ValueError(
+                    f"{name} must have shape [{rows}, Du] (or [N, {rows}, Du]), got shape "
+                    f"{tuple(x.shape)}"
+                )
+            if Du is None:
+                Du = x.shape[-1]
+            elif x.shape[-1] != Du:
+                raise ValueError(
+                    f"B and D must have the same number of input columns Du, got B "
+                    f"{tuple(fields['B'].shape)} and D {tuple(x.shape)}"
+                )
+    num_steps = None
+    for name, x in fields.items():
+        expected, meaning = _shape_spec(name, D, Dy, Du)
+        if name in TIME_VARYING_NAMES and x.ndim == BASE_NDIM[name] + 1:
+            if tuple(x.shape[1:]) != expected:
+                raise ValueError(
+                    f"{name} must have shape {meaning} = {expected} or, time-varying, "
+                    f"[N, *{meaning}], got shape {tuple(x.shape)}"
+                )
+            if num_steps is None:
+                num_steps = (name, x.shape[0])
+            elif x.shape[0] != num_steps[1]:
+                raise ValueError(
+                    f"time-varying fields must share one length N, got {num_steps[0]} with "
+                    f"N = {num_steps[1]} and {name} with N = {x.shape[0]} (shape "
+                    f"{tuple(x.shape)})"
+                )
+        else:
+            tv = " (or [N, ...] when time-varying)" if name in TIME_VARYING_NAMES else ""
+            _check_shape(name, x, expected, meaning + tv)
     dtypes = {name: np.dtype(x.dtype) for name, x in fields.items()}
     if len(set(dtypes.values())) > 1:
         listing = ", ".join(f"{k}={v}" for k, v in dtypes.items())
         raise TypeError(f"all LGSSM fields must share one floating dtype, got {listing}")
     if check_values:
-        for name in ("m0", "A", "H"):
-            if _is_concrete(fields[name]):
+        for name in ("m0", "A", "H", *OPTIONAL_NAMES):
+            if name in fields and _is_concrete(fields[name]):
                 _check_finite(name, np.asarray(fields[name]))
         for name in _COVARIANCES:
             _check_psd(name, fields[name])
@@ -182,11 +254,16 @@ def _check_first_innovation(fields: dict) -> None:
     """
     if not all(_is_concrete(fields[n]) for n in ("P0", "A", "Q", "H", "R")):
         return
-    R = np.asarray(fields["R"], np.float64)
+
+    def first(n):  # step 1's matrix of a time-varying field
+        x = np.asarray(fields[n], np.float64)
+        return x[0] if x.ndim == BASE_NDIM[n] + 1 else x
+
+    R = first("R")
     tol = psd_tolerance(fields["R"].dtype, R.shape[0])
     if _is_numerically_pd(R, tol)[0]:
         return
-    P0, A, Q, H = (np.asarray(fields[n], np.float64) for n in ("P0", "A", "Q", "H"))
+    P0, A, Q, H = (first(n) for n in ("P0", "A", "Q", "H"))
     S1 = H @ (A @ P0 @ A.T + Q) @ H.T + R
     ok, smallest = _is_numerically_pd(S1, tol)
     if not ok:
@@ -228,7 +305,7 @@ def check_values(params: LGSSM, ys=None) -> None:
         ys: optional observations ``[N, Dy]`` or ``[B, N, Dy]``.
     """
     params = validate_params(params, check_values=False)
-    leaves = list(params) + ([] if ys is None else [ys])
+    leaves = [x for x in params if x is not None] + ([] if ys is None else [ys])
     if all(_is_concrete(x) for x in leaves):
         validate_params(params)
         if ys is not None:
@@ -238,12 +315,14 @@ def check_values(params: LGSSM, ys=None) -> None:
 
     for name in PARAMETER_NAMES:
         x = getattr(params, name)
+        if x is None:
+            continue
         checkify.check(jnp.all(jnp.isfinite(x)), f"{name} must be finite, got non-finite entries")
     for name in _COVARIANCES:
         x = getattr(params, name)
         eps = float(jnp.finfo(x.dtype).eps)
         scale = jnp.max(jnp.abs(x))
-        asym = jnp.max(jnp.abs(x - x.T))
+        asym = jnp.max(jnp.abs(x - jnp.swapaxes(x, -1, -2)))
         checkify.check(
             asym <= math.sqrt(eps) * scale,
             f"{name} must be symmetric positive definite or semi-definite, got max "
@@ -251,14 +330,14 @@ def check_values(params: LGSSM, ys=None) -> None:
             asym=asym,
             scale=scale,
         )
-        eig = jnp.linalg.eigvalsh(0.5 * (x + x.T))
-        tol = psd_tolerance(x.dtype, x.shape[0]) * jnp.max(jnp.abs(eig))
+        eig = jnp.linalg.eigvalsh(0.5 * (x + jnp.swapaxes(x, -1, -2)))
+        tol = psd_tolerance(x.dtype, x.shape[-1]) * jnp.max(jnp.abs(eig), axis=-1)
         checkify.check(
-            eig[0] >= -tol,
+            jnp.all(eig[..., 0] >= -tol),
             f"{name} must be symmetric positive definite or semi-definite, got smallest "
             f"eigenvalue {{smallest}} (below -{{tol}}, the round-off allowance)",
-            smallest=eig[0],
-            tol=tol,
+            smallest=jnp.min(eig[..., 0]),
+            tol=jnp.min(tol),
         )
     if ys is not None:
         ys = validate_observations(ys, params, allow_batch=True)
@@ -308,7 +387,7 @@ def validate_observations(
         ``ys`` as a JAX array.
     """
     ys = _as_float_array(name, ys)
-    Dy = params.H.shape[0]
+    Dy = params.H.shape[-2]
     expected = "[N, Dy] or [B, N, Dy]" if allow_batch else "[N, Dy]"
     ok_ndim = (2, 3) if allow_batch else (2,)
     if ys.ndim not in ok_ndim:
@@ -324,6 +403,7 @@ def validate_observations(
         )
     if ys.shape[-2] < 1:
         raise ValueError(f"{name} must hold at least one step (N >= 1), got shape {ys.shape}")
+    check_time_varying_length(params, ys.shape[-2], f"{name}'s shape {tuple(ys.shape)}")
     if ys.dtype != params.A.dtype:
         raise TypeError(
             f"{name} must have the parameters' dtype {np.dtype(params.A.dtype)}, "
@@ -339,6 +419,75 @@ def validate_observations(
                 f"{a[first]} at index {first}"
             )
     return ys
+
+
+def check_plain_model(params: LGSSM, where: str) -> None:
+    """Refuse inputs, offsets and time-varying fields in an entry point without them."""
+    extras = [n for n in OPTIONAL_NAMES if getattr(params, n) is not None]
+    varying = [
+        n
+        for n in TIME_VARYING_NAMES
+        if getattr(params, n) is not None and getattr(params, n).ndim == BASE_NDIM[n] + 1
+    ]
+    if extras or varying:
+        what = ", ".join(extras + [f"time-varying {n}" for n in varying if n not in extras])
+        raise ValueError(
+            f"{where} supports the model without inputs, offsets or time-varying matrices, "
+            f"got {what}; use kalman_filter / rts_smoother (method='parallel' or "
+            "'sequential') for this model"
+        )
+
+
+def check_time_varying_length(params: LGSSM, num_steps: int, source: str) -> None:
+    """Every time-varying field must have ``num_steps`` entries (``source`` names the N)."""
+    for field in TIME_VARYING_NAMES:
+        x = getattr(params, field)
+        if x is not None and x.ndim == BASE_NDIM[field] + 1 and x.shape[0] != num_steps:
+            raise ValueError(
+                f"the time-varying {field} (shape {tuple(x.shape)}) must have one entry per "
+                f"step: N = {num_steps} (from {source}), got {x.shape[0]}"
+            )
+
+
+def validate_inputs(inputs, params: LGSSM, ys: jax.Array, *, name: str = "inputs"):
+    """Check ``inputs`` against validated ``params`` and ``ys``; return an array or ``None``.
+
+    A model with ``B`` or ``D`` needs ``inputs`` ``[N, Du]`` (``[B, N, Du]`` for a batch
+    ``ys [B, N, Dy]``), finite, in the parameters' dtype. ``inputs`` for a model with neither
+    is an error (they would be ignored).
+    """
+    uses = [n for n in ("B", "D") if getattr(params, n) is not None]
+    if inputs is None:
+        if uses:
+            Du = getattr(params, uses[0]).shape[-1]
+            raise ValueError(
+                f"params.{uses[0]} is set, so {name} must be given: u_1..u_N with shape "
+                f"[N, Du] = {(ys.shape[-2], Du)}"
+            )
+        return None
+    if not uses:
+        raise ValueError(
+            f"{name} were given but params has neither B nor D, so they would be ignored; "
+            "set params.B (state) and/or params.D (observation), e.g. to zeros [D, Du] to "
+            "fit them with update=('B', ...)"
+        )
+    inputs = _as_float_array(name, inputs)
+    Du = getattr(params, uses[0]).shape[-1]
+    expected = tuple(ys.shape[:-1]) + (Du,)
+    meaning = "[B, N, Du]" if ys.ndim == 3 else "[N, Du]"
+    if tuple(inputs.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape {meaning} = {expected} (N from ys {tuple(ys.shape)}, Du "
+            f"from params.{uses[0]}), got shape {tuple(inputs.shape)}"
+        )
+    if inputs.dtype != params.A.dtype:
+        raise TypeError(
+            f"{name} must have the parameters' dtype {np.dtype(params.A.dtype)}, "
+            f"got {np.dtype(inputs.dtype)}"
+        )
+    if _is_concrete(inputs):
+        _check_finite(name, np.asarray(inputs))
+    return inputs
 
 
 def check_update(update) -> tuple[str, ...]:

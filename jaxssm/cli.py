@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -184,9 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--update",
-        default="A,Q",
+        default=None,
         metavar="NAMES",
-        help=f"comma-separated parameters to learn, from {','.join(PARAM_NAMES)} (default A,Q)",
+        help=(
+            f"comma-separated parameters to learn, from {','.join(PARAM_NAMES)} (default A,Q; "
+            "A,B,Q with --inputs torques)"
+        ),
+    )
+    add(
+        "--inputs",
+        choices=("none", "torques"),
+        default="none",
+        help=(
+            "none (default): the exercise's model; torques: the 7 joint torques of each row "
+            "(SARCOS columns 21-27) drive the state, x_k = A x_{k-1} + B u_k + q_k, with B "
+            "learnt from zero (needs a 28-column data file)"
+        ),
     )
     add(
         "--window",
@@ -279,7 +293,14 @@ def _say(line: str) -> None:
 
 def _fit(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
+    if args.update is None:
+        args.update = "A,B,Q" if args.inputs == "torques" else "A,Q"
     args.update = ",".join(name.strip() for name in args.update.split(","))
+    if args.inputs == "torques" and args.forecast is not None:
+        raise UsageError(
+            "--forecast with --inputs torques would need the torques of the future steps; "
+            "forecast without inputs, or call jaxssm.forecast(..., future_inputs=...)"
+        )
     if args.method == "em" and (args.optimizer is not None or args.lr is not None):
         raise UsageError(
             f"{'--optimizer' if args.optimizer else '--lr'} applies to --method mle only"
@@ -294,12 +315,24 @@ def _fit(args: argparse.Namespace) -> int:
         # this process (the jaxssm library itself never changes JAX's configuration).
         jax.config.update("jax_enable_x64", True)
 
-    Y, data_name, data_label = _load_data(args.data)
+    Y, torques, data_name, data_label = _load_data(args.data)
     if Y.shape[0] < 2:
         raise InputError(f"{data_name}: need at least 2 rows (the first is m0), got {Y.shape[0]}")
     window = _resolve_window(args.window, Y.shape[0])
     params0, ys = datasets.exercise_setup(Y, jax.random.PRNGKey(args.seed), dtype=args.dtype)
     num_steps, dim = ys.shape
+    args.input_array = None
+    if args.inputs == "torques":
+        if torques.shape[1] == 0:
+            raise InputError(
+                f"--inputs torques: {data_name} has no torque columns (an [N, 21] file); "
+                "give the 28-column SARCOS array"
+            )
+        if not np.all(np.isfinite(torques[1:])):
+            raise InputError(f"--inputs torques: {data_name} has non-finite torques")
+        # Row k's torques drive step k (u_k with y_k = data row k), as ys = Y[1:].
+        args.input_array = jnp.asarray(torques[1:], params0.A.dtype)
+        params0 = params0._replace(B=jnp.zeros((dim, torques.shape[1]), params0.A.dtype))
     what = _describe_method(args)
     _say(
         f"{PROG} fit: {data_name}: N = {num_steps} steps (row 0 is m0), D = {dim}, "
@@ -317,7 +350,10 @@ def _fit(args: argparse.Namespace) -> int:
     )
 
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "params.npz", **{n: np.asarray(getattr(fitted, n)) for n in PARAM_NAMES})
+    saved = {
+        n: np.asarray(getattr(fitted, n)) for n in PARAM_NAMES if getattr(fitted, n) is not None
+    }
+    np.savez(out / "params.npz", **saved)
     rows = [f"{i},{float(v)!r}" for i, v in enumerate(trace)]
     (out / "log_likelihood.csv").write_text("\n".join(["iteration,log_likelihood", *rows]) + "\n")
     written = ["params.npz", "log_likelihood.csv"]
@@ -328,7 +364,9 @@ def _fit(args: argparse.Namespace) -> int:
             f"{data_label}: data (x) and smoothed estimate (mean $\\pm$ 2 sd) after "
             f"{args.method.upper()}, {args.iters} iterations"
         )
-        plot_note = _write_plot(out / "fit.png", fitted, ys, Y, window, args.schedule, title)
+        plot_note = _write_plot(
+            out / "fit.png", fitted, ys, Y, window, args.schedule, title, args.input_array
+        )
         if plot_note:
             _say(f"fit.png {plot_note}")
         else:
@@ -350,6 +388,7 @@ def _fit(args: argparse.Namespace) -> int:
         f"D: {dim}",
         f"dtype: {args.dtype}",
         f"method: {args.method} (update {args.update})",
+        f"inputs: {args.inputs}",
         f"optimizer: {optimizer}",
         f"schedule: {args.schedule}",
         f"iterations: {iterations} of {args.iters}{status_note}",
@@ -390,12 +429,16 @@ def _resolve_out(out: Path | None, force: bool) -> Path:
     return out
 
 
-def _load_data(spec: str) -> tuple[np.ndarray, str, str]:
-    """Return the ``[N, 21]`` inputs, a name for the summary and a label for the plot."""
+def _load_data(spec: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """Return the ``[N, 21]`` series, its ``[N, 7]`` torques, a name and a plot label.
+
+    The torques are ``[N, 0]`` for a file that has none.
+    """
     try:
         if spec == "test":
             loaded = datasets.load_sarcos("test")
-            return loaded.inputs, f"{loaded.name} (SARCOS test split, bundled)", "SARCOS test split"
+            name = f"{loaded.name} (SARCOS test split, bundled)"
+            return loaded.inputs, loaded.torques, name, "SARCOS test split"
         if spec == "train":
             try:
                 loaded = datasets.load_sarcos("train")
@@ -408,14 +451,15 @@ def _load_data(spec: str) -> tuple[np.ndarray, str, str]:
                     f"$JAXSSM_DATA_DIR or {datasets.cache_dir()}, or pass --data FILE"
                 ) from err
             name = f"{loaded.name} (SARCOS training split)"
-            return loaded.inputs, name, "SARCOS training split"
+            return loaded.inputs, loaded.torques, name, "SARCOS training split"
         path = Path(spec).expanduser()
         if not path.is_file():
             raise InputError(
                 f"--data {spec}: no such file (give a .npz/.mat/.npy/.csv/.txt file, "
                 "'test' or 'train')"
             )
-        return datasets.load_array(path).inputs, str(path), path.name
+        loaded = datasets.load_array(path)
+        return loaded.inputs, loaded.torques, str(path), path.name
     except (OSError, ValueError, ImportError, EOFError) as err:
         raise InputError(f"--data: {err}") from err  # the messages name the file
 
@@ -483,6 +527,7 @@ def _call_fit(label: str, fit, params0, ys, args, **options):
                 update=tuple(args.update.split(",")),
                 method=args.schedule,
                 callback=callback,
+                inputs=args.input_array,
                 **options,
             )
         except (ValueError, TypeError) as err:
@@ -558,7 +603,7 @@ def _run_mle(params0, ys, args):
     return fitted, trace, args.iters, _still_rising(trace, "MLE")
 
 
-def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) -> str:
+def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str, inputs=None) -> str:
     """Write the plot; return "" on success or a note saying why it was skipped."""
     try:
         import matplotlib
@@ -571,7 +616,7 @@ def _write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str) ->
     # Under jit the value checks are skipped: an MLE optimum on the boundary can leave a
     # nearly singular covariance, still usable for the smoother (shapes are still checked).
     smoother = jax.jit(ssm.rts_smoother, static_argnames="method")
-    smoothed = smoother(fitted, ys, method=schedule)
+    smoothed = smoother(fitted, ys, inputs=inputs, method=schedule)
     start, stop = window
     if not (
         np.all(np.isfinite(np.asarray(smoothed.means[start:stop])))
@@ -643,6 +688,8 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
         if (args.optimizer or "adam") == "adam":
             out += ["--lr", f"{_lr(args):g}"]
     out += ["--schedule", args.schedule, "--dtype", args.dtype, "--update", args.update]
+    if args.inputs != "none":
+        out += ["--inputs", args.inputs]
     out += ["--seed", str(args.seed)]
     if args.window is not None:
         out += ["--window", f"{args.window[0]}:{args.window[1]}"]

@@ -39,7 +39,7 @@ from jax.typing import ArrayLike
 
 from jaxssm import _chunked
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
-from jaxssm._validation import validate_observations, validate_params
+from jaxssm._validation import check_plain_model, validate_observations, validate_params
 
 __all__ = ["device_mesh", "shard_batch", "chunked_filter", "chunked_smoother"]
 
@@ -175,6 +175,7 @@ def chunked_filter(
     """
     mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
     params = validate_params(params)
+    check_plain_model(params, "chunked_filter")
     ys = validate_observations(ys, params)
     return _run("filter", params, ys, num_chunks, mesh, axis_name, within)
 
@@ -210,5 +211,6 @@ def chunked_smoother(
     """
     mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
     params = validate_params(params)
+    check_plain_model(params, "chunked_smoother")
     ys = validate_observations(ys, params)
     return _run("smooth", params, ys, num_chunks, mesh, axis_name, within)

@@ -117,9 +117,12 @@ class SmoothStepResult(NamedTuple):
 # --- time update ------------------------------------------------------------------------------
 
 
-def predict_mean(mean: jax.Array, A: jax.Array) -> jax.Array:
-    """Return the predicted mean ``A m``, ``[D]``."""
-    return A @ mean
+def predict_mean(mean: jax.Array, A: jax.Array, b: jax.Array | None = None) -> jax.Array:
+    """Return the predicted mean ``A m + b``, ``[D]``.
+
+    ``b`` is the step's state offset ``B u_k + b``, ``[D]``, or ``None`` for none.
+    """
+    return A @ mean if b is None else A @ mean + b
 
 
 def predict_cov(cov: jax.Array, A: jax.Array, Q: jax.Array) -> jax.Array:
@@ -127,7 +130,9 @@ def predict_cov(cov: jax.Array, A: jax.Array, Q: jax.Array) -> jax.Array:
     return symmetrize(A @ cov @ A.T + Q)
 
 
-def predict(mean: jax.Array, cov: jax.Array, A: jax.Array, Q: jax.Array) -> Gaussian:
+def predict(
+    mean: jax.Array, cov: jax.Array, A: jax.Array, Q: jax.Array, b: jax.Array | None = None
+) -> Gaussian:
     """Time update: moments of ``x_k`` given those of ``x_{k-1}``.
 
     Args:
@@ -135,11 +140,12 @@ def predict(mean: jax.Array, cov: jax.Array, A: jax.Array, Q: jax.Array) -> Gaus
         cov: ``P_{k-1}``, ``[D, D]``.
         A: transition matrix ``[D, D]``.
         Q: process-noise covariance ``[D, D]``.
+        b: the step's state offset ``B u_k + b``, ``[D]``, or ``None``.
 
     Returns:
-        ``Gaussian(A m, A P A^T + Q)``.
+        ``Gaussian(A m + b, A P A^T + Q)``.
     """
-    return Gaussian(predict_mean(mean, A), predict_cov(cov, A, Q))
+    return Gaussian(predict_mean(mean, A, b), predict_cov(cov, A, Q))
 
 
 # --- measurement update -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ PACKAGE = Path(jaxssm.__file__).parent
 
 LAYERS = [
     ["_version", "_types"],
-    ["_validation", "_linalg", "_draws"],
+    ["_validation", "_linalg", "_draws", "_model"],
     ["steps"],
     ["_stats"],
     ["_sequential", "_steady", "_parallel"],

@@ -327,7 +327,7 @@ def test_progress_callback_traced_only_when_asked(capsys):
     [
         (dict(num_iters=0), ValueError, "num_iters"),
         (dict(num_iters=2.5), TypeError, "num_iters"),
-        (dict(num_iters=3, update=("A", "B")), ValueError, "valid names"),
+        (dict(num_iters=3, update=("A", "X")), ValueError, "valid names"),
         (dict(num_iters=3, update=()), ValueError, "update"),
         (dict(num_iters=3, update=None), TypeError, "update"),
         (dict(num_iters=3, tol=-1.0), ValueError, "tol"),

@@ -42,3 +42,20 @@ def test_missing_data_snippet_runs_after_the_quickstart():
     assert np.isnan(ys_gappy[100:150]).all() and np.isfinite(np.asarray(sm.means)).all()
     lls = np.asarray(namespace["info"].log_likelihoods)
     assert np.all(np.isfinite(lls)) and np.all(np.diff(lls) >= -1e-9 * np.abs(lls[:-1]))
+
+
+def test_inputs_snippet_runs_after_the_quickstart():
+    """The README's drift and input examples run and recover what they simulate."""
+    import numpy as np
+
+    text = README.read_text()
+    quick = re.search(r"## Quickstart\n\n```python\n(.*?)```", text, re.S).group(1)
+    block = re.search(
+        r"## Inputs, offsets and time-varying matrices\n\n.*?```python\n(.*?)```", text, re.S
+    )
+    assert block, "README has no inputs snippet"
+    namespace: dict = {}
+    exec(compile(quick + block.group(1), "README-inputs", "exec"), namespace)
+    np.testing.assert_allclose(np.asarray(namespace["fit_drift"].b), [0.05], atol=0.03)
+    np.testing.assert_allclose(np.asarray(namespace["fit_driven"].B), [[0.5], [0.2]], atol=0.1)
+    assert np.isfinite(np.asarray(namespace["smoothed_driven"].means)).all()
