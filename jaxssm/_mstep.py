@@ -271,15 +271,19 @@ def m_step(
     Args:
         params: the current :class:`~jaxssm.LGSSM` (supplies the entries not updated).
         stats: :class:`~jaxssm.SufficientStats` from :func:`~jaxssm.e_step`.
-        update: a parameter name or a tuple of names from ``"m0", "P0", "A", "Q", "H", "R"``
-            (any subset, any order; the order of application is fixed as above).
+        update: a parameter name or a tuple of names from ``"m0", "P0", "A", "Q", "H", "R",
+            "B", "b", "D", "d"`` (any subset, any order; the order of application is fixed as
+            above). With input sums in ``stats`` (a model with inputs or offsets), ``(A, B,
+            b)`` and ``(H, D, d)`` are joint regressions (module docstring): the blocks named
+            are the exact maximiser given the others.
 
     Returns:
         The updated :class:`~jaxssm.LGSSM`.
 
     Raises:
         ValueError: ``update`` is empty, repeats or names an unknown parameter; ``stats``
-            has shapes that do not match ``params``.
+            has shapes that do not match ``params``; ``update`` names ``B, b, D, d`` without
+            input sums in ``stats``, or a regression with a time-varying field.
         TypeError: ``update`` is not a name or an iterable of names.
 
     References:

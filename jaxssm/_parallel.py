@@ -27,6 +27,11 @@ N(x_k; E_k x_{k+1} + g_k, L_k)``: ``E_k`` is the RTS gain ``G_k``,
 step (:func:`jaxssm.steps.smooth_step`) taken from a zero "next" mean and covariance. The
 last element is the final filtered distribution (``E_N = 0``).
 
+Time-varying fields (:func:`jaxssm._model.split`) are vmapped over with the data; a state
+offset ``c_k`` (the reduced model's ``b``) enters the filtering element of its step as the
+update of ``N(A x + c_k, Q)``: ``b_k = c_k + K (y_k - H c_k)``, ``eta_k`` from
+``y_k - H c_k``.
+
 The per-step algebra is that of :mod:`jaxssm.steps`, with the linear algebra of
 :data:`jaxssm._linalg.BATCHED` (safe to vmap over time on CPU, the backend's kernels
 elsewhere). No matrix is inverted: the innovation and predicted covariances are factored by

@@ -9,49 +9,26 @@ import jax
 import jax.numpy as jnp
 
 from jaxssm import _model
+from jaxssm._draws import psd_cholesky
 from jaxssm._types import LGSSM
 from jaxssm._validation import check_time_varying_length, validate_inputs, validate_params
 
 __all__ = ["sample"]
 
 
-def psd_factor(S: jax.Array) -> jax.Array:
-    """Return ``F`` with ``F F^T = S`` for a symmetric positive semi-definite ``S [n, n]``.
-
-    The lower Cholesky factor when ``S`` is positive definite (every pivot above ``n eps``
-    times its diagonal entry), so draws from positive-definite models are unchanged;
-    otherwise ``V sqrt(lambda)`` from the eigendecomposition, with eigenvalues below
-    ``n eps max|lambda|`` set to zero, exact for singular ``S`` (a Cholesky factor of a
-    singular matrix is NaN). One ``lax.cond``.
-    """
-    n = S.shape[-1]
-    L = jnp.linalg.cholesky(S)
-    pivots = jnp.diagonal(L)
-    tol = n * float(jnp.finfo(S.dtype).eps)
-    ok = jnp.all(pivots * pivots > tol * jnp.diagonal(S))
-
-    def eigen_factor():
-        lam, V = jnp.linalg.eigh(0.5 * (S + S.T))
-        # Eigenvalues at round-off are zeros: their square roots (~sqrt(eps)) would not be.
-        keep = lam > tol * jnp.max(jnp.abs(lam))
-        return V * jnp.sqrt(jnp.where(keep, lam, jnp.zeros_like(lam)))[None, :]
-
-    return jax.lax.cond(ok, lambda: L, eigen_factor)
-
-
 def _noise(key, cov, num_steps: int, dtype):
     """``[N, n]`` draws of ``N(0, cov)`` (``cov`` one matrix, or one per step)."""
     z = jax.random.normal(key, (num_steps, cov.shape[-1]), dtype)
     if cov.ndim == 3:
-        return jnp.einsum("nij,nj->ni", jax.vmap(psd_factor)(cov), z)
-    return z @ psd_factor(cov).T
+        return jnp.einsum("nij,nj->ni", jax.vmap(psd_cholesky)(cov), z)
+    return z @ psd_cholesky(cov).T
 
 
 @partial(jax.jit, static_argnums=2)
 def _sample(key: jax.Array, params: LGSSM, num_steps: int, inputs=None):
     D = params.A.shape[-1]
     dtype = params.A.dtype
-    chol_P0 = psd_factor(params.P0)
+    chol_P0 = psd_cholesky(params.P0)
     key0, key_q, key_r = jax.random.split(key, 3)
     x0 = params.m0 + chol_P0 @ jax.random.normal(key0, (D,), dtype)
     q = _noise(key_q, params.Q, num_steps, dtype)
@@ -83,8 +60,8 @@ def sample(
     Args:
         key: a JAX PRNG key (no default: sampling is explicit).
         params: an :class:`~jaxssm.LGSSM`; ``P0``, ``Q``, ``R`` may be singular (positive
-            semi-definite): the noise is drawn with a PSD factor (Cholesky when positive
-            definite, an eigendecomposition otherwise), so singular directions get none.
+            semi-definite): the noise is drawn with a semidefinite Cholesky factor
+            (:func:`jaxssm._draws.psd_cholesky`), so singular directions get none.
         num_steps: ``N >= 1``, a Python int (it fixes the output shapes); time-varying
             fields of ``params`` must have this length.
         inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.

@@ -494,7 +494,8 @@ def check_update(update) -> tuple[str, ...]:
     """Check an ``update=`` argument and return its names in :class:`~jaxssm.LGSSM` order.
 
     The one rule for EM, MLE and the command line: a parameter name or an iterable of
-    names from ``("m0", "P0", "A", "Q", "H", "R")``, at least one, none repeated.
+    names from ``("m0", "P0", "A", "Q", "H", "R", "B", "b", "D", "d")``, at least one, none
+    repeated.
 
     Raises:
         TypeError: ``update`` is neither a str nor an iterable of str.

@@ -517,6 +517,8 @@ def _progress_bar(label: str, total: int):
 
 def _call_fit(label: str, fit, params0, ys, args, **options):
     """``fit(params0, ys, ...)`` with the progress bar; a bad ``--update`` is a usage error."""
+    if args.input_array is not None:
+        options["inputs"] = args.input_array
     _say(f"compiling the {label} loop (a few seconds) ...")
     with _progress_bar(label, args.iters) as callback:
         try:
@@ -527,7 +529,6 @@ def _call_fit(label: str, fit, params0, ys, args, **options):
                 update=tuple(args.update.split(",")),
                 method=args.schedule,
                 callback=callback,
-                inputs=args.input_array,
                 **options,
             )
         except (ValueError, TypeError) as err:

@@ -20,8 +20,12 @@ def assert_close(actual, expected, rtol, atol_scale=1e-2, err_msg=""):
     """assert_allclose with an absolute floor of ``rtol * atol_scale * max|expected|``.
 
     Entries that cancel to near zero (off-diagonal covariances) have no meaningful relative
-    error; the floor ties their tolerance to the size of the whole array instead.
+    error; the floor ties their tolerance to the size of the whole array instead. Two
+    ``None`` (an absent optional field of an LGSSM) are equal; ``None`` and an array are not.
     """
+    if actual is None or expected is None:
+        assert actual is None and expected is None, f"{err_msg}: {actual!r} vs {expected!r}"
+        return
     expected = np.asarray(expected, np.float64)
     atol = rtol * atol_scale * max(float(np.max(np.abs(expected))), 1e-300)
     np.testing.assert_allclose(

@@ -189,7 +189,7 @@ def dense_sufficient_stats(model: Model, ys: np.ndarray) -> dict:
 
 def numpy_filter(model: Model, ys: np.ndarray):
     """Textbook Kalman filter as a Python loop (explicit solves, no Cholesky tricks)."""
-    m0, P0, A, Q, H, R = (np.asarray(x, np.float64) for x in model)
+    m0, P0, A, Q, H, R = (np.asarray(x, np.float64) for x in model[:6])
     m, P = m0.copy(), P0.copy()
     means, covs, pmeans, pcovs = [m0], [P0], [], []
     ll = 0.0

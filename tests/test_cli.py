@@ -75,7 +75,7 @@ def start_params(sarcos_rows, seed, dtype=jnp.float64):
 
 def reference_ll(params, sarcos_rows):
     """log p(y | params) of the plain numpy filter (an independent computation)."""
-    model = reference.Model(*(np.asarray(x, np.float64) for x in params))
+    model = reference.Model(*(np.asarray(x, np.float64) for x in params[:6]))
     return reference.numpy_filter(model, sarcos_rows[1:, :21])[-1]
 
 
@@ -115,7 +115,7 @@ def test_fit_writes_outputs(em_run):
     _, values = read_trace(out / "log_likelihood.csv")
     assert f"log-likelihood {values[ITERS - 1]:.6g}" in bar.split(f"{ITERS}/{ITERS}")[-1]
     with np.load(out / "params.npz") as z:
-        assert sorted(z.files) == sorted(ssm.LGSSM._fields)
+        assert sorted(z.files) == sorted(ssm.LGSSM._fields[:6])  # absent B, b, D, d: not saved
         assert z["A"].shape == (21, 21) and z["A"].dtype == np.float64
     from PIL import Image
 
@@ -129,7 +129,7 @@ def test_fit_params_equal_a_direct_em_run(em_run, sarcos_rows):
     expected, info = ssm.fit_em(setup.params, setup.ys, num_iters=ITERS, update=("A", "Q"))
     assert int(info.status) == ssm.EMStatus.MAX_ITERS
     with np.load(out / "params.npz") as z:
-        for name in ssm.LGSSM._fields:
+        for name in ssm.LGSSM._fields[:6]:
             assert_close(z[name], getattr(expected, name), rtol=1e-12, err_msg=name)
         np.testing.assert_array_equal(z["R"], EXERCISE_R)  # not learned: unchanged
 
@@ -140,7 +140,7 @@ def test_fit_trace_matches_the_numpy_filter(em_run, sarcos_rows):
     assert iterations == list(range(ITERS + 1))
     assert np.all(np.diff(values) > 0)  # EM raised the log-likelihood at every step
     with np.load(out / "params.npz") as z:
-        fitted = [z[name] for name in ssm.LGSSM._fields]
+        fitted = [z[name] for name in ssm.LGSSM._fields[:6]]
     assert_close(values[0], reference_ll(start_params(sarcos_rows, 7).params, sarcos_rows), 1e-9)
     assert_close(values[-1], reference_ll(fitted, sarcos_rows), rtol=1e-9)
     fields = summary_fields(out / "summary.txt")
@@ -215,7 +215,7 @@ def test_fit_mle_adam(tmp_path, small_file, sarcos_rows):
     assert values[-1] > values[0]
     # The first entry is the start's log-likelihood, the last the fitted parameters'.
     with np.load(out / "params.npz") as z:
-        fitted = [z[name] for name in ssm.LGSSM._fields]
+        fitted = [z[name] for name in ssm.LGSSM._fields[:6]]
     assert_close(values[0], reference_ll(start_params(sarcos_rows, 0).params, sarcos_rows), 1e-9)
     assert_close(values[-1], reference_ll(fitted, sarcos_rows), rtol=1e-9)
     fields = summary_fields(out / "summary.txt")
@@ -556,3 +556,37 @@ def test_readme_em_numbers_come_from_the_snippet():
     _, info = ssm.fit_em(start, ys, num_iters=100, update=("A", "Q"))
     assert round(float(info.log_likelihoods[0])) == int(start_text.replace(",", ""))
     assert round(float(info.log_likelihood)) == int(em_text.replace(",", ""))
+
+
+def test_fit_with_torques_as_inputs(tmp_path, small_file, sarcos_rows):
+    """--inputs torques learns (A, B, Q) with the rows' torques driving the state."""
+    out = tmp_path / "out"
+    argv = ["fit", "--data", small_file, "--iters", ITERS, "--inputs", "torques", "--out", out]
+    code, _, stderr = run_main([*argv, "--no-plot"])
+    assert code == 0, stderr
+    setup = start_params(sarcos_rows, 0)
+    u = jnp.asarray(sarcos_rows[1:, 21:])
+    start = setup.params._replace(B=jnp.zeros((21, 7)))
+    expected, _ = ssm.fit_em(
+        start, setup.ys, inputs=u, num_iters=ITERS, update=("A", "B", "Q"), tol=1e-8
+    )
+    with np.load(out / "params.npz") as z:
+        assert z["B"].shape == (21, 7) and np.any(z["B"] != 0)
+        for name in ("A", "B", "Q"):
+            assert_close(z[name], getattr(expected, name), rtol=1e-12, err_msg=name)
+    fields = summary_fields(out / "summary.txt")
+    assert fields["inputs"] == "torques" and "update A,B,Q" in fields["method"]
+    assert "--inputs torques" in fields["command"]
+
+
+def test_inputs_torques_errors(tmp_path, sarcos_rows):
+    path = tmp_path / "inputs_only.npz"
+    np.savez(path, sarcos_inv_test=sarcos_rows[:, :21])
+    code, _, stderr = run_main(
+        ["fit", "--data", path, "--inputs", "torques", "--out", tmp_path / "a"]
+    )
+    assert code == 1 and "no torque columns" in stderr
+    code, _, stderr = run_main(
+        ["fit", "--data", path, "--inputs", "torques", "--forecast", 3, "--out", tmp_path / "b"]
+    )
+    assert code == 2 and "future steps" in stderr

@@ -145,6 +145,28 @@ def test_known_initial_state_and_drift():
     np.testing.assert_allclose(float(sm.log_likelihood), ref.log_likelihood, rtol=RTOL)
 
 
+@pytest.mark.parametrize("method", ["sequential", "parallel"])
+def test_ar2_with_intercept_in_companion_form(method):
+    """AR(2) with an intercept: singular Q = diag(s2, 0), offset b = [c, 0], a noisy sensor."""
+    f = dict(
+        m0=np.array([0.5, 0.2]),
+        P0=np.array([[1.0, 0.3], [0.3, 1.0]]),
+        A=np.array([[0.6, 0.3], [1.0, 0.0]]),
+        Q=np.diag([0.2, 0.0]),
+        H=np.array([[1.0, 0.0]]),
+        R=np.array([[0.05]]),
+        b=np.array([1.5, 0.0]),
+    )
+    rng = np.random.default_rng(31)
+    ys = 4.0 + rng.standard_normal((N, 1))
+    ys[3] = np.nan
+    ref = posterior(per_step(N, **f), ys)
+    sm = ssm.rts_smoother(_params(f), jnp.asarray(ys), method=method)
+    assert_close(sm.means, ref.smooth_means, RTOL)
+    assert_close(sm.covs, ref.smooth_covs, RTOL)
+    np.testing.assert_allclose(float(sm.log_likelihood), ref.log_likelihood, rtol=RTOL)
+
+
 # --- the steady-state path with offsets, against the full recursion --------------------------
 
 

@@ -33,7 +33,7 @@ ALL_SUBSETS = [s for r in range(1, len(NAMES) + 1) for s in itertools.combinatio
 
 def numpy_m_step(model, st, update):
     """The closed forms of DESIGN.md in numpy, in the order A, Q, H, R, m0, P0."""
-    m0, P0, A, Q, H, R = (np.asarray(x, np.float64).copy() for x in model)
+    m0, P0, A, Q, H, R = (np.asarray(x, np.float64).copy() for x in model[:6])
     Sigma, Phi, B, C, D = st["Sigma"], st["Phi"], st["B"], st["C"], st["D"]
     if "A" in update:
         A = C @ np.linalg.inv(Phi)
@@ -53,7 +53,7 @@ def numpy_m_step(model, st, update):
 
 def to_stats(st, N, dtype=jnp.float64):
     return ssm.SufficientStats(
-        **{k: jnp.asarray(st[k], dtype) for k in ssm.SufficientStats._fields if k != "num_steps"},
+        **{k: jnp.asarray(st[k], dtype) for k in ssm.SufficientStats._fields[:7]},
         num_steps=jnp.asarray(N, jnp.int32),
     )
 
