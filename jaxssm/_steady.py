@@ -20,9 +20,10 @@ has three regions:
 * middle, ``k = T+1..N-T-1``: every covariance and gain is constant;
 * end, ``k = N-T..N``: the backward Stein transient :math:`X_j = P^s_{N-j}`, ``j = 0..T``.
 
-``T`` is a static bound (:func:`transient_bound`). The ``O(D^3)`` work is in three scans over
-at most ``T`` steps, run in chunks: once a whole chunk has settled, the remaining chunks are
-skipped by ``lax.cond``, so only the transient actually present costs covariance steps. Over
+``T`` is a static bound (:func:`transient_bound`). The ``O(D^3)`` work is in three loops over
+at most ``T`` steps, run in chunks: ``lax.while_loop``\ s that stop once a whole chunk has
+settled (under ``jvp``/``grad`` the same values come from scans whose remaining chunks are
+skipped by ``lax.cond``), so only the transient actually present costs covariance steps. Over
 the full series only the means run, as linear recursions with constant matrices
 (``O(N D^2)``). The EM sums are transient sums + count x steady terms + a few
 ``[D, N] @ [N, D]`` products; no ``[N, D, D]`` array is formed.
