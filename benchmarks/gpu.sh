@@ -5,7 +5,13 @@
 #
 #   bash benchmarks/gpu.sh [OUTPUT_DIR]
 #
-# OUTPUT_DIR defaults to $OUT, else benchmarks/results/local/gpu. It receives gpu.json and
+# The --gpu preset of benchmarks/run.py, most important first (the budget drops the tail):
+# filter + smoother and one EM iteration on the parallel, steady and sequential schedules in
+# float64 and float32 at N = 44,484 (D = 21); 100 EM iterations (compile time apart, so a
+# fresh call costs compile + run); a filter sweep to N = 1e6; dynamax's EM iteration; peers.
+#
+# OUTPUT_DIR defaults to $OUT, else benchmarks/results/local/gpu (benchmarks/results puts
+# gpu.md next to the README's cpu.md). It receives gpu.json and
 # gpu.md (the tables; rewritten after every cell, so a stopped run still leaves results),
 # env.txt (nvidia-smi, versions) and gpu_run.log (everything printed).
 #

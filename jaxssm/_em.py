@@ -131,8 +131,8 @@ def _fit(
     dtype = params.A.dtype
     nan = jnp.array(jnp.nan, dtype)
 
-    def iterate(state: _State, i) -> tuple[_State, jax.Array]:
-        stats, ll = _dispatch.stats(state.params, ys, method, inputs=inputs)
+    def m_update(state: _State, stats, ll, i) -> _State:
+        """Run the guard, then the M-step (iterations ``i < num_iters``)."""
         if callback is not None:
             jax.debug.callback(callback, i, ll, ordered=True)
         decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
@@ -152,7 +152,7 @@ def _fit(
             lambda a, b: jnp.where(decreased | converged, a, b), keep, new_params
         )
         status = jnp.where(decreased, _DECREASED, jnp.where(converged, _CONVERGED, _RUNNING))
-        new_state = _State(
+        return _State(
             params=next_params,
             best=keep,
             best_ll=jnp.where(decreased, state.best_ll, ll),
@@ -160,7 +160,29 @@ def _fit(
             decrease=_decrease_size(decreased, state.best_ll, ll),
             count=state.count + 1,
         )
-        return new_state, ll
+
+    def final_check(state: _State, stats, ll, i) -> _State:
+        """Check the last M-step's output ``theta_num_iters`` with the guard (after the loop).
+
+        The loop's own E-step evaluates it (its log-likelihood), so the compiled program holds
+        one covariance recursion, not a second one for a separate likelihood pass.
+        """
+        decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
+        best = jax.tree.map(lambda a, b: jnp.where(decreased, a, b), state.best, state.params)
+        return _State(
+            params=best,
+            best=best,
+            best_ll=jnp.where(decreased, state.best_ll, ll),
+            status=jnp.where(decreased, _DECREASED, _RUNNING).astype(jnp.int32),
+            decrease=_decrease_size(decreased, state.best_ll, ll),
+            count=state.count,
+        )
+
+    def iterate(state: _State, i) -> tuple[_State, jax.Array]:
+        """E-step at ``theta_i``; then the M-step (``i < num_iters``) or the final check."""
+        stats, ll = _dispatch.stats(state.params, ys, method, inputs=inputs)
+        state = jax.lax.cond(i < num_iters, m_update, final_check, state, stats, ll, i)
+        return state, ll
 
     init = _State(
         params=params,
@@ -171,48 +193,34 @@ def _fit(
         count=jnp.zeros((), jnp.int32),
     )
 
+    # num_iters + 1 passes: iterations 0..num_iters-1, then the evaluation of the last M-step's
+    # output (one more E-step instead of a separately compiled likelihood pass). A stop by the
+    # guard or by tol skips the passes after it.
     if tol is None:
         # Fixed number of iterations: a scan. Once the guard stops the loop, the remaining
         # iterations skip all work through lax.cond and record NaN.
         def body(state, i):
             return jax.lax.cond(state.status == _RUNNING, iterate, lambda s, _: (s, nan), state, i)
 
-        state, trace = jax.lax.scan(body, init, jnp.arange(num_iters))
+        state, trace = jax.lax.scan(body, init, jnp.arange(num_iters + 1))
+        trace = trace[:num_iters]
     else:
 
         def cond(carry):
-            state, _ = carry
-            return (state.status == _RUNNING) & (state.count < num_iters)
+            state, _, i = carry
+            return (state.status == _RUNNING) & (i <= num_iters)
 
         def loop(carry):
-            state, trace = carry
-            i = state.count
+            state, trace, i = carry
             state, ll = iterate(state, i)
-            return state, trace.at[i].set(ll)
+            trace = jnp.where(jnp.arange(num_iters, dtype=jnp.int32) == i, ll, trace)
+            return state, trace, i + 1
 
-        state, trace = jax.lax.while_loop(
-            cond, loop, (init, jnp.full((num_iters,), jnp.nan, dtype))
-        )
+        trace = jnp.full((num_iters,), jnp.nan, dtype)
+        state, trace, _ = jax.lax.while_loop(cond, loop, (init, trace, jnp.zeros((), jnp.int32)))
 
-    # The last M-step's output has not been evaluated yet: evaluate it (one filter pass, no
-    # smoother) so that the guard also covers the final step and the returned parameters'
-    # log-likelihood is known.
-    def finish(state):
-        ll = _dispatch.log_likelihood(state.params, ys, method, inputs=inputs)
-        decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
-        params = jax.tree.map(lambda a, b: jnp.where(decreased, a, b), state.best, state.params)
-        return (
-            params,
-            jnp.where(decreased, state.best_ll, ll),
-            jnp.where(decreased, _DECREASED, _RUNNING).astype(jnp.int32),
-            _decrease_size(decreased, state.best_ll, ll),
-        )
-
-    def stopped(state):
-        return state.best, state.best_ll, state.status, state.decrease
-
-    params, ll, status, decrease = jax.lax.cond(state.status == _RUNNING, finish, stopped, state)
-    return params, EMInfo(trace, ll, state.count, status, decrease)
+    info = EMInfo(trace, state.best_ll, state.count, state.status, state.decrease)
+    return state.best, info
 
 
 _fit_jit = jax.jit(

@@ -20,9 +20,10 @@ has three regions:
 * middle, ``k = T+1..N-T-1``: every covariance and gain is constant;
 * end, ``k = N-T..N``: the backward Stein transient :math:`X_j = P^s_{N-j}`, ``j = 0..T``.
 
-``T`` is a static bound (:func:`transient_bound`). The ``O(D^3)`` work is in three scans over
-at most ``T`` steps, run in chunks: once a whole chunk has settled, the remaining chunks are
-skipped by ``lax.cond``, so only the transient actually present costs covariance steps. Over
+``T`` is a static bound (:func:`transient_bound`). The ``O(D^3)`` work is in three loops over
+at most ``T`` steps, run in chunks: ``lax.while_loop``\ s that stop once a whole chunk has
+settled (under ``jvp``/``grad`` the same values come from scans whose remaining chunks are
+skipped by ``lax.cond``), so only the transient actually present costs covariance steps. Over
 the full series only the means run, as linear recursions with constant matrices
 (``O(N D^2)``). The EM sums are transient sums + count x steady terms + a few
 ``[D, N] @ [N, D]`` products; no ``[N, D, D]`` array is formed.
@@ -44,6 +45,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -183,26 +185,85 @@ def _last_unsettled(small: jax.Array) -> jax.Array:
     return jnp.max(jnp.where(small, 0, idx))
 
 
-def _settling_scan(step, init, length: int, chunk: int):
-    """Iterate ``state, out, small = step(state)`` for ``length`` steps, in chunks.
+def _settling_scan(step, operands, init, length: int, chunk: int):
+    """Iterate ``state, out, small = step(operands, state)`` for ``length`` steps, in chunks.
 
     Once every step of a chunk reported ``small``, the later chunks are not computed: their
-    outputs repeat the last output computed (``lax.cond``, so this stays differentiable and
-    jittable; under a batched ``vmap`` both branches run).
+    outputs repeat the last output computed. Evaluated, this is a ``lax.while_loop`` over the
+    chunks that stops there (:func:`_settle_forward`): the covariance work is that of the
+    transient present, rounded up to whole chunks. Reverse-mode differentiation cannot pass
+    a ``while_loop``, so under ``jvp``/``grad`` (a ``custom_jvp``) the same values and their
+    tangents come from a ``lax.scan`` over all chunks in which the chunks after the settled
+    one are skipped by ``lax.cond`` (:func:`_settle_scan`). Under a batched ``vmap`` the
+    loop runs until every member settled.
+
+    Args:
+        step: ``step(operands, state) -> (state, out, small)``; it must not close over
+            traced values (they would not be differentiated).
+        operands: the arrays ``step`` reads (a pytree; differentiated).
+        init: the initial state (a pytree; differentiated).
+        length: the number of steps, a multiple of ``chunk`` (static).
+        chunk: steps per chunk (static).
 
     Returns:
         ``(outs, small, settled)``: the outputs stacked over the steps (``[length, ...]``),
         the flags ``[length]`` (True for skipped steps) and whether a chunk settled.
     """
+    return _settle(step, length, chunk, operands, init)
+
+
+def _settle_forward(step, length: int, chunk: int, operands, init):
+    """:func:`_settling_scan` evaluated: a ``while_loop`` up to the first settled chunk.
+
+    Each chunk's outputs are written into buffers the loop carries (in place); the chunks not
+    computed are filled with the last output afterwards.
+    """
     num_chunks = length // chunk
-    out_shape = jax.eval_shape(lambda s: step(s)[1], init)
+    out_shape = jax.eval_shape(lambda s: step(operands, s)[1], init)
+    bufs = jax.tree.map(lambda a: jnp.zeros((num_chunks, chunk) + a.shape, a.dtype), out_shape)
+    last = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out_shape)
+    smalls = jnp.ones((num_chunks, chunk), bool)
+
+    def inner(s, _):
+        s, out, small = step(operands, s)
+        return s, (out, small)
+
+    def body(carry):
+        i, state, _, bufs, smalls, _ = carry
+        state, (outs, small) = jax.lax.scan(inner, state, None, length=chunk)
+        bufs = jax.tree.map(lambda b, o: b.at[i].set(o), bufs, outs)
+        last = jax.tree.map(lambda o: o[-1], outs)
+        return i + 1, state, last, bufs, smalls.at[i].set(small), jnp.all(small)
+
+    def running(carry):
+        return (carry[0] < num_chunks) & ~carry[5]
+
+    carry = (jnp.zeros((), jnp.int32), init, last, bufs, smalls, jnp.zeros((), bool))
+    done, _, last, bufs, smalls, settled = jax.lax.while_loop(running, body, carry)
+    computed = jnp.arange(num_chunks, dtype=jnp.int32) < done
+
+    def fill(b, o):
+        keep = computed.reshape((num_chunks, 1) + (1,) * o.ndim)
+        return jnp.where(keep, b, o).reshape((length,) + o.shape)
+
+    return jax.tree.map(fill, bufs, last), smalls.reshape(length), settled
+
+
+def _settle_scan(step, length: int, chunk: int, operands, init):
+    """:func:`_settling_scan` as a differentiable ``lax.scan`` over all chunks.
+
+    A chunk after the settled one is skipped by ``lax.cond``: its outputs repeat the last
+    output computed.
+    """
+    num_chunks = length // chunk
+    out_shape = jax.eval_shape(lambda s: step(operands, s)[1], init)
     placeholder = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out_shape)
 
     def run(carry):
         state, _, _ = carry
 
         def inner(s, _):
-            s, out, small = step(s)
+            s, out, small = step(operands, s)
             return s, (out, small)
 
         state, (outs, small) = jax.lax.scan(inner, state, None, length=chunk)
@@ -221,6 +282,26 @@ def _settling_scan(step, init, length: int, chunk: int):
     (_, _, settled), (outs, small) = jax.lax.scan(outer, init_carry, None, length=num_chunks)
     outs = jax.tree.map(lambda o: o.reshape((length,) + o.shape[2:]), outs)
     return outs, small.reshape(length), settled
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _settle(step, length, chunk, operands, init):
+    return _settle_forward(step, length, chunk, operands, init)
+
+
+@_settle.defjvp
+def _settle_jvp(step, length, chunk, primals, tangents):
+    return jax.jvp(functools.partial(_settle_scan, step, length, chunk), primals, tangents)
+
+
+def _filter_step(rtol: float, operands, cov):
+    """One step of the filter's covariance recursion (:func:`filter_side`'s ``step``)."""
+    A, Q, H, R = operands
+    pred_cov = steps.predict_cov(cov, A, Q)
+    half = steps.update_cov(pred_cov, H, R)
+    G = steps.smoother_gain(cov, pred_cov, A)
+    out = (pred_cov, half.cov, half.chol, half.obs_factor, G)
+    return half.cov, out, _small_change(half.cov, cov, rtol)
 
 
 def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
@@ -242,16 +323,10 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
         rtol = default_rtol(params.A.dtype)
     A, Q, H, R = params.A, params.Q, params.H, params.R
 
-    # Everything per step inside the scan (no vmapped LAPACK calls afterwards): independent
+    # Everything per step inside the loop (no vmapped LAPACK calls afterwards): independent
     # batched LAPACK calls in one program have hung jaxlib 0.10 on CPU (jaxssm._linalg).
-    def step(cov):
-        pred_cov = steps.predict_cov(cov, A, Q)
-        half = steps.update_cov(pred_cov, H, R)
-        G = steps.smoother_gain(cov, pred_cov, A)
-        out = (pred_cov, half.cov, half.chol, half.obs_factor, G)
-        return half.cov, out, _small_change(half.cov, cov, rtol)
-
-    outs, small, settled = _settling_scan(step, params.P0, T, chunk)
+    step = functools.partial(_filter_step, float(rtol))
+    outs, small, settled = _settling_scan(step, (A, Q, H, R), params.P0, T, chunk)
     pred_covs, covs, chols, obs_factors, smoother_gains = outs
     covs = jnp.concatenate([params.P0[None], covs], axis=0)
     cov = covs[-1]
@@ -273,18 +348,21 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
     )
 
 
+def _stein_step(rtol: float, operands, X):
+    """One backward step of the steady smoother covariance (:func:`_stein_transient`)."""
+    cov, pred_cov, G = operands
+    new = steps.smooth_cov(cov, pred_cov, X, G)
+    return new, new, _small_change(new, X, rtol)
+
+
 def _stein_transient(fs: FilterSide, T: int, rtol: float):
     """Smoother covariances backward from ``P_N^s = P``: ``X_j = P^s_{N-j}``, ``j = 0..T``.
 
     Returns ``(X [T+1, D, D], transient length, settled)``.
     """
-    G = fs.smoother_gain
-
-    def step(X):
-        new = steps.smooth_cov(fs.cov, fs.pred_cov, X, G)
-        return new, new, _small_change(new, X, rtol)
-
-    Xs, small, settled = _settling_scan(step, fs.cov, T, _chunk(T))
+    step = functools.partial(_stein_step, float(rtol))
+    operands = (fs.cov, fs.pred_cov, fs.smoother_gain)
+    Xs, small, settled = _settling_scan(step, operands, fs.cov, T, _chunk(T))
     return jnp.concatenate([fs.cov[None], Xs], axis=0), _last_unsettled(small), settled
 
 
@@ -292,33 +370,78 @@ def _start_smoother_covs(fs: FilterSide, X_inf: jax.Array) -> jax.Array:
     """Smoother covariances ``P_k^s``, ``k = 0..T``, backward from ``P_T^s = X_inf``.
 
     Chunks that lie wholly after the filter transient (every input steady) are not computed:
-    there the recursion sits at its fixed point ``X_inf``.
+    there the recursion sits at its fixed point ``X_inf``. Evaluated, this is a
+    ``while_loop`` down from the last chunk that starts before the transient ends; under
+    ``jvp``/``grad`` a ``lax.scan`` over all chunks with ``lax.cond`` skips (a ``custom_jvp``,
+    as :func:`_settling_scan`).
     """
     T = fs.smoother_gains.shape[0]
-    chunk = _chunk(T)
-    num_chunks = T // chunk
-    D = X_inf.shape[0]
     xs = (fs.covs[:-1], fs.pred_covs, fs.smoother_gains)
-    xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
-    starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
+    Ys = _start_smooth(T, _chunk(T), xs, fs.transient, X_inf)
+    return jnp.concatenate([Ys, X_inf[None]], axis=0)
+
+
+def _smooth_chunk(next_cov, inputs):
+    """Run the smoother-covariance recursion backward over a chunk of ``(P_k, P_{k+1}^-, G_k)``."""
 
     def body(next_cov, inputs):
         cov, next_pred_cov, G = inputs
         new = steps.smooth_cov(cov, next_pred_cov, next_cov, G)
         return new, new
 
-    def run(next_cov, inputs):
-        return jax.lax.scan(body, next_cov, inputs, reverse=True)
+    return jax.lax.scan(body, next_cov, inputs, reverse=True)
+
+
+def _start_smooth_forward(T: int, chunk: int, xs, transient, X_inf):
+    """Evaluate :func:`_start_smoother_covs`'s ``[T, D, D]`` with a ``while_loop``.
+
+    The loop runs over the chunks that start before ``transient``, last first, into a buffer
+    that holds ``X_inf`` elsewhere.
+    """
+    num_chunks = T // chunk
+    D = X_inf.shape[0]
+    xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
+    # Chunk c (steps c*chunk ..) is computed iff c*chunk < transient.
+    first_skipped = jnp.minimum((transient + chunk - 1) // chunk, num_chunks).astype(jnp.int32)
+    buf = jnp.broadcast_to(X_inf, (num_chunks, chunk, D, D))
+
+    def body(carry):
+        c, next_cov, buf = carry
+        inputs = jax.tree.map(lambda a: a[c], xs)
+        next_cov, Ys = _smooth_chunk(next_cov, inputs)
+        return c - 1, next_cov, buf.at[c].set(Ys)
+
+    carry = (first_skipped - 1, X_inf, buf)
+    _, _, buf = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, carry)
+    return buf.reshape(T, D, D)
+
+
+def _start_smooth_scan(T: int, chunk: int, xs, transient, X_inf):
+    """:func:`_start_smooth_forward` as a differentiable ``lax.scan`` with ``lax.cond`` skips."""
+    num_chunks = T // chunk
+    D = X_inf.shape[0]
+    xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
+    starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
 
     def skip(next_cov, inputs):
         return next_cov, jnp.broadcast_to(next_cov, (chunk, D, D))
 
     def outer(next_cov, chunk_in):
         start, inputs = chunk_in
-        return jax.lax.cond(start >= fs.transient, skip, run, next_cov, inputs)
+        return jax.lax.cond(start >= transient, skip, _smooth_chunk, next_cov, inputs)
 
     _, Ys = jax.lax.scan(outer, X_inf, (starts, xs), reverse=True)
-    return jnp.concatenate([Ys.reshape(T, D, D), X_inf[None]], axis=0)
+    return Ys.reshape(T, D, D)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _start_smooth(T, chunk, xs, transient, X_inf):
+    return _start_smooth_forward(T, chunk, xs, transient, X_inf)
+
+
+@_start_smooth.defjvp
+def _start_smooth_jvp(T, chunk, primals, tangents):
+    return jax.jvp(functools.partial(_start_smooth_scan, T, chunk), primals, tangents)
 
 
 def smoother_side(params: LGSSM, T: int, rtol: float | None = None) -> SmootherSide:

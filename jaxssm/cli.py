@@ -10,7 +10,13 @@ that is not empty), 1 when the data cannot be used or the run fails. Errors are 
 stderr; ``--debug`` shows the traceback instead.
 
 This module is an application, not library code: it is the one place in jaxssm that
-changes JAX's configuration (x64 for ``--dtype float64``), in its own process.
+changes JAX's configuration, in its own process: x64 for ``--dtype float64``, and JAX's
+persistent compilation cache (:func:`_enable_compilation_cache`), so that a second
+``jaxssm fit`` with the same shapes and options loads the compiled EM loop from disk instead
+of compiling it again. The cache folder is ``$JAXSSM_COMPILATION_CACHE`` if set (``off`` or
+an empty value disables it), else ``xla/`` in jaxssm's cache folder
+(:func:`jaxssm.datasets.cache_dir`, ``~/.cache/jaxssm/xla``); a cache folder the user set for
+JAX itself (``JAX_COMPILATION_CACHE_DIR``) is left as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import datetime
 import io
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -314,6 +321,7 @@ def _fit(args: argparse.Namespace) -> int:
         # The command is an application, not the library: enabling x64 here affects only
         # this process (the jaxssm library itself never changes JAX's configuration).
         jax.config.update("jax_enable_x64", True)
+    _enable_compilation_cache()
 
     Y, torques, data_name, data_label = _load_data(args.data)
     if Y.shape[0] < 2:
@@ -405,6 +413,34 @@ def _fit(args: argparse.Namespace) -> int:
     written.append("summary.txt")
     print(f"wrote {', '.join(written)} to {out}")
     return 0
+
+
+#: Environment variable naming the CLI's compilation-cache folder (``off``: no cache).
+COMPILATION_CACHE_ENV = "JAXSSM_COMPILATION_CACHE"
+
+
+def _enable_compilation_cache() -> Path | None:
+    """Point JAX's persistent compilation cache at a folder (this process only).
+
+    The folder is ``$JAXSSM_COMPILATION_CACHE``, or ``xla/`` in
+    :func:`jaxssm.datasets.cache_dir` when the variable is unset; ``off``, ``0``, ``no`` or
+    an empty value disable the cache. A cache folder already configured for JAX
+    (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept. JAX writes an entry only for
+    programs that took at least ``jax_persistent_cache_min_compile_time_secs`` (1 s by
+    default) to compile, such as the EM loop.
+
+    Returns:
+        The cache folder in use, or None.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return Path(current)
+    setting = os.environ.get(COMPILATION_CACHE_ENV)
+    if setting is not None and setting.strip().lower() in ("", "off", "0", "no", "false"):
+        return None
+    folder = Path(setting).expanduser() if setting else datasets.cache_dir() / "xla"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    return folder
 
 
 def _lr(args: argparse.Namespace) -> float:

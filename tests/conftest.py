@@ -5,6 +5,7 @@
   silent float32/float64 mix or an accidental broadcast inside the library fails a test.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,9 @@ import jax
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The CLI's persistent compilation cache stays off in the tests that run it in-process (it
+# would otherwise point every later test of the process at a cache folder on disk).
+os.environ.setdefault("JAXSSM_COMPILATION_CACHE", "off")
 
 # Let tests import the numpy references as `reference`.
 sys.path.insert(0, str(Path(__file__).parent))

@@ -590,3 +590,25 @@ def test_inputs_torques_errors(tmp_path, sarcos_rows):
         ["fit", "--data", path, "--inputs", "torques", "--forecast", 3, "--out", tmp_path / "b"]
     )
     assert code == 2 and "future steps" in stderr
+
+
+def test_compilation_cache_folder(monkeypatch, tmp_path):
+    # The CLI (an application) points JAX's persistent cache at $JAXSSM_COMPILATION_CACHE,
+    # by default at xla/ in jaxssm's cache folder; "off" disables it; a folder already set
+    # for JAX is kept. The library itself never sets it.
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        monkeypatch.setenv("JAXSSM_COMPILATION_CACHE", "off")
+        assert cli._enable_compilation_cache() is None
+        assert jax.config.jax_compilation_cache_dir is None
+        monkeypatch.delenv("JAXSSM_COMPILATION_CACHE")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        assert cli._enable_compilation_cache() == tmp_path / "cache" / "jaxssm" / "xla"
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "jaxssm" / "xla")
+        monkeypatch.setenv("JAXSSM_COMPILATION_CACHE", str(tmp_path / "mine"))
+        assert cli._enable_compilation_cache() == tmp_path / "cache" / "jaxssm" / "xla"  # kept
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert cli._enable_compilation_cache() == tmp_path / "mine"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
