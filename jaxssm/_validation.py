@@ -59,13 +59,6 @@ def _as_float_array(name: str, x) -> jax.Array:
     return jnp.asarray(x)
 
 
-def _check_shape(name: str, x, expected: tuple, meaning: str) -> None:
-    if tuple(x.shape) != tuple(expected):
-        raise ValueError(
-            f"{name} must have shape {meaning} = {tuple(expected)}, got shape {tuple(x.shape)}"
-        )
-
-
 def psd_tolerance(dtype, dim: int) -> float:
     """Relative tolerance of the PSD check: ``10 * dim * eps`` of ``dtype``.
 
@@ -176,15 +169,15 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     A = fields["A"]
     if A.ndim not in (2, 3) or A.shape[-1] != A.shape[-2]:
         raise ValueError(
-            f"A must be a square matrix [D, D] (or [N, D, D] when time-varying), got shape "
-            f"{tuple(A.shape)}"
+            f"A must be a square matrix [D, D], got shape {tuple(A.shape)} (or [N, D, D] when "
+            "time-varying)"
         )
     D = A.shape[-1]
     H = fields["H"]
     if H.ndim not in (2, 3) or H.shape[-1] != D:
         raise ValueError(
-            f"H must have shape [Dy, D] (or [N, Dy, D]) with D = {D} (from A), got shape "
-            f"{tuple(H.shape)}"
+            f"H must have shape [Dy, D] with D = {D} (from A), got shape {tuple(H.shape)} (or "
+            "[N, Dy, D] when time-varying)"
         )
     Dy = H.shape[-2]
     Du = None
@@ -222,8 +215,12 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
                     f"{tuple(x.shape)})"
                 )
         else:
-            tv = " (or [N, ...] when time-varying)" if name in TIME_VARYING_NAMES else ""
-            _check_shape(name, x, expected, meaning + tv)
+            tv = f" (or [N, *{meaning}] when time-varying)" if name in TIME_VARYING_NAMES else ""
+            if tuple(x.shape) != tuple(expected):
+                raise ValueError(
+                    f"{name} must have shape {meaning} = {tuple(expected)}, got shape "
+                    f"{tuple(x.shape)}{tv}"
+                )
     dtypes = {name: np.dtype(x.dtype) for name, x in fields.items()}
     if len(set(dtypes.values())) > 1:
         listing = ", ".join(f"{k}={v}" for k, v in dtypes.items())
