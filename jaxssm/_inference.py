@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch
+from jaxssm import _dispatch, sharding
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
 from jaxssm._validation import validate_observations, validate_params
 
@@ -28,7 +28,9 @@ def kalman_filter(
         params: an :class:`~jaxssm.LGSSM`.
         ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1.
         method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
-            ``O(log N)`` span); the same results to round-off.
+            ``O(log N)`` span); the same results to round-off. With ``"parallel"``, a
+            concrete ``ys`` sharded over time on a mesh axis runs the time-sharded schedule
+            (:func:`jaxssm.sharding.time_sharding`).
         steady_state: ``None`` (default): the steady-state fast path on the sequential
             schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
             (sequential only); ``False``: the full recursion. Exact to round-off either way;
@@ -49,6 +51,8 @@ def kalman_filter(
         66(1), 2021.
     """
     schedule = _dispatch.resolve(method, steady_state)
+    if schedule == "parallel" and (on := sharding.time_sharding(ys)):  # time-sharded ys
+        return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1])
     params = validate_params(params)
     ys = validate_observations(ys, params)
     return _dispatch.filter(params, ys, schedule)
@@ -77,6 +81,8 @@ def rts_smoother(
         Garcia-Fernandez (2021).
     """
     schedule = _dispatch.resolve(method, steady_state)
+    if schedule == "parallel" and (on := sharding.time_sharding(ys)):  # time-sharded ys
+        return sharding.chunked_smoother(params, ys, mesh=on[0], axis_name=on[1])
     params = validate_params(params)
     ys = validate_observations(ys, params)
     return _dispatch.smooth(params, ys, schedule)
@@ -133,6 +139,8 @@ def log_likelihood(
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
     """
     schedule = _dispatch.resolve(method, steady_state)
+    if schedule == "parallel" and (on := sharding.time_sharding(ys)):  # time-sharded ys
+        return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1]).log_likelihood
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
     return _dispatch.log_likelihood(params, ys, schedule)
