@@ -21,7 +21,7 @@ suffixes across chunks are the smoothed marginals at the chunk boundaries.
 
 Because every combine is the exact associative operator, the result equals the sequential
 filter and smoother up to round-off, for any ``C``. The chunks either run on one device,
-vmapped over a chunk axis (:func:`filter` / :func:`smooth` with ``mesh=None``), or one per
+vmapped over a chunk axis (:func:`run` with ``mesh=None``), or one per
 device of a mesh axis under :func:`jax.shard_map` (the summaries are exchanged with one
 ``all_gather`` of ``C`` elements; the per-step arrays never leave their device). The
 ``shard_map`` runs with ``check_vma=False``: the per-step algebra's loops start their carries
@@ -56,7 +56,7 @@ from jaxssm._linalg import symmetrize
 from jaxssm._parallel import FilterElement, SmoothElement
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
 
-__all__ = ["WITHIN", "chunk_length", "filter", "smooth"]
+__all__ = ["WITHIN", "chunk_length", "run"]
 
 #: How each chunk computes its local prefixes.
 WITHIN = ("sequential", "associative")
@@ -334,17 +334,20 @@ def _filter_result(params: LGSSM, chunked: _Chunked, N: int) -> FilterResult:
     )
 
 
-def filter(
+def run(
+    kind: str,
     params: LGSSM,
     ys: jax.Array,
     num_chunks: int,
     mesh: Mesh | None = None,
     axis_name: str | None = None,
     within: str = "sequential",
-) -> FilterResult:
-    """Chunked Kalman filter of ``ys [N, Dy]``: the same :class:`~jaxssm.FilterResult`.
+) -> FilterResult | SmootherResult:
+    """Chunked Kalman filter (``kind="filter"``) or filter and RTS smoother (``"smooth"``).
 
     Args:
+        kind: ``"filter"`` (a :class:`~jaxssm.FilterResult`) or ``"smooth"`` (a
+            :class:`~jaxssm.SmootherResult`).
         params: an :class:`~jaxssm.LGSSM` (unchecked).
         ys: ``[N, Dy]``.
         num_chunks: ``C``; with a mesh, the size of its ``axis_name`` axis.
@@ -354,22 +357,10 @@ def filter(
         within: ``"sequential"`` or ``"associative"`` (see the module docstring).
     """
     params = _symmetrized(params)
-    chunked = _filter_chunked(params, ys, num_chunks, mesh, axis_name, within)
-    return _filter_result(params, _assembled(chunked, mesh), ys.shape[0])
-
-
-def smooth(
-    params: LGSSM,
-    ys: jax.Array,
-    num_chunks: int,
-    mesh: Mesh | None = None,
-    axis_name: str | None = None,
-    within: str = "sequential",
-) -> SmootherResult:
-    """Chunked filter and RTS smoother of ``ys [N, Dy]`` (arguments as :func:`filter`)."""
-    params = _symmetrized(params)
     N = ys.shape[0]
     chunked = _filter_chunked(params, ys, num_chunks, mesh, axis_name, within)
+    if kind == "filter":
+        return _filter_result(params, _assembled(chunked, mesh), N)
     smoothed = _smooth_chunked(params, chunked, N, num_chunks, mesh, axis_name, within)
     chunked, (means, covs, gains) = _assembled((chunked, smoothed), mesh)
     # Step 0 (x_0 given x_1) is one ordinary RTS step from the prior.

@@ -9,11 +9,26 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch
+from jaxssm import _dispatch, _model, sharding
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
 from jaxssm._validation import validate_inputs, validate_observations, validate_params
 
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
+
+
+def _time_sharded(schedule: str, params, ys, inputs):
+    """``(mesh, axis)`` when ``method="parallel"`` should run the time-sharded schedule.
+
+    That is for a concrete ``ys`` split over time on a mesh axis
+    (:func:`jaxssm.sharding.time_sharding`) and a model without inputs, offsets or
+    time-varying fields (the chunked schedule's scope); otherwise ``None``, and the
+    ordinary parallel schedule runs.
+    """
+    if schedule != "parallel" or inputs is not None or not isinstance(params, LGSSM):
+        return None
+    if _model.has_extras(params) or _model.time_varying_names(params):
+        return None
+    return sharding.time_sharding(ys)
 
 
 def kalman_filter(
@@ -35,7 +50,9 @@ def kalman_filter(
         inputs: ``u_1..u_N``, ``[N, Du]``: required when ``params`` has ``B`` or ``D``, an
             error otherwise.
         method: ``"sequential"`` (``lax.scan``) or ``"parallel"`` (``lax.associative_scan``,
-            ``O(log N)`` span); the same results to round-off.
+            ``O(log N)`` span); the same results to round-off. With ``"parallel"``, a
+            concrete ``ys`` sharded over time on a mesh axis runs the time-sharded schedule
+            (:func:`jaxssm.sharding.time_sharding`).
         steady_state: ``None`` (default): the steady-state fast path on the sequential
             schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
             (sequential only); ``False``: the full recursion. Exact to round-off either way;
@@ -56,6 +73,8 @@ def kalman_filter(
         66(1), 2021.
     """
     schedule = _dispatch.resolve(method, steady_state)
+    if on := _time_sharded(schedule, params, ys, inputs):
+        return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1])
     params = validate_params(params)
     ys = validate_observations(ys, params)
     inputs = validate_inputs(inputs, params, ys)
@@ -91,6 +110,8 @@ def rts_smoother(
         Garcia-Fernandez (2021).
     """
     schedule = _dispatch.resolve(method, steady_state)
+    if on := _time_sharded(schedule, params, ys, inputs):
+        return sharding.chunked_smoother(params, ys, mesh=on[0], axis_name=on[1])
     params = validate_params(params)
     ys = validate_observations(ys, params)
     inputs = validate_inputs(inputs, params, ys)
@@ -154,6 +175,8 @@ def log_likelihood(
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
     """
     schedule = _dispatch.resolve(method, steady_state)
+    if on := _time_sharded(schedule, params, ys, inputs):
+        return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1]).log_likelihood
     params = validate_params(params)
     ys = validate_observations(ys, params, allow_batch=True)
     inputs = validate_inputs(inputs, params, ys)

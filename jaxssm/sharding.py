@@ -41,7 +41,13 @@ from jaxssm import _chunked
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
 from jaxssm._validation import check_plain_model, validate_observations, validate_params
 
-__all__ = ["device_mesh", "shard_batch", "chunked_filter", "chunked_smoother"]
+__all__ = [
+    "device_mesh",
+    "shard_batch",
+    "chunked_filter",
+    "chunked_smoother",
+    "time_sharding",
+]
 
 
 def device_mesh(axis_name: str = "batch", devices=None) -> Mesh:
@@ -131,10 +137,36 @@ def _schedule_args(mesh, axis_name, num_chunks, within):
     return None, None, num_chunks
 
 
-@partial(jax.jit, static_argnames=("kind", "num_chunks", "mesh", "axis_name", "within"))
-def _run(kind, params, ys, num_chunks, mesh, axis_name, within):
-    fn = _chunked.filter if kind == "filter" else _chunked.smooth
-    return fn(params, ys, num_chunks, mesh, axis_name, within)
+_run = partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))(_chunked.run)
+
+
+def _chunked_schedule(kind, params, ys, mesh, axis_name, num_chunks, within):
+    """Check the arguments of :func:`chunked_filter` / :func:`chunked_smoother` and run."""
+    mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
+    params = validate_params(params)
+    check_plain_model(params, f"chunked_{'filter' if kind == 'filter' else 'smoother'}")
+    ys = validate_observations(ys, params)
+    return _run(kind, params, ys, num_chunks, mesh, axis_name, within)
+
+
+def time_sharding(ys) -> tuple[Mesh, str] | None:
+    """Return the mesh and axis that a concrete ``ys [N, Dy]`` is split over in time, or None.
+
+    ``ys`` is time-sharded when it is a concrete :class:`jax.Array` (not a tracer under
+    ``jit``) whose sharding is a :class:`~jax.sharding.NamedSharding` that splits axis 0
+    over exactly one mesh axis of more than one device. The public entry points with
+    ``method="parallel"`` then run the chunked schedule over that axis
+    (:func:`chunked_filter` / :func:`chunked_smoother`).
+    """
+    if not isinstance(ys, jax.Array) or isinstance(ys, jax.core.Tracer) or ys.ndim != 2:
+        return None
+    sharding = ys.sharding
+    if not isinstance(sharding, NamedSharding) or not sharding.spec or sharding.spec[0] is None:
+        return None
+    names = sharding.spec[0] if isinstance(sharding.spec[0], tuple) else (sharding.spec[0],)
+    if len(names) != 1 or sharding.mesh.shape[names[0]] < 2:
+        return None
+    return sharding.mesh, names[0]
 
 
 def chunked_filter(
@@ -173,11 +205,7 @@ def chunked_filter(
     References:
         Sarkka and Garcia-Fernandez (2021).
     """
-    mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
-    params = validate_params(params)
-    check_plain_model(params, "chunked_filter")
-    ys = validate_observations(ys, params)
-    return _run("filter", params, ys, num_chunks, mesh, axis_name, within)
+    return _chunked_schedule("filter", params, ys, mesh, axis_name, num_chunks, within)
 
 
 def chunked_smoother(
@@ -209,8 +237,4 @@ def chunked_smoother(
     Raises:
         ValueError, TypeError: as :func:`chunked_filter`.
     """
-    mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
-    params = validate_params(params)
-    check_plain_model(params, "chunked_smoother")
-    ys = validate_observations(ys, params)
-    return _run("smooth", params, ys, num_chunks, mesh, axis_name, within)
+    return _chunked_schedule("smooth", params, ys, mesh, axis_name, num_chunks, within)

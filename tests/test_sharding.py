@@ -16,10 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import assert_close, to_params
+from jax.sharding import NamedSharding, PartitionSpec
 from reference import dense_posterior, dense_posterior_missing, random_model, simulate
 
 import jaxssm as ssm
@@ -120,6 +122,21 @@ def test_arguments_are_checked():
         ssm.sharding.shard_batch(ys, mesh)
 
 
+def test_time_sharding_needs_a_concrete_array_split_over_time():
+    # On one device (this process) no array is time-sharded: plain and numpy arrays, a
+    # one-device mesh, a tracer under jit. The routed case runs in tests/sharding_devices.py.
+    model, ys = _series(3)
+    y = jnp.asarray(ys)
+    assert ssm.sharding.time_sharding(ys) is None
+    assert ssm.sharding.time_sharding(y) is None
+    mesh = ssm.sharding.device_mesh("time")
+    placed = jax.device_put(y, NamedSharding(mesh, PartitionSpec("time")))
+    assert ssm.sharding.time_sharding(placed) is None  # one device on the axis
+    seen = []
+    jax.jit(lambda x: seen.append(ssm.sharding.time_sharding(x)) or x)(placed)
+    assert seen == [None]
+
+
 def _run_on_four_devices(*args):
     script = Path(__file__).with_name("sharding_devices.py")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -132,17 +149,22 @@ def _run_on_four_devices(*args):
     return report
 
 
+ROUTED = ["chunked_filter", "chunked_smoother", "chunked_filter"]
+
+
 @pytest.mark.timeout(300)
 def test_on_four_host_devices():
     report = _run_on_four_devices()
-    # Time-sharded filter and smoother against the sequential ones (N = 23 over 4 devices,
-    # with gaps, an automatic mesh axis, sequential chunks).
-    assert len(report["time_sharded"]) == 2
+    # method="parallel" on a time-sharded ys (N = 24, gaps, an automatic mesh axis) ran the
+    # chunked schedule (kalman_filter, rts_smoother, log_likelihood) and equals the sequential
+    # filter and smoother; chunked_smoother with the mesh on N = 23 (a padded last chunk) too.
+    assert report["routed_calls"] == ROUTED
+    assert len(report["time_sharded"]) == 4
     for name, err in report["time_sharded"].items():
         assert err < RTOL, (name, err)
-    # Sharded batch: placed 2 sequences per device, a batch of 6 rejected, the E-step and the
-    # log-likelihood equal to the one-device ones to round-off.
-    assert set(report["batch"]) == {"rejects_6_of_4", "placed", "e_step", "log_likelihood"}
+    # Sharded batch: placed 2 sequences per device, a batch of 6 rejected, the E-step equal to
+    # the one-device one to round-off.
+    assert set(report["batch"]) == {"rejects_6_of_4", "placed", "e_step"}
     for name, err in report["batch"].items():
         assert err < RTOL, (name, err)
     # The compiled E-step is partitioned: each device holds [B / 4, N, Dy] of the batch, the
@@ -156,9 +178,11 @@ def test_on_four_host_devices():
 @pytest.mark.timeout(300)
 def test_em_and_mle_on_a_sharded_batch_and_more_time_sharding():
     report = _run_on_four_devices("full")
-    # Observed data on an explicit mesh axis with local associative scans.
-    assert len(report["time_sharded"]) == 4
+    assert report["routed_calls"] == ROUTED
+    # Also the chunked filter on N = 23, and observed data on an explicit mesh axis with local
+    # associative scans.
+    assert len(report["time_sharded"]) == 7
     for name, err in report["time_sharded"].items():
         assert err < RTOL, (name, err)
-    for name in ("fit_em_params", "fit_em_lls", "fit_mle_params", "fit_mle_lls"):
+    for name in ("log_likelihood", "fit_em_params", "fit_em_lls", "fit_mle_params", "fit_mle_lls"):
         assert report["batch"][name] < RTOL, (name, report["batch"][name])
