@@ -393,7 +393,7 @@ def test_reaches_em_log_likelihood(problem, adam_fit, lbfgs_fit):
 
 def test_bad_update_names(problem):
     _, start, ys = problem
-    with pytest.raises(ValueError, match=r"unknown parameter.*'B'.*valid names.*'m0'"):
+    with pytest.raises(ValueError, match=r"unknown parameter.*'X'.*valid names.*'m0'"):
         ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, update=("A", "X"))
     with pytest.raises(ValueError, match="at least one"):
         ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, update=())
