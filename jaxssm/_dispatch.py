@@ -168,11 +168,6 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=Non
     )
 
 
-def _extended(params: LGSSM, inputs) -> bool:
-    """Whether the EM statistics carry the input sums (the model has inputs or offsets)."""
-    return inputs is not None or _model.has_extras(params)
-
-
 @partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol"))
 def run(
     kind: str,
@@ -208,7 +203,7 @@ def run(
             f"steady_state=True needs a time-invariant model, got time-varying {names}; "
             "pass steady_state=None or False"
         )
-    extended = _extended(params, inputs)
+    extended = _model.uses_input_sums(params, inputs)
 
     def one(y, u):
         core, y_s, e = _model.reduce(params, y, u)

@@ -326,7 +326,7 @@ def fit_em(
     ys = validate_observations(ys, params, allow_batch=True)
     params = _model.start_absent(params, names, inputs)
     inputs = validate_inputs(inputs, params, ys)
-    extended = inputs is not None or _model.has_extras(params)
+    extended = _model.uses_input_sums(params, inputs)
     check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
     if not isinstance(ys, jax.core.Tracer) and bool(jnp.all(jnp.isnan(ys))):
         raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")

@@ -26,9 +26,7 @@ def _time_sharded(schedule: str, params, ys, inputs):
     """
     if schedule != "parallel" or inputs is not None or not isinstance(params, LGSSM):
         return None
-    if _model.has_extras(params) or _model.time_varying_names(params):
-        return None
-    return sharding.time_sharding(ys)
+    return sharding.time_sharding(ys) if _model.is_plain(params) else None
 
 
 def kalman_filter(

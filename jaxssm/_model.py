@@ -31,7 +31,10 @@ __all__ = [
     "is_time_varying",
     "time_varying_names",
     "has_time_varying_matrices",
+    "extra_names",
     "has_extras",
+    "is_plain",
+    "uses_input_sums",
     "EMPTY",
     "split",
     "merge",
@@ -62,9 +65,27 @@ def has_time_varying_matrices(params: LGSSM) -> bool:
     return any(is_time_varying(params, n) for n in ("A", "Q", "H", "R"))
 
 
+def extra_names(params: LGSSM) -> tuple[str, ...]:
+    """Return the optional fields ``B, b, D, d`` that ``params`` sets (static)."""
+    return tuple(n for n in OPTIONAL_NAMES if getattr(params, n) is not None)
+
+
 def has_extras(params: LGSSM) -> bool:
     """Whether any of the optional fields ``B, b, D, d`` is present (static)."""
-    return any(getattr(params, n) is not None for n in OPTIONAL_NAMES)
+    return bool(extra_names(params))
+
+
+def is_plain(params: LGSSM) -> bool:
+    """Whether ``params`` has no inputs, offsets or time-varying fields (static)."""
+    return not extra_names(params) and not time_varying_names(params)
+
+
+def uses_input_sums(params: LGSSM, inputs) -> bool:
+    """Whether the EM statistics carry the input sums ``U, XU, XpU, YU`` (static).
+
+    They do for a model with inputs or any of ``B, b, D, d``.
+    """
+    return inputs is not None or has_extras(params)
 
 
 def split(params: LGSSM) -> tuple[LGSSM, LGSSM]:

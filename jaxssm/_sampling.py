@@ -34,7 +34,7 @@ def _sample(key: jax.Array, params: LGSSM, num_steps: int, inputs=None):
     q = _noise(key_q, params.Q, num_steps, dtype)
     r = _noise(key_r, params.R, num_steps, dtype)
     c, e = _model.offsets(params, inputs, num_steps)
-    A_steps = params.A if params.A.ndim == 3 else None
+    A_steps = params.A if _model.is_time_varying(params, "A") else None
 
     def body(x, step_in):
         noise, ck, A_k = step_in
@@ -43,7 +43,7 @@ def _sample(key: jax.Array, params: LGSSM, num_steps: int, inputs=None):
         return x, x
 
     _, xs = jax.lax.scan(body, x0, (q, c, A_steps))
-    if params.H.ndim == 3:
+    if _model.is_time_varying(params, "H"):
         ys = jnp.einsum("nij,nj->ni", params.H, xs) + r
     else:
         ys = xs @ params.H.T + r

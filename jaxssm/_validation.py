@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssm import _model
 from jaxssm._types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, PARAMETER_NAMES, TIME_VARYING_NAMES
 
 __all__ = [
@@ -420,13 +421,9 @@ def validate_observations(
 
 def check_plain_model(params: LGSSM, where: str) -> None:
     """Refuse inputs, offsets and time-varying fields in an entry point without them."""
-    extras = [n for n in OPTIONAL_NAMES if getattr(params, n) is not None]
-    varying = [
-        n
-        for n in TIME_VARYING_NAMES
-        if getattr(params, n) is not None and getattr(params, n).ndim == BASE_NDIM[n] + 1
-    ]
-    if extras or varying:
+    if not _model.is_plain(params):
+        extras = list(_model.extra_names(params))
+        varying = _model.time_varying_names(params)
         what = ", ".join(extras + [f"time-varying {n}" for n in varying if n not in extras])
         raise ValueError(
             f"{where} supports the model without inputs, offsets or time-varying matrices, "
@@ -437,9 +434,9 @@ def check_plain_model(params: LGSSM, where: str) -> None:
 
 def check_time_varying_length(params: LGSSM, num_steps: int, source: str) -> None:
     """Every time-varying field must have ``num_steps`` entries (``source`` names the N)."""
-    for field in TIME_VARYING_NAMES:
+    for field in _model.time_varying_names(params):
         x = getattr(params, field)
-        if x is not None and x.ndim == BASE_NDIM[field] + 1 and x.shape[0] != num_steps:
+        if x.shape[0] != num_steps:
             raise ValueError(
                 f"the time-varying {field} (shape {tuple(x.shape)}) must have one entry per "
                 f"step: N = {num_steps} (from {source}), got {x.shape[0]}"

@@ -16,7 +16,8 @@ PACKAGE = Path(jaxssm.__file__).parent
 
 LAYERS = [
     ["_version", "_types"],
-    ["_validation", "_linalg", "_draws", "_model"],
+    ["_model"],
+    ["_validation", "_linalg", "_draws"],
     ["steps"],
     ["_stats"],
     ["_sequential", "_steady", "_parallel"],
