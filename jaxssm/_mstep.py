@@ -126,11 +126,8 @@ def _update_side(params: LGSSM, stats: SufficientStats, side: str, update) -> di
         offset = 0
         for i in free:
             blocks[i] = M_free[:, offset : offset + sizes[i]]
+            out[names[i]] = blocks[i][:, 0] if i == 2 else blocks[i]  # the offset is a vector
             offset += sizes[i]
-        out[names[0]] = blocks[0] if 0 in free else None
-        out[names[1]] = blocks[1] if 1 in free else None
-        out[names[2]] = blocks[2][:, 0] if 2 in free else None
-        out = {k: v for k, v in out.items() if v is not None}
     if names[3] in update:
         M = jnp.concatenate(blocks, axis=1)
         out[names[3]] = _residual_cov(second, cross, M, zz)
