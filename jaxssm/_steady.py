@@ -476,36 +476,66 @@ def _linear_recursion(
 ) -> jax.Array:
     """``x_i = F x_{i-1} + b_i`` over the rows of ``b`` (``reverse``: from the last row back).
 
-    Blocked: with blocks of ``L`` rows (default about ``sqrt(n)``), (1) every block runs its
-    recursion from zero, all blocks at once (``L`` steps of a ``[n/L, D] @ [D, D]`` product);
-    (2) the states entering the blocks follow by a scan over the ``n / L`` blocks with
-    ``F^L``; (3) ``F^{j+1}`` times the entering state is added to row ``j`` of each block.
-    That is ``3 n D^2`` flops in ``2 L + n / L`` loop steps instead of ``n`` loop steps, each
-    too small to use the machine.
+    Two forms of the same recursion:
+
+    * plain: one ``lax.scan`` step per row. On CPU a step costs about 0.1 us of loop
+      overhead on top of its ``D x D`` matvec, and this is the faster form (measured inside
+      ``fit_em`` at N = 44,484, D = 21: ``benchmarks/em_floor.py``).
+    * blocked, with blocks of ``L`` rows (default about ``sqrt(n)``): (1) every block runs
+      its recursion from zero, all blocks at once (``L`` steps of a ``[n/L, D] @ [D, D]``
+      product); (2) the states entering the blocks follow by a scan over the ``n / L``
+      blocks with ``F^L``; (3) ``F^{j+1}`` times the entering state is added to row ``j`` of
+      each block. That is ``3 n D^2`` flops in ``2 L + n / L`` loop steps instead of ``n``:
+      the form for accelerators, where each loop step is at least one kernel launch.
 
     Args:
         F: ``[D, D]``.
         b: ``[n, D]``.
         x0: the state before the first (``reverse``: after the last) row, ``[D]``.
         reverse: run from the last row to the first.
-        block: block length ``L`` (static); ``None`` for ``ceil(sqrt(n))``; 1 for a plain scan.
+        block: block length ``L`` (static); 1 for the plain form; ``None`` for the plain
+            form on CPU and ``ceil(sqrt(n))`` elsewhere (``lax.platform_dependent``: the
+            branch is chosen when the program is lowered for its platform).
 
     Returns:
         ``x_i`` for every row of ``b``, ``[n, D]``.
     """
-    n, D = b.shape
+    n = b.shape[0]
     if n == 0:
         return b
+    if block is None:
+        L = math.isqrt(n - 1) + 1
+        return jax.lax.platform_dependent(
+            F,
+            b,
+            x0,
+            cpu=functools.partial(_plain_recursion, reverse=reverse),
+            default=functools.partial(_blocked_recursion, L=L, reverse=reverse),
+        )
+    if int(block) == 1 or int(block) >= n:
+        return _plain_recursion(F, b, x0, reverse=reverse)
+    return _blocked_recursion(F, b, x0, L=int(block), reverse=reverse)
+
+
+def _plain_recursion(F: jax.Array, b: jax.Array, x0: jax.Array, reverse: bool) -> jax.Array:
+    """:func:`_linear_recursion` as one ``lax.scan`` step per row."""
+
+    def step(x, bi):
+        x = F @ x + bi
+        return x, x
+
+    return jax.lax.scan(step, x0, b, reverse=reverse)[1]
+
+
+def _blocked_recursion(
+    F: jax.Array, b: jax.Array, x0: jax.Array, L: int, reverse: bool
+) -> jax.Array:
+    """:func:`_linear_recursion` in blocks of ``L`` rows (``1 < L < n``)."""
+    n, D = b.shape
     if reverse:
-        return _linear_recursion(F, b[::-1], x0, reverse=False, block=block)[::-1]
-    L = max(1, math.isqrt(n - 1) + 1) if block is None else int(block)
-    if L == 1 or L >= n:
-
-        def step(x, bi):
-            x = F @ x + bi
-            return x, x
-
-        return jax.lax.scan(step, x0, b)[1]
+        return _blocked_recursion(F, b[::-1], x0, L=L, reverse=False)[::-1]
+    if L <= 1 or L >= n:
+        return _plain_recursion(F, b, x0, reverse=False)
     nb = -(-n // L)
     bb = jnp.concatenate([b, jnp.zeros((nb * L - n, D), b.dtype)], axis=0)
     bb = bb.reshape(nb, L, D).transpose(1, 0, 2)  # [L, nb, D]

@@ -416,3 +416,38 @@ def test_public_fit_mle_and_gradient(problem):
     fast = ssm.fit_mle(params, ys, optimizer=opt, num_iters=3)
     full = ssm.fit_mle(params, ys, optimizer=opt, num_iters=3, steady_state=False)
     assert_tree_close(fast, full, 1e-8)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("block", [None, 1, 7, 60])
+def test_linear_recursion_forms_match_a_numpy_loop(reverse, block):
+    """Both forms of ``x_i = F x_{i-1} + b_i`` (plain scan, blocked) against a plain loop.
+
+    ``block=7`` does not divide n = 60 (a padded last block); 60 is the plain form. The
+    difference is round-off of a contraction (rho(F) = 0.9): 1e-13 absolute is ~100 eps of
+    the entries, and a wrong row order or a block-boundary slip would show at O(1).
+    """
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(5, 5))
+    F *= 0.9 / np.max(np.abs(np.linalg.eigvals(F)))
+    b, x0 = rng.normal(size=(60, 5)), rng.normal(size=5)
+    x, expected = x0, np.zeros_like(b)
+    for i in range(59, -1, -1) if reverse else range(60):
+        x = F @ x + b[i]
+        expected[i] = x
+    got = st._linear_recursion(jnp.asarray(F), jnp.asarray(b), jnp.asarray(x0), reverse, block)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
+
+
+def test_linear_recursion_is_a_plain_scan_on_cpu_and_blocked_elsewhere():
+    """``block=None`` lowers to one ``while`` loop for CPU and to the blocked form (two loops)
+    for CUDA: the choice is made per platform when the program is lowered."""
+    from jax import export
+
+    F, b, x0 = jnp.eye(3) * 0.5, jnp.ones((50, 3)), jnp.ones(3)
+    fn = jax.jit(lambda F, b, x: st._linear_recursion(F, b, x))
+    loops = {
+        p: export.export(fn, platforms=[p])(F, b, x0).mlir_module().count("stablehlo.while")
+        for p in ("cpu", "cuda")
+    }
+    assert loops == {"cpu": 1, "cuda": 2}
