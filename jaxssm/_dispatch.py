@@ -40,6 +40,7 @@ __all__ = [
     "smooth_filtered",
     "log_likelihood",
     "stats",
+    "prepare",
 ]
 
 #: With ``steady_state=None``, series shorter than this run the full recursion.
@@ -105,7 +106,22 @@ def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol, e=No
     return stats, filtered.log_likelihood
 
 
-def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=None, v=None):
+def prepare(ys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Return the parameter-free inputs of the fast path's choice, to compute once per loop.
+
+    Returns ``(observed, ys_fast)``: whether every entry of ``ys`` (``[N, Dy]`` or a batch
+    ``[B, N, Dy]``, then ``observed`` is ``[B]``) is observed, and ``ys`` with NaN replaced by
+    zeros. :func:`run` computes them itself when not given; ``fit_em`` passes them in so
+    that its loop does not recompute them every iteration (XLA does not hoist them out of the
+    loop's conditionals).
+    """
+    missing = jnp.isnan(ys)
+    return ~jnp.any(missing, axis=(-2, -1)), jnp.where(missing, jnp.zeros((), ys.dtype), ys)
+
+
+def _steady_or_full(
+    kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=None, v=None, prepared=None
+):
     """Return the fast path's result if it applies, else the gap-aware recursion's.
 
     This is the one ``lax.cond`` of the steady-state schedule. The fast path
@@ -116,7 +132,8 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=Non
     steps elsewhere; when the transient did not end within ``T`` steps it takes the full
     step everywhere, i.e. it is the full sequential recursion. The fast path is given
     ``ys`` with NaNs replaced by zeros: its result is then discarded, but finite, so it
-    cannot put NaN into gradients through the ``cond``.
+    cannot put NaN into gradients through the ``cond``. ``prepared`` is :func:`prepare` of
+    the data before the observation offsets ``e`` are taken off (``None``: computed here).
 
     Small results (the log-likelihood, the statistics) are computed before the ``cond`` so
     that only they enter it; the ``[T, D, D]`` covariance side would be copied into it (the
@@ -130,9 +147,13 @@ def _steady_or_full(kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=Non
         side = _steady.smoother_side(params, T, rtol)
         converged = side.info.converged
     point = _steady.steady_point(side)
-    missing = jnp.isnan(ys)
-    ok = converged & ~jnp.any(missing)
-    ys_fast = jnp.where(missing, jnp.zeros((), ys.dtype), ys)
+    if prepared is None:
+        observed, ys_fast = prepare(ys)
+    else:
+        observed, ys_fast = prepared
+        if e is not None:
+            ys_fast = ys_fast - e
+    ok = converged & observed
     fast_fn = {
         "filter": _steady.filter,
         "log_likelihood": _steady.log_likelihood,
@@ -177,6 +198,7 @@ def run(
     max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
     rtol: float | None = None,
     inputs: jax.Array | None = None,
+    prepared: tuple[jax.Array, jax.Array] | None = None,
 ):
     """Compute one ``kind`` of result on ``schedule`` (jitted; everything but arrays static).
 
@@ -191,6 +213,7 @@ def run(
         max_transient: the steady-state path's bound on each transient.
         rtol: its convergence tolerance (``None``: ``1e4 * eps``).
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
+        prepared: :func:`prepare` of ``ys``, or ``None`` (computed here if needed).
 
     A model with inputs or offsets is reduced to the schedules' form
     (:func:`jaxssm._model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
@@ -205,20 +228,20 @@ def run(
         )
     extended = _model.uses_input_sums(params, inputs)
 
-    def one(y, u):
+    def one(y, u, prep):
         core, y_s, e = _model.reduce(params, y, u)
         v = _model.augmented_inputs(u, y.shape[0], y.dtype) if extended else None
         T = 0 if varying else _fast_bound(schedule, y.shape[0], max_transient)
         if T:
-            return _steady_or_full(kind, core, y_s, T, rtol, e, v)
+            return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep)
         return _full(kind, core, y_s, schedule, e, v)
 
     if ys.ndim == 2:
-        return one(ys, inputs)
+        return one(ys, inputs, prepared)
     if kind == "log_likelihood":
-        return jnp.sum(jax.vmap(one)(ys, inputs))
+        return jnp.sum(jax.vmap(one)(ys, inputs, prepared))
     if kind == "stats":
-        per_sequence, lls = jax.vmap(one)(ys, inputs)
+        per_sequence, lls = jax.vmap(one)(ys, inputs, prepared)
         return _stats.pool(per_sequence), jnp.sum(lls)
     raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
 

@@ -178,9 +178,12 @@ def _fit(
             count=state.count,
         )
 
+    # The data's NaN pattern and its NaN-free copy, once (the fast path's choice reads them).
+    prepared = _dispatch.prepare(ys)
+
     def iterate(state: _State, i) -> tuple[_State, jax.Array]:
         """E-step at ``theta_i``; then the M-step (``i < num_iters``) or the final check."""
-        stats, ll = _dispatch.stats(state.params, ys, method, inputs=inputs)
+        stats, ll = _dispatch.stats(state.params, ys, method, inputs=inputs, prepared=prepared)
         state = jax.lax.cond(i < num_iters, m_update, final_check, state, stats, ll, i)
         return state, ll
 

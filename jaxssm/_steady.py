@@ -114,14 +114,20 @@ def transient_bound(num_steps: int, max_transient: int = DEFAULT_MAX_TRANSIENT) 
 class FilterSide(NamedTuple):
     """The data-independent side of the fast filter for one model and bound ``T``.
 
+    The ``[T, ...]`` arrays hold the steps of the chunks the covariance loop computed; rows of
+    the chunks after the first settled one are not computed and hold no meaningful value.
+    Every reader takes the rows of the *transient chunks* only (chunks that start before
+    ``transient``, :func:`transient_rows`; all of them were computed) and the steady
+    quantities elsewhere, so no ``[T, D, D]`` array is filled or copied after the loop.
+
     Attributes:
-        pred_covs: transient predicted covariances ``P_k^-``, ``k = 1..T``, ``[T, D, D]``.
-        covs: transient filtered covariances ``P_k``, ``k = 0..T``, ``[T+1, D, D]``.
+        pred_covs: predicted covariances ``P_k^-``, ``k = 1..T``, ``[T, D, D]``.
+        covs: filtered covariances ``P_k``, ``k = 0..T-1``, ``[T, D, D]`` (row 0 is ``P0``).
         chols: Cholesky factors of ``S_k``, ``k = 1..T``, ``[T, Dy, Dy]``.
         obs_factors: ``W_k = L_k^{-1} H P_k^-``, ``k = 1..T``, ``[T, Dy, D]``.
         smoother_gains: ``G_k``, ``k = 0..T-1``, ``[T, D, D]``.
         pred_cov: steady ``P^-``, ``[D, D]``.
-        cov: steady ``P = P_T``, ``[D, D]``.
+        cov: steady ``P``: the filtered covariance after the last step computed, ``[D, D]``.
         chol: steady Cholesky factor of ``S``, ``[Dy, Dy]``.
         gain: steady Kalman gain ``K``, ``[D, Dy]``.
         smoother_gain: steady ``G``, ``[D, D]``.
@@ -148,15 +154,41 @@ class SmootherSide(NamedTuple):
 
     Attributes:
         filt: the :class:`FilterSide`.
-        end_covs: ``X_j = P^s_{N-j}``, ``j = 0..T``, ``[T+1, D, D]``.
-        start_covs: ``P^s_k``, ``k = 0..T``, ``[T+1, D, D]``.
+        end_covs: ``X_j = P^s_{N-j}``, ``j = 1..T``, ``[T, D, D]``; rows after the Stein
+            loop's last computed step are not computed (:func:`end_covs`).
+        end_count: how many rows of ``end_covs`` were computed, int32.
+        smoothed_cov: ``X = P^s_inf``, the Stein recursion's last computed value, ``[D, D]``.
+        end_sum: ``sum_{j=0..T} X_j`` (``X_0 = P``), ``[D, D]``.
+        start_covs: ``P^s_k``, ``k = 0..T-1``, ``[T, D, D]`` (``X`` after the transient).
+        start_sum: ``sum_{k=0..T} P^s_k`` (``P^s_T = X``), ``[D, D]``.
+        start_cross: ``sum_{k=1..T} P^s_k G_{k-1}^T``, ``[D, D]``.
         info: :class:`~jaxssm._types.SteadyInfo`.
+
+    The EM statistics read the sums only, so under ``jit`` XLA drops the ``[T, D, D]``
+    buffers of the smoother's two loops from a program that does not return them.
     """
 
     filt: FilterSide
     end_covs: jax.Array
+    end_count: jax.Array
+    smoothed_cov: jax.Array
+    end_sum: jax.Array
     start_covs: jax.Array
+    start_sum: jax.Array
+    start_cross: jax.Array
     info: SteadyInfo
+
+
+def transient_rows(fs: FilterSide) -> jax.Array:
+    """Whether step row ``i`` (``[T]``) lies in a chunk that starts before ``fs.transient``.
+
+    These are the rows that the mean recursions take step by step with the per-step
+    quantities of :class:`FilterSide`; every other row uses the steady ones.
+    """
+    T = fs.smoother_gains.shape[0]
+    chunk = _chunk(T)
+    starts = (jnp.arange(T, dtype=jnp.int32) // chunk) * chunk
+    return starts < fs.transient
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,14 +220,15 @@ def _last_unsettled(small: jax.Array) -> jax.Array:
 def _settling_scan(step, operands, init, length: int, chunk: int):
     """Iterate ``state, out, small = step(operands, state)`` for ``length`` steps, in chunks.
 
-    Once every step of a chunk reported ``small``, the later chunks are not computed: their
-    outputs repeat the last output computed. Evaluated, this is a ``lax.while_loop`` over the
-    chunks that stops there (:func:`_settle_forward`): the covariance work is that of the
-    transient present, rounded up to whole chunks. Reverse-mode differentiation cannot pass
-    a ``while_loop``, so under ``jvp``/``grad`` (a ``custom_jvp``) the same values and their
-    tangents come from a ``lax.scan`` over all chunks in which the chunks after the settled
-    one are skipped by ``lax.cond`` (:func:`_settle_scan`). Under a batched ``vmap`` the
-    loop runs until every member settled.
+    Once every step of a chunk reported ``small``, the later chunks are not computed.
+    Evaluated, this is a ``lax.while_loop`` over the chunks that stops there
+    (:func:`_settle_forward`): the covariance work is that of the transient present, rounded
+    up to whole chunks, and the rows of the chunks not computed are left as they are (zeros)
+    instead of being filled. Reverse-mode differentiation cannot pass a ``while_loop``, so
+    under ``jvp``/``grad`` (a ``custom_jvp``) the same values and their tangents come from a
+    ``lax.scan`` over all chunks in which the chunks after the settled one are skipped by
+    ``lax.cond`` (:func:`_settle_scan`; its skipped rows repeat the last output). Under a
+    batched ``vmap`` the loop runs until every member settled.
 
     Args:
         step: ``step(operands, state) -> (state, out, small)``; it must not close over
@@ -206,8 +239,10 @@ def _settling_scan(step, operands, init, length: int, chunk: int):
         chunk: steps per chunk (static).
 
     Returns:
-        ``(outs, small, settled)``: the outputs stacked over the steps (``[length, ...]``),
-        the flags ``[length]`` (True for skipped steps) and whether a chunk settled.
+        ``(outs, small, settled, state, count)``: the outputs stacked over the steps
+        (``[length, ...]``; rows after ``count`` not meaningful), the flags ``[length]``
+        (True for the steps not computed), whether a chunk settled, the state after the last
+        step computed, and the number of steps computed (int32).
     """
     return _settle(step, length, chunk, operands, init)
 
@@ -215,13 +250,11 @@ def _settling_scan(step, operands, init, length: int, chunk: int):
 def _settle_forward(step, length: int, chunk: int, operands, init):
     """:func:`_settling_scan` evaluated: a ``while_loop`` up to the first settled chunk.
 
-    Each chunk's outputs are written into buffers the loop carries (in place); the chunks not
-    computed are filled with the last output afterwards.
+    Each chunk's outputs are written into buffers the loop carries (in place).
     """
     num_chunks = length // chunk
     out_shape = jax.eval_shape(lambda s: step(operands, s)[1], init)
     bufs = jax.tree.map(lambda a: jnp.zeros((num_chunks, chunk) + a.shape, a.dtype), out_shape)
-    last = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out_shape)
     smalls = jnp.ones((num_chunks, chunk), bool)
 
     def inner(s, _):
@@ -229,24 +262,18 @@ def _settle_forward(step, length: int, chunk: int, operands, init):
         return s, (out, small)
 
     def body(carry):
-        i, state, _, bufs, smalls, _ = carry
+        i, state, bufs, smalls, _ = carry
         state, (outs, small) = jax.lax.scan(inner, state, None, length=chunk)
         bufs = jax.tree.map(lambda b, o: b.at[i].set(o), bufs, outs)
-        last = jax.tree.map(lambda o: o[-1], outs)
-        return i + 1, state, last, bufs, smalls.at[i].set(small), jnp.all(small)
+        return i + 1, state, bufs, smalls.at[i].set(small), jnp.all(small)
 
     def running(carry):
-        return (carry[0] < num_chunks) & ~carry[5]
+        return (carry[0] < num_chunks) & ~carry[4]
 
-    carry = (jnp.zeros((), jnp.int32), init, last, bufs, smalls, jnp.zeros((), bool))
-    done, _, last, bufs, smalls, settled = jax.lax.while_loop(running, body, carry)
-    computed = jnp.arange(num_chunks, dtype=jnp.int32) < done
-
-    def fill(b, o):
-        keep = computed.reshape((num_chunks, 1) + (1,) * o.ndim)
-        return jnp.where(keep, b, o).reshape((length,) + o.shape)
-
-    return jax.tree.map(fill, bufs, last), smalls.reshape(length), settled
+    carry = (jnp.zeros((), jnp.int32), init, bufs, smalls, jnp.zeros((), bool))
+    done, state, bufs, smalls, settled = jax.lax.while_loop(running, body, carry)
+    outs = jax.tree.map(lambda b: b.reshape((length,) + b.shape[2:]), bufs)
+    return outs, smalls.reshape(length), settled, state, done * chunk
 
 
 def _settle_scan(step, length: int, chunk: int, operands, init):
@@ -260,7 +287,7 @@ def _settle_scan(step, length: int, chunk: int, operands, init):
     placeholder = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out_shape)
 
     def run(carry):
-        state, _, _ = carry
+        state, _, _, count = carry
 
         def inner(s, _):
             s, out, small = step(operands, s)
@@ -268,20 +295,22 @@ def _settle_scan(step, length: int, chunk: int, operands, init):
 
         state, (outs, small) = jax.lax.scan(inner, state, None, length=chunk)
         last = jax.tree.map(lambda o: o[-1], outs)
-        return (state, last, jnp.all(small)), (outs, small)
+        return (state, last, jnp.all(small), count + chunk), (outs, small)
 
     def skip(carry):
-        _, last, _ = carry
+        _, last, _, _ = carry
         outs = jax.tree.map(lambda o: jnp.broadcast_to(o, (chunk,) + o.shape), last)
         return carry, (outs, jnp.ones((chunk,), bool))
 
     def outer(carry, _):
         return jax.lax.cond(carry[2], skip, run, carry)
 
-    init_carry = (init, placeholder, jnp.zeros((), bool))
-    (_, _, settled), (outs, small) = jax.lax.scan(outer, init_carry, None, length=num_chunks)
+    init_carry = (init, placeholder, jnp.zeros((), bool), jnp.zeros((), jnp.int32))
+    (state, _, settled, count), (outs, small) = jax.lax.scan(
+        outer, init_carry, None, length=num_chunks
+    )
     outs = jax.tree.map(lambda o: o.reshape((length,) + o.shape[2:]), outs)
-    return outs, small.reshape(length), settled
+    return outs, small.reshape(length), settled, state, count
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -295,12 +324,16 @@ def _settle_jvp(step, length, chunk, primals, tangents):
 
 
 def _filter_step(rtol: float, operands, cov):
-    """One step of the filter's covariance recursion (:func:`filter_side`'s ``step``)."""
+    """One step of the filter's covariance recursion (:func:`filter_side`'s ``step``).
+
+    The output row of step ``k`` holds the filtered covariance *entering* it, ``P_{k-1}``,
+    so that the rows are ``P_0..P_{T-1}`` and ``P0`` needs no concatenation in front.
+    """
     A, Q, H, R = operands
     pred_cov = steps.predict_cov(cov, A, Q)
     half = steps.update_cov(pred_cov, H, R)
     G = steps.smoother_gain(cov, pred_cov, A)
-    out = (pred_cov, half.cov, half.chol, half.obs_factor, G)
+    out = (pred_cov, cov, half.chol, half.obs_factor, G)
     return half.cov, out, _small_change(half.cov, cov, rtol)
 
 
@@ -314,7 +347,8 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
         rtol: convergence tolerance; ``None`` for :func:`default_rtol` of the dtype.
 
     Returns:
-        :class:`FilterSide`; the steady quantities are those of step ``T + 1``.
+        :class:`FilterSide`; the steady quantities are those of the step after the last one
+        computed.
     """
     chunk = _chunk(T)
     if T < 1 or T % chunk:
@@ -326,10 +360,8 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
     # Everything per step inside the loop (no vmapped LAPACK calls afterwards): independent
     # batched LAPACK calls in one program have hung jaxlib 0.10 on CPU (jaxssm._linalg).
     step = functools.partial(_filter_step, float(rtol))
-    outs, small, settled = _settling_scan(step, (A, Q, H, R), params.P0, T, chunk)
+    outs, small, settled, cov, _ = _settling_scan(step, (A, Q, H, R), params.P0, T, chunk)
     pred_covs, covs, chols, obs_factors, smoother_gains = outs
-    covs = jnp.concatenate([params.P0[None], covs], axis=0)
-    cov = covs[-1]
     pred_cov = steps.predict_cov(cov, A, Q)
     half = steps.update_cov(pred_cov, H, R)
     return FilterSide(
@@ -348,52 +380,74 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
     )
 
 
-def _stein_step(rtol: float, operands, X):
-    """One backward step of the steady smoother covariance (:func:`_stein_transient`)."""
+def _stein_step(rtol: float, operands, state):
+    """One backward step of the steady smoother covariance (:func:`_stein_transient`).
+
+    The state carries the running sum of the values, for the EM statistics.
+    """
     cov, pred_cov, G = operands
+    X, total = state
     new = steps.smooth_cov(cov, pred_cov, X, G)
-    return new, new, _small_change(new, X, rtol)
+    return (new, total + new), new, _small_change(new, X, rtol)
 
 
 def _stein_transient(fs: FilterSide, T: int, rtol: float):
-    """Smoother covariances backward from ``P_N^s = P``: ``X_j = P^s_{N-j}``, ``j = 0..T``.
+    """Smoother covariances backward from ``P_N^s = P``: ``X_j = P^s_{N-j}``, ``j = 1..T``.
 
-    Returns ``(X [T+1, D, D], transient length, settled)``.
+    Returns ``(X [T, D, D], rows computed, X_inf, sum_{j=0..T} X_j, transient length,
+    settled)``; the rows not computed stand for ``X_inf`` (the last value computed).
     """
     step = functools.partial(_stein_step, float(rtol))
     operands = (fs.cov, fs.pred_cov, fs.smoother_gain)
-    Xs, small, settled = _settling_scan(step, operands, fs.cov, T, _chunk(T))
-    return jnp.concatenate([fs.cov[None], Xs], axis=0), _last_unsettled(small), settled
+    init = (fs.cov, jnp.zeros_like(fs.cov))
+    Xs, small, settled, (X_inf, total), count = _settling_scan(step, operands, init, T, _chunk(T))
+    total = fs.cov + total + (T - count).astype(total.dtype) * X_inf
+    return Xs, count, X_inf, total, _last_unsettled(small), settled
 
 
-def _start_smoother_covs(fs: FilterSide, X_inf: jax.Array) -> jax.Array:
-    """Smoother covariances ``P_k^s``, ``k = 0..T``, backward from ``P_T^s = X_inf``.
+def _start_smoother_covs(fs: FilterSide, X_inf: jax.Array):
+    """Smoother covariances ``P_k^s``, ``k = 0..T-1``, backward from ``P_T^s = X_inf``.
 
     Chunks that lie wholly after the filter transient (every input steady) are not computed:
     there the recursion sits at its fixed point ``X_inf``. Evaluated, this is a
     ``while_loop`` down from the last chunk that starts before the transient ends; under
     ``jvp``/``grad`` a ``lax.scan`` over all chunks with ``lax.cond`` skips (a ``custom_jvp``,
     as :func:`_settling_scan`).
+
+    Returns:
+        ``(P^s_k [T, D, D], sum_{k=0..T} P^s_k, sum_{k=1..T} P^s_k G_{k-1}^T)``; the sums
+        are accumulated in the loop (the steps not computed add ``X_inf`` and
+        ``X_inf G^T``), so a caller that needs only them does not keep the array.
     """
     T = fs.smoother_gains.shape[0]
-    xs = (fs.covs[:-1], fs.pred_covs, fs.smoother_gains)
-    Ys = _start_smooth(T, _chunk(T), xs, fs.transient, X_inf)
-    return jnp.concatenate([Ys, X_inf[None]], axis=0)
+    chunk = _chunk(T)
+    xs = (fs.covs, fs.pred_covs, fs.smoother_gains)
+    Ys, total, cross = _start_smooth(T, chunk, xs, fs.transient, X_inf)
+    num_chunks = T // chunk
+    computed = jnp.minimum((fs.transient + chunk - 1) // chunk, num_chunks) * chunk
+    idle = (T - computed).astype(X_inf.dtype)  # steps at the fixed point, k < T
+    total = total + (idle + 1) * X_inf
+    cross = cross + idle * (X_inf @ fs.smoother_gain.T)
+    return Ys, total, cross
 
 
-def _smooth_chunk(next_cov, inputs):
-    """Run the smoother-covariance recursion backward over a chunk of ``(P_k, P_{k+1}^-, G_k)``."""
+def _smooth_chunk(carry, inputs):
+    """Run the smoother-covariance recursion backward over a chunk of ``(P_k, P_{k+1}^-, G_k)``.
 
-    def body(next_cov, inputs):
+    ``carry = (P^s_{k+1}, sum of P^s, sum of P^s_{k+1} G_k^T)``.
+    """
+
+    def body(carry, inputs):
+        next_cov, total, cross = carry
         cov, next_pred_cov, G = inputs
         new = steps.smooth_cov(cov, next_pred_cov, next_cov, G)
-        return new, new
+        return (new, total + new, cross + next_cov @ G.T), new
 
-    return jax.lax.scan(body, next_cov, inputs, reverse=True)
+    return jax.lax.scan(body, carry, inputs, reverse=True)
 
 
 def _start_smooth_forward(T: int, chunk: int, xs, transient, X_inf):
-    """Evaluate :func:`_start_smoother_covs`'s ``[T, D, D]`` with a ``while_loop``.
+    """Evaluate :func:`_start_smoother_covs`'s loop with a ``while_loop``.
 
     The loop runs over the chunks that start before ``transient``, last first, into a buffer
     that holds ``X_inf`` elsewhere.
@@ -404,16 +458,17 @@ def _start_smooth_forward(T: int, chunk: int, xs, transient, X_inf):
     # Chunk c (steps c*chunk ..) is computed iff c*chunk < transient.
     first_skipped = jnp.minimum((transient + chunk - 1) // chunk, num_chunks).astype(jnp.int32)
     buf = jnp.broadcast_to(X_inf, (num_chunks, chunk, D, D))
+    zero = jnp.zeros_like(X_inf)
 
     def body(carry):
-        c, next_cov, buf = carry
+        c, sums, buf = carry
         inputs = jax.tree.map(lambda a: a[c], xs)
-        next_cov, Ys = _smooth_chunk(next_cov, inputs)
-        return c - 1, next_cov, buf.at[c].set(Ys)
+        sums, Ys = _smooth_chunk(sums, inputs)
+        return c - 1, sums, buf.at[c].set(Ys)
 
-    carry = (first_skipped - 1, X_inf, buf)
-    _, _, buf = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, carry)
-    return buf.reshape(T, D, D)
+    carry = (first_skipped - 1, (X_inf, zero, zero), buf)
+    _, (_, total, cross), buf = jax.lax.while_loop(lambda carry: carry[0] >= 0, body, carry)
+    return buf.reshape(T, D, D), total, cross
 
 
 def _start_smooth_scan(T: int, chunk: int, xs, transient, X_inf):
@@ -422,16 +477,17 @@ def _start_smooth_scan(T: int, chunk: int, xs, transient, X_inf):
     D = X_inf.shape[0]
     xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
     starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
+    zero = jnp.zeros_like(X_inf)
 
-    def skip(next_cov, inputs):
-        return next_cov, jnp.broadcast_to(next_cov, (chunk, D, D))
+    def skip(carry, inputs):
+        return carry, jnp.broadcast_to(carry[0], (chunk, D, D))
 
-    def outer(next_cov, chunk_in):
+    def outer(carry, chunk_in):
         start, inputs = chunk_in
-        return jax.lax.cond(start >= transient, skip, _smooth_chunk, next_cov, inputs)
+        return jax.lax.cond(start >= transient, skip, _smooth_chunk, carry, inputs)
 
-    _, Ys = jax.lax.scan(outer, X_inf, (starts, xs), reverse=True)
-    return Ys.reshape(T, D, D)
+    (_, total, cross), Ys = jax.lax.scan(outer, (X_inf, zero, zero), (starts, xs), reverse=True)
+    return Ys.reshape(T, D, D), total, cross
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
@@ -459,11 +515,13 @@ def smoother_side(params: LGSSM, T: int, rtol: float | None = None) -> SmootherS
     if rtol is None:
         rtol = default_rtol(params.A.dtype)
     fs = filter_side(params, T, rtol)
-    end_covs, s_len, s_ok = _stein_transient(fs, T, rtol)
-    start_covs = _start_smoother_covs(fs, end_covs[-1])
+    end_covs, end_count, X_inf, end_sum, s_len, s_ok = _stein_transient(fs, T, rtol)
+    start_covs, start_sum, start_cross = _start_smoother_covs(fs, X_inf)
     s_len = jnp.where(fs.converged, s_len, jnp.int32(T))
     info = SteadyInfo(T, fs.transient, s_len, fs.converged & s_ok)
-    return SmootherSide(fs, end_covs, start_covs, info)
+    return SmootherSide(
+        fs, end_covs, end_count, X_inf, end_sum, start_covs, start_sum, start_cross, info
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,16 +677,29 @@ def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
     rest = _linear_recursion(F, drive, m_T)
     means = jnp.concatenate([params.m0[None], start, rest], axis=0)
 
-    # Innovations of the steady steps: zeros stand in for the transient steps among k <= T.
-    v_start = v_start.reshape(T, Dy)
-    v_rest = ys[T:] - means[T:-1] @ HA.T
+    # Innovations of the steady steps (zeros stand in for the transient steps among k <= T),
+    # whitened by the constant factor: z_k = L^{-1} v_k as one [N, Dy] @ [Dy, Dy] map with
+    # the triangular inverse, and quad = sum |z_k|^2 (no [N, Dy] concatenation, no gram).
+    # The steps k > T + 1 read m_{k-1} from ``rest`` directly, step T + 1 from m_T.
+    L_inv_T = LAPACK.solve_lower(fs.chol, jnp.eye(Dy, dtype=ys.dtype)).T
+    v_first = ys[T] - HA @ m_T
+    v_tail = ys[T + 1 :] - rest[:-1] @ HA.T
     if c is not None:
-        v_rest = v_rest - c[T:] @ H.T
-    v = jnp.concatenate([v_start, v_rest], axis=0)
-    M = LAPACK.solve_lower(fs.chol, v.T @ v)  # L^{-1} V^T V
-    quad_steady = jnp.trace(LAPACK.solve_lower(fs.chol, M.T))  # tr(L^-1 V^T V L^-T)
-    logdet_start = jnp.sum(jnp.log(jnp.diagonal(fs.chols, axis1=1, axis2=2)))
-    logdet_rest = (N - T) * jnp.sum(jnp.log(jnp.diagonal(fs.chol)))
+        v_first = v_first - H @ c[T]
+        v_tail = v_tail - c[T + 1 :] @ H.T
+    quad_steady = (
+        jnp.sum(jnp.square(v_start.reshape(T, Dy) @ L_inv_T))
+        + jnp.sum(jnp.square(v_first @ L_inv_T))
+        + jnp.sum(jnp.square(v_tail @ L_inv_T))
+    )
+    # log det S_k: the per-step factors in the transient chunks (their other rows were not
+    # computed: masked before the log), the steady factor everywhere else.
+    rows = transient_rows(fs)
+    logdet = jnp.sum(jnp.log(jnp.diagonal(fs.chol)))
+    diag = jnp.where(rows[:, None], jnp.diagonal(fs.chols, axis1=1, axis2=2), 1.0)
+    num_rows = jnp.sum(rows).astype(ys.dtype)
+    logdet_start = jnp.sum(jnp.log(diag)) + (T - num_rows) * logdet
+    logdet_rest = (N - T) * logdet
     quad = jnp.sum(quad_start) + quad_steady
     ll = -0.5 * quad - logdet_start - logdet_rest - 0.5 * (N * Dy) * steps.LOG_2PI
     return means, ll
@@ -644,13 +715,36 @@ def _smoother_means(params: LGSSM, means: jax.Array, fs: FilterSide) -> jax.Arra
         u = u - c[T:] @ G.T
     rest = _linear_recursion(G, u, means[-1], reverse=True)
 
-    def body(next_mean, inputs):
+    # k = T-1 .. 0 in chunks, last first: the per-step gains in the transient chunks, the
+    # steady gain in the others (whose per-step rows were not computed).
+    chunk = _chunk(T)
+    num_chunks = T // chunk
+    starts = jnp.arange(num_chunks, dtype=jnp.int32) * chunk
+    xs = (means[:T], fs.smoother_gains, None if c is None else c[:T])
+    xs = jax.tree.map(lambda a: a.reshape((num_chunks, chunk) + a.shape[1:]), xs)
+
+    def transient_step(next_mean, inputs):
         m, Gk, ck = inputs
         mean = steps.smooth_mean(m, steps.predict_mean(m, A, ck), next_mean, Gk)
         return mean, mean
 
-    c_start = None if c is None else c[:T]
-    _, start = jax.lax.scan(body, rest[0], (means[:T], fs.smoother_gains, c_start), reverse=True)
+    def steady_step(next_mean, inputs):
+        m, ck = inputs
+        mean = steps.smooth_mean(m, steps.predict_mean(m, A, ck), next_mean, G)
+        return mean, mean
+
+    def outer(next_mean, chunk_in):
+        start, inputs = chunk_in
+        return jax.lax.cond(
+            start >= fs.transient,
+            lambda nm, x: jax.lax.scan(steady_step, nm, (x[0], x[2]), reverse=True),
+            lambda nm, x: jax.lax.scan(transient_step, nm, x, reverse=True),
+            next_mean,
+            inputs,
+        )
+
+    _, start = jax.lax.scan(outer, rest[0], (starts, xs), reverse=True)
+    start = start.reshape(T, -1)
     return jnp.concatenate([start, rest, means[-1:]], axis=0)
 
 
@@ -664,17 +758,30 @@ def log_likelihood(params: LGSSM, ys: jax.Array, fs: FilterSide) -> jax.Array:
     return _filter_means(params, ys, fs)[1]
 
 
+def _per_step(rows: jax.Array, buf: jax.Array, steady: jax.Array) -> jax.Array:
+    """``buf``'s rows where ``rows`` is True, ``steady`` (broadcast) elsewhere."""
+    return jnp.where(rows.reshape(rows.shape + (1,) * steady.ndim), buf, steady)
+
+
 def filter(params: LGSSM, ys: jax.Array, fs: FilterSide) -> FilterResult:
     """Return the :class:`~jaxssm.FilterResult`; after the transient the converged covariances."""
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
+    D = fs.cov.shape[0]
     means, ll = _filter_means(params, ys, fs)
     pred_means = means[:-1] @ params.A.T
     if params.b is not None:
         pred_means = pred_means + params.b
-    covs = jnp.concatenate([fs.covs, jnp.broadcast_to(fs.cov, (N - T,) + fs.cov.shape)], 0)
+    rows = transient_rows(fs)
+    # Row 0 of ``covs`` is P0 whatever the transient (it is the prior, not a step's result).
+    first = jnp.arange(T) == 0
+    covs = jnp.concatenate(
+        [_per_step(rows | first, fs.covs, fs.cov), jnp.broadcast_to(fs.cov, (N + 1 - T, D, D))],
+        axis=0,
+    )
     pred_covs = jnp.concatenate(
-        [fs.pred_covs, jnp.broadcast_to(fs.pred_cov, (N - T,) + fs.cov.shape)], 0
+        [_per_step(rows, fs.pred_covs, fs.pred_cov), jnp.broadcast_to(fs.pred_cov, (N - T, D, D))],
+        axis=0,
     )
     return FilterResult(means, covs, pred_means, pred_covs, ll)
 
@@ -685,18 +792,21 @@ def smooth(params: LGSSM, ys: jax.Array, side: SmootherSide) -> SmootherResult:
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
     D = fs.cov.shape[0]
+    X_inf = side.smoothed_cov
     means, ll = _filter_means(params, ys, fs)
     sm = _smoother_means(params, means, fs)
+    # Rows 0..T-1: the start recursion (X_inf where it did not run); T..N-T-1: X_inf;
+    # N-T..N-1: X_T..X_1 (X_inf beyond the Stein loop's computed rows); N: X_0 = P.
+    end = _per_step(jnp.arange(T, dtype=jnp.int32) < side.end_count, side.end_covs, X_inf)[::-1]
     covs = jnp.concatenate(
-        [
-            side.start_covs,
-            jnp.broadcast_to(side.end_covs[-1], (N - 2 * T - 1, D, D)),
-            side.end_covs[::-1],
-        ],
-        axis=0,
+        [side.start_covs, jnp.broadcast_to(X_inf, (N - 2 * T, D, D)), end, fs.cov[None]], axis=0
     )
     gains = jnp.concatenate(
-        [fs.smoother_gains, jnp.broadcast_to(fs.smoother_gain, (N - T, D, D))], axis=0
+        [
+            _per_step(transient_rows(fs), fs.smoother_gains, fs.smoother_gain),
+            jnp.broadcast_to(fs.smoother_gain, (N - T, D, D)),
+        ],
+        axis=0,
     )
     return SmootherResult(sm, covs, gains, ll)
 
@@ -706,24 +816,22 @@ def stats(
 ) -> tuple[SufficientStats, jax.Array]:
     """Return the EM statistics and ``log p(y_1:N)``; no ``[N, D, D]`` array is formed.
 
-    ``e``, ``v``: the observation offsets and augmented inputs (:mod:`jaxssm._stats`).
+    The covariance sums come from the smoother side's loops (:class:`SmootherSide`), so
+    its ``[T, D, D]`` buffers are not read. ``e``, ``v``: the observation offsets and
+    augmented inputs (:mod:`jaxssm._stats`).
     """
-    fs, start_covs, end_covs = side.filt, side.start_covs, side.end_covs
+    fs = side.filt
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
     means, ll = _filter_means(params, ys, fs)
     m = _smoother_means(params, means, fs)
-    # Covariances: rows 0..T start_covs, rows T+1..N-T-1 X_T, rows N-T..N = X_T .. X_0.
-    steady_and_end = (N - 2 * T - 1) * end_covs[-1] + jnp.sum(end_covs, axis=0)
-    total = jnp.sum(start_covs, axis=0) + steady_and_end
-    # sum_{k=1..N} P^s_k G_{k-1}^T: transient gains for k <= T, then the constant gain.
-    cross = (
-        jnp.einsum("kij,klj->il", start_covs[1:], fs.smoother_gains)
-        + steady_and_end @ fs.smoother_gain.T
-    )
-    out = _stats.from_sums(
-        total - start_covs[0], total - end_covs[0], cross, m, ys, start_covs[0], e, v
-    )
+    # sum_{k=0..N} P^s_k: rows 0..T (start loop), T+1..N-T-1 at X_inf, N-T..N (Stein loop).
+    steady_and_end = (N - 2 * T - 1) * side.smoothed_cov + side.end_sum
+    total = side.start_sum + steady_and_end
+    # sum_{k=1..N} P^s_k G_{k-1}^T: the start loop's sum for k <= T, then the constant gain.
+    cross = side.start_cross + steady_and_end @ fs.smoother_gain.T
+    P0s = side.start_covs[0]
+    out = _stats.from_sums(total - P0s, total - fs.cov, cross, m, ys, P0s, e, v)
     return out, ll
 
 
@@ -755,7 +863,7 @@ class SteadyPoint(NamedTuple):
 def steady_point(side: SmootherSide | FilterSide) -> SteadyPoint:
     """Extract the :class:`SteadyPoint` (``smoothed_cov`` is NaN from a :class:`FilterSide`)."""
     fs = side.filt if isinstance(side, SmootherSide) else side
-    X = side.end_covs[-1] if isinstance(side, SmootherSide) else jnp.full_like(fs.cov, jnp.nan)
+    X = side.smoothed_cov if isinstance(side, SmootherSide) else jnp.full_like(fs.cov, jnp.nan)
     return SteadyPoint(fs.pred_cov, fs.cov, fs.chol, fs.gain, fs.smoother_gain, X)
 
 

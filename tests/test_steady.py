@@ -139,6 +139,37 @@ def test_fast_path_matches_full_recursion(seed):
     assert_close(ll, full_f.log_likelihood, RTOL)
 
 
+def test_fast_path_from_the_fixed_point_and_with_a_long_transient():
+    """The rows the covariance loops did not compute never reach a result.
+
+    The loops leave the rows of the chunks after the settled one unwritten, and every reader
+    takes the steady quantities there (``_steady.transient_rows``). Two edges: a prior at the
+    filter's fixed point (no filter transient: every row is steady, and ``covs[0]`` must
+    still be ``P0``), and a slowly mixing model whose transient spans several chunks.
+    """
+    model, params, ys = long_case(4)
+    T = st.transient_bound(N_LONG, st.DEFAULT_MAX_TRANSIENT)
+    P_inf = jax.jit(st.filter_side, static_argnums=1)(params, T).cov
+    rho = jnp.max(jnp.abs(jnp.linalg.eigvals(params.A)))
+    slow = params._replace(A=params.A * (0.999 / rho), R=params.R * 1e3)  # transient ~160
+    for case, p in (("fixed-point prior", params._replace(P0=P_inf)), ("long transient", slow)):
+        info = steady_info(p, N_LONG)
+        assert bool(info.converged), case
+        if case == "long transient":
+            assert int(info.filter_transient) > 3 * st._chunk(T), int(info.filter_transient)
+        else:
+            assert int(info.filter_transient) <= 1, int(info.filter_transient)
+        full_s = full_smooth(p, ys)
+        fast_f, full_f = steady_filter(p, ys), full_filter(p, ys)
+        assert_results_close(fast_f, full_f, RTOL, case)
+        assert_results_close(steady_smooth(p, ys), full_s, RTOL, case)
+        np.testing.assert_array_equal(np.asarray(fast_f.covs[0]), np.asarray(p.P0))
+        stats, ll = steady_stats(p, ys)
+        expected = numpy_stats(ys, full_s.means, full_s.covs, full_s.gains)
+        assert_stats_close(stats, expected, RTOL, case)
+        assert_close(ll, full_f.log_likelihood, RTOL)
+
+
 def test_fast_path_matches_numpy_loop():
     model, params, ys = long_case(3)
     sm, sc, gains, ll = numpy_smoother(model, np.asarray(ys))
