@@ -25,12 +25,17 @@ Measured, every timing the median of ``--runs`` calls after compilation:
    loading (Linux). Run twice with an empty
    persistent compilation cache folder: the first run fills it, the second loads from it.
 
+4. **dynamax** (``--peer-python PATH``: an interpreter with dynamax installed, see
+   ``benchmarks/README.md``): one ``LinearGaussianSSM.fit_em(num_iters=1)`` on the same
+   ``N x D`` (the ``em_iter`` cell of ``run.py``, in its own process, right after item 1;
+   its cost per step does not depend on the parameter values), for the ratio to item 1.
+
 Writes ``results/em_floor.md`` and ``results/em_floor.json`` (``--out``).
 
 Usage::
 
     python benchmarks/em_floor.py [--num-steps 44484] [--runs 7] [--k1 10] [--k2 30]
-        [--no-fresh] [--out benchmarks/results]
+        [--no-fresh] [--peer-python .venv-bench/bin/python] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -176,6 +181,23 @@ def in_process(args) -> dict:
     )
 
 
+def dynamax_em_iteration(peer_python: str, num_steps: int, runs: int) -> dict:
+    """dynamax's EM iteration: ``run.py``'s ``em_iter`` cell for dynamax, float64."""
+    with tempfile.TemporaryDirectory(prefix="jaxssm-peer-") as tmp:
+        cmd = [peer_python, str(HERE / "run.py"), "--impls", "dynamax", "--ops", "em_iter"]
+        cmd += ["--dtypes", "float64", "--schedules", "sequential", "--no-sweep"]
+        cmd += ["--N", str(num_steps), "--runs", str(runs), "--out", tmp, "--name", "peer"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        path = Path(tmp) / "peer.json"
+        if proc.returncode != 0 or not path.exists():
+            return dict(status="error", reason=proc.stderr[-2000:])
+        cells = json.loads(path.read_text())["results"]
+    cell = next(c for c in cells if c["spec"]["impl"] == "dynamax")
+    if cell.get("status") != "ok":
+        return dict(status=cell.get("status"), reason=cell.get("reason", ""))
+    return dict(status="ok", median_ms=1e3 * cell["median_s"], runs=cell["runs"], note=cell["note"])
+
+
 FRESH = r"""
 import json, sys, time
 import jax
@@ -276,6 +298,17 @@ def render(result: dict) -> str:
         + ", ".join(f"fit_em({k}) {v:.1f} s" for k, v in r["compile_s"].items())
         + ".",
     ]
+    peer = result.get("dynamax")
+    if peer:
+        lines += [""]
+        if peer["status"] == "ok":
+            lines.append(
+                f"dynamax's EM iteration in the same run (`LinearGaussianSSM.fit_em(num_iters=1)`, "
+                f"the `em_iter` cell of `run.py`, median of {peer['runs']}): "
+                f"{peer['median_ms']:.0f} ms, {peer['ratio']:.0f}x the EM iteration above."
+            )
+        else:
+            lines.append(f"dynamax's EM iteration: {peer['status']} ({peer['reason'][-200:]}).")
     if result.get("fresh"):
         lines += [
             "",
@@ -317,6 +350,11 @@ def main() -> None:
         metavar="JSON",
         help="run only the fresh processes and merge them into this earlier result",
     )
+    parser.add_argument(
+        "--peer-python",
+        default=None,
+        help="an interpreter with dynamax installed: time its EM iteration too",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--name", default="em_floor")
     args = parser.parse_args()
@@ -325,6 +363,12 @@ def main() -> None:
     else:
         result = dict(machine=workloads.machine_info(), in_process=in_process(args))
         print(json.dumps(result["in_process"]["medians_ms"]), flush=True)
+        if args.peer_python:
+            peer = dynamax_em_iteration(args.peer_python, args.num_steps, args.runs)
+            if peer["status"] == "ok":
+                peer["ratio"] = peer["median_ms"] / result["in_process"]["em_iteration_ms"]
+            result["dynamax"] = peer
+            print("dynamax", peer, flush=True)
     if not args.no_fresh:
         result["fresh"] = fresh_runs(args.num_steps)
     result["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
