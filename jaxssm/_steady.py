@@ -70,6 +70,8 @@ __all__ = [
     "stats",
     "SteadyPoint",
     "steady_point",
+    "GappyForward",
+    "gappy_forward",
     "gappy_filter",
     "gappy_smooth",
     "gappy_stats",
@@ -867,13 +869,43 @@ def steady_point(side: SmootherSide | FilterSide) -> SteadyPoint:
     return SteadyPoint(fs.pred_cov, fs.cov, fs.chol, fs.gain, fs.smoother_gain, X)
 
 
-def gappy_filter(
+class GappyForward(NamedTuple):
+    """:func:`gappy_filter`'s pass in the layout its backward passes read (no copies).
+
+    The ``[M, C, ...]`` arrays (``M = ceil(N / C)`` chunks of ``C`` steps) hold, for step
+    ``k + 1`` of the series at flat row ``front + k``, the moments *entering* it and its
+    predicted ones: ``m_k, P_k, steady_k, m^-_{k+1}, P^-_{k+1}``, so that backward step ``k``
+    reads one row. The ``front`` rows before the series are padding (no-op steps; means 0,
+    covariances ``I``, ``steady`` False), which a backward pass runs last.
+
+    Attributes:
+        means, covs, steady, pred_means, pred_covs: the rows as above (``pred_covs`` None
+            when not kept).
+        mean, cov, last_steady: ``m_N``, ``P_N`` and ``steady_N``.
+        log_likelihood: ``log p(y_1:N)`` of the observed entries.
+        front: the number of padding rows (static).
+    """
+
+    means: jax.Array
+    covs: jax.Array
+    steady: jax.Array
+    pred_means: jax.Array
+    pred_covs: jax.Array
+    mean: jax.Array
+    cov: jax.Array
+    last_steady: jax.Array
+    log_likelihood: jax.Array
+    front: int
+
+
+def gappy_forward(
     params: LGSSM,
     ys: jax.Array,
     fs: SteadyPoint,
     converged: jax.Array,
     rtol: float | None = None,
-) -> tuple[FilterResult, jax.Array]:
+    keep_pred_covs: bool = True,
+) -> GappyForward:
     """Filter ``ys`` with NaN entries, with covariance work only where the covariance moves.
 
     One ``lax.scan`` whose step is a ``lax.cond``: a fully observed step whose previous
@@ -886,14 +918,19 @@ def gappy_filter(
     With ``converged`` False (the transient outlasted the bound, so ``P`` is not known) no
     step is steady and this is the full masked recursion.
 
-    Returns:
-        ``(FilterResult, steady [N+1])``: ``steady[k]`` says that ``P_k`` is the fixed point
-        (``steady[0]`` is False: ``P_0`` is the prior).
+    ``steady_k`` says that ``P_k`` is the fixed point: step ``k`` took the steady step
+    (``steady_0`` is False: ``P_0`` is the prior). The result is in the chunked layout of
+    :class:`GappyForward`; :func:`gappy_filter` returns it as a :class:`FilterResult`.
+    With ``keep_pred_covs`` False (static) the predicted covariances are not stored
+    (``pred_covs`` is None; :func:`gappy_stats` recomputes them), which halves the pass's
+    ``[N, D, D]`` memory.
     """
     A, Q, H, R = params.A, params.Q, params.H, params.R
     HA = H @ A
     rtol = default_rtol(A.dtype) if rtol is None else rtol
     logdet = jnp.sum(jnp.log(jnp.diagonal(fs.chol)))
+    D = A.shape[0]
+    eye = jnp.eye(D, dtype=A.dtype)
 
     def steady_step(m, P, y, ck):
         pred_mean = steps.predict_mean(m, A, ck)
@@ -914,34 +951,41 @@ def gappy_filter(
         return mean, half.cov, pred_mean, pred_cov, ll, settled
 
     def body(carry, inputs):
-        m, P, settled, ll = carry
-        y, ck = inputs
+        m, P, settled, ll, was_fast = carry
+        y, ck, pad = inputs
         fast = settled & ~jnp.any(jnp.isnan(y))
-        mean, cov, pred_mean, pred_cov, ll_k, settled = jax.lax.cond(
+        mean, cov, pred_mean, pred_cov, ll_k, settled_k = jax.lax.cond(
             fast, steady_step, full_step, m, P, y, ck
         )
-        return (mean, cov, settled, ll + ll_k), (mean, cov, pred_mean, pred_cov, fast)
+        new = (mean, cov, settled_k, ll + ll_k, fast)
+        carry = jax.tree.map(lambda old, nw: jnp.where(pad, old, nw), carry, new)
+        out = (m, P, was_fast, pred_mean, pred_cov if keep_pred_covs else None)
+        safe = (jnp.zeros_like(m), eye, jnp.zeros((), bool), jnp.zeros_like(m), eye)
+        safe = safe if keep_pred_covs else safe[:4] + (None,)
+        return carry, jax.tree.map(lambda a, b: jnp.where(pad, a, b), safe, out)
 
     # Chunks of _GAP_CHUNK steps: a chunk that starts settled and holds no NaN runs the
     # steady steps as a plain scan (no per-step cond, covariance outputs broadcast), the
     # others step by step with the cond above.
     def steady_chunk(carry, chunk):
-        m, _, _, ll = carry
+        m, P, _, ll, was_fast = carry
 
         def inner(m, inputs):
             mean, _, pred_mean, _, ll_k, _ = steady_step(m, None, *inputs)
-            return mean, (mean, pred_mean, ll_k)
+            return mean, (m, pred_mean, ll_k)
 
-        m, (means, pred_means, lls) = jax.lax.scan(inner, m, chunk)
+        m_last, (means_in, pred_means, lls) = jax.lax.scan(inner, m, chunk[:2])
         C = chunk[0].shape[0]
+        first = jnp.arange(C) == 0
         outs = (
-            means,
-            jnp.broadcast_to(fs.cov, (C,) + fs.cov.shape),
+            means_in,
+            jnp.where(first[:, None, None], P, fs.cov),
+            first & was_fast | ~first,
             pred_means,
-            jnp.broadcast_to(fs.pred_cov, (C,) + fs.cov.shape),
-            jnp.ones((C,), bool),
+            jnp.broadcast_to(fs.pred_cov, (C,) + fs.cov.shape) if keep_pred_covs else None,
         )
-        return (m, fs.cov, jnp.ones((), bool), ll + jnp.sum(lls)), outs
+        ones = jnp.ones((), bool)
+        return (m_last, fs.cov, ones, ll + jnp.sum(lls), ones), outs
 
     def mixed_chunk(carry, chunk):
         return jax.lax.scan(body, carry, chunk)
@@ -950,24 +994,51 @@ def gappy_filter(
         fast = carry[2] & ~jnp.any(jnp.isnan(chunk[0]))
         return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, chunk)
 
-    N, Dy = ys.shape
+    N = ys.shape[0]
     C = min(_GAP_CHUNK, N)
     num_chunks = -(-N // C)
-    # Padding after the last step: pure predictions (NaN rows), dropped.
+    front = num_chunks * C - N
+    # Padding in front: no-op steps (NaN rows, so never steady; the carry is kept).
     chunks = (
-        _to_chunks(ys, jnp.nan, C, at_end=True),
-        None if params.b is None else _to_chunks(params.b, 0.0, C, at_end=True),
+        _to_chunks(ys, jnp.nan, C),
+        None if params.b is None else _to_chunks(params.b, 0.0, C),
+        (jnp.arange(num_chunks * C) < front).reshape(num_chunks, C),
     )
-    init = (params.m0, params.P0, jnp.zeros((), bool), jnp.zeros((), ys.dtype))
-    (_, _, _, ll), outs = jax.lax.scan(outer, init, chunks)
-    means, covs, pred_means, pred_covs, fast = jax.tree.map(
-        lambda o: o.reshape((num_chunks * C,) + o.shape[2:])[:N], outs
+    no = jnp.zeros((), bool)
+    init = (params.m0, params.P0, no, jnp.zeros((), ys.dtype), no)
+    (mean, cov, _, ll, last_steady), outs = jax.lax.scan(outer, init, chunks)
+    return GappyForward(*outs, mean, cov, last_steady, ll, front)
+
+
+def gappy_filter(
+    params: LGSSM,
+    ys: jax.Array,
+    fs: SteadyPoint,
+    converged: jax.Array,
+    rtol: float | None = None,
+) -> tuple[FilterResult, jax.Array]:
+    """:func:`gappy_forward` as a :class:`FilterResult` (see there for the schedule).
+
+    Returns:
+        ``(FilterResult, steady [N+1])``: ``steady[k]`` says that ``P_k`` is the fixed point
+        (``steady[0]`` is False: ``P_0`` is the prior).
+    """
+    fwd = gappy_forward(params, ys, fs, converged, rtol)
+
+    def rows(x):
+        return x.reshape((-1,) + x.shape[2:])[fwd.front :]
+
+    def with_last(x, last):
+        return jnp.concatenate([rows(x), last[None]], axis=0)
+
+    result = FilterResult(
+        with_last(fwd.means, fwd.mean),
+        with_last(fwd.covs, fwd.cov),
+        rows(fwd.pred_means),
+        rows(fwd.pred_covs),
+        fwd.log_likelihood,
     )
-    # steady[k]: P_k is the fixed point, i.e. step k + 1 may take the steady step.
-    steady = jnp.concatenate([jnp.zeros((1,), bool), fast], axis=0)
-    means = jnp.concatenate([params.m0[None], means], axis=0)
-    covs = jnp.concatenate([params.P0[None], covs], axis=0)
-    return FilterResult(means, covs, pred_means, pred_covs, ll), steady
+    return result, with_last(fwd.steady, fwd.last_steady)
 
 
 def _to_chunks(x: jax.Array, fill, size: int, at_end: bool = False) -> jax.Array:
@@ -1087,15 +1158,14 @@ def gappy_smooth(
 def gappy_stats(
     params: LGSSM,
     ys: jax.Array,
-    filtered: FilterResult,
-    steady: jax.Array,
+    fwd: GappyForward,
     fs: SteadyPoint,
     converged: jax.Array,
     rtol: float | None = None,
     e: jax.Array | None = None,
     v: jax.Array | None = None,
 ) -> SufficientStats:
-    """EM statistics over :func:`gappy_filter`'s result without ``[N, D, D]`` smoother arrays.
+    """EM statistics over :func:`gappy_forward`'s pass without ``[N, D, D]`` smoother arrays.
 
     The backward pass of :func:`gappy_smooth`, with the covariance sums of the statistics
     accumulated in its carry (a settled chunk adds ``count x`` its steady terms) and the
@@ -1111,9 +1181,16 @@ def gappy_stats(
     w = (jnp.arange(1, N + 1, dtype=jnp.int32) <= n).astype(ys.dtype)  # row k + 1 = 1..N
     XG_inf = X_inf @ G_inf.T
 
+    eye = jnp.eye(D, dtype=A.dtype)
+
     def body(carry, inputs):
         next_mean, next_cov, next_settled, sums, p0 = carry
         y_next, w_next, k = inputs[5:]
+        if inputs[3] is None:  # P^-_{k+1} from P_k (the steady value where P_k is P)
+            cov, steady_k = inputs[1], inputs[4]
+            pred_cov = jnp.where(steady_k, fs.pred_cov, steps.predict_cov(cov, A, params.Q))
+            pred_cov = jnp.where(k < 0, eye, pred_cov)  # padding: finite, discarded
+            inputs = inputs[:3] + (pred_cov,) + inputs[4:]
         sm, sc, gain, settled = _gappy_smooth_step(A, fs, converged, rtol, carry[:3], *inputs[:5])
         y_hat, cov_yx, cov_yy = _stats.imputation_step(y_next, next_mean, next_cov, H, R)
         s_now, s_prev, s_cross, c_yx, c_yy = sums
@@ -1151,14 +1228,14 @@ def gappy_stats(
 
     C = min(_GAP_CHUNK, N)
     num_chunks = -(-N // C)
-    front = num_chunks * C - N
-    eye = jnp.eye(D, dtype=A.dtype)
+    front = fwd.front
+    # The forward pass's rows as they are (same chunks, same front padding): no copies.
     chunks = (
-        _to_chunks(filtered.means[:-1], 0.0, C),
-        _to_chunks(filtered.covs[:-1], eye, C),
-        _to_chunks(filtered.pred_means, 0.0, C),
-        _to_chunks(filtered.pred_covs, eye, C),
-        _to_chunks(steady[:-1], False, C),
+        fwd.means,
+        fwd.covs,
+        fwd.pred_means,
+        fwd.pred_covs,
+        fwd.steady,
         _to_chunks(ys, 0.0, C),
         _to_chunks(w, 0.0, C),
         _to_chunks(jnp.arange(N, dtype=jnp.int32), -1, C),
@@ -1171,10 +1248,10 @@ def gappy_stats(
         jnp.zeros((Dy, D), ys.dtype),
         jnp.zeros((Dy, Dy), ys.dtype),
     )
-    last = (filtered.means[-1], filtered.covs[-1], jnp.zeros((), bool), sums0, zeros_dd)
+    last = (fwd.mean, fwd.cov, jnp.zeros((), bool), sums0, zeros_dd)
     # P_0^s is kept aside when step 0 passes: the front padding runs after it.
     (_, _, _, sums, P0s), (sms, y_hat) = jax.lax.scan(outer, last, chunks, reverse=True)
     sms = sms.reshape(num_chunks * C, D)[front:]
     y_hat = y_hat.reshape(num_chunks * C, Dy)[front:]
-    means = jnp.concatenate([sms, filtered.means[-1:]], axis=0)
+    means = jnp.concatenate([sms, fwd.mean[None]], axis=0)
     return _stats.from_sums_missing(*sums[:3], means, y_hat, *sums[3:], w, n, P0s, e, v)
