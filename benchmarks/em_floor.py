@@ -115,6 +115,14 @@ def floor_loop(F, G, K, GA, ys, m0, n: int):
     return jax.lax.scan(body, jnp.zeros((), ys.dtype), jnp.arange(n, dtype=ys.dtype))[0]
 
 
+def _temp_mb(compiled) -> float | None:
+    """XLA's temp buffer reservation of a compiled program in MB (None if not reported)."""
+    try:
+        return compiled.memory_analysis().temp_size_in_bytes / 1e6
+    except (AttributeError, NotImplementedError):
+        return None
+
+
 def in_process(args) -> dict:
     start, ys, source = exercise(args.num_steps)
     print(f"data: {source}; ys {ys.shape}, {ys.dtype}", flush=True)
@@ -178,6 +186,7 @@ def in_process(args) -> dict:
         ratio_to_floor_in_loop=em_iter / floor_in_loop,
         ratio_to_floor_one_call=em_iter / med["floor_one"],
         final_log_likelihood=float(info.log_likelihood),
+        temp_mb=_temp_mb(fits[args.k2]),
     )
 
 
@@ -296,7 +305,13 @@ def render(result: dict) -> str:
         "",
         "Ahead-of-time lower + compile in this process: "
         + ", ".join(f"fit_em({k}) {v:.1f} s" for k, v in r["compile_s"].items())
-        + ".",
+        + "."
+        + (
+            f" XLA temp buffers reserved by the compiled fit_em({r['k2']}) "
+            f"(`memory_analysis()`, fast path and fallback): {r['temp_mb']:.0f} MB."
+            if r.get("temp_mb") is not None
+            else ""
+        ),
     ]
     peer = result.get("dynamax")
     if peer:
