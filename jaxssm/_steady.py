@@ -157,7 +157,7 @@ class SmootherSide(NamedTuple):
     Attributes:
         filt: the :class:`FilterSide`.
         end_covs: ``X_j = P^s_{N-j}``, ``j = 1..T``, ``[T, D, D]``; rows after the Stein
-            loop's last computed step are not computed (:func:`end_covs`).
+            loop's last computed step (``end_count``) are not computed.
         end_count: how many rows of ``end_covs`` were computed, int32.
         smoothed_cov: ``X = P^s_inf``, the Stein recursion's last computed value, ``[D, D]``.
         end_sum: ``sum_{j=0..T} X_j`` (``X_0 = P``), ``[D, D]``.
