@@ -94,17 +94,18 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None
 
 
 def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol, e=None, v=None):
-    """Run the gap-aware steady-state path (:func:`jaxssm._steady.gappy_filter`) for one kind."""
-    if kind in ("log_likelihood", "stats"):
-        fwd = _steady.gappy_forward(params, ys, point, converged, rtol, keep_pred_covs=False)
-        if kind == "log_likelihood":
-            return fwd.log_likelihood
-        stats = _steady.gappy_stats(params, ys, fwd, point, converged, rtol, e, v)
-        return stats, fwd.log_likelihood
-    filtered, steady = _steady.gappy_filter(params, ys, point, converged, rtol)
+    """Run the gap-aware steady-state path (:func:`jaxssm._steady.gappy_forward`) for one kind."""
     if kind == "filter":
-        return filtered
-    return _steady.gappy_smooth(params, filtered, steady, point, converged, rtol)
+        return _steady.gappy_filter(params, ys, point, converged, rtol)[0]
+    # The statistics recompute the predicted covariances (half the pass's [N, D, D] memory).
+    keep = kind == "smooth"
+    fwd = _steady.gappy_forward(params, ys, point, converged, rtol, keep_pred_covs=keep)
+    if kind == "log_likelihood":
+        return fwd.log_likelihood
+    if kind == "smooth":
+        return _steady.gappy_smooth(params, fwd, point, converged, rtol)
+    stats = _steady.gappy_stats(params, ys, fwd, point, converged, rtol, e, v)
+    return stats, fwd.log_likelihood
 
 
 def prepare(ys: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -425,8 +425,7 @@ def _start_smoother_covs(fs: FilterSide, X_inf: jax.Array):
     chunk = _chunk(T)
     xs = (fs.covs, fs.pred_covs, fs.smoother_gains)
     Ys, total, cross = _start_smooth(T, chunk, xs, fs.transient, X_inf)
-    num_chunks = T // chunk
-    computed = jnp.minimum((fs.transient + chunk - 1) // chunk, num_chunks) * chunk
+    computed = jnp.sum(transient_rows(fs))  # the rows of the chunks the loop ran
     idle = (T - computed).astype(X_inf.dtype)  # steps at the fixed point, k < T
     total = total + (idle + 1) * X_inf
     cross = cross + idle * (X_inf @ fs.smoother_gain.T)
@@ -1041,17 +1040,16 @@ def gappy_filter(
     return result, with_last(fwd.steady, fwd.last_steady)
 
 
-def _to_chunks(x: jax.Array, fill, size: int, at_end: bool = False) -> jax.Array:
-    """``x [n, ...]`` as ``[ceil(n / size), size, ...]``, padded with ``fill`` rows.
+def _to_chunks(x: jax.Array, fill, size: int) -> jax.Array:
+    """``x [n, ...]`` as ``[ceil(n / size), size, ...]``, padded in front with ``fill`` rows.
 
-    The padding goes in front (the backward passes run it last) or, with ``at_end``, after
-    the last row (the forward pass runs it last).
+    The layout of :class:`GappyForward`: the forward pass runs the padding first (as no-op
+    steps), the backward passes run it last.
     """
     n = x.shape[0]
     num_chunks = -(-n // size)
     padding = jnp.broadcast_to(jnp.asarray(fill, x.dtype), (num_chunks * size - n,) + x.shape[1:])
-    parts = [x, padding] if at_end else [padding, x]
-    return jnp.concatenate(parts, axis=0).reshape((num_chunks, size) + x.shape[1:])
+    return jnp.concatenate([padding, x], axis=0).reshape((num_chunks, size) + x.shape[1:])
 
 
 def _gappy_smooth_step(
@@ -1086,13 +1084,15 @@ def _gappy_smooth_step(
 
 def gappy_smooth(
     params: LGSSM,
-    filtered: FilterResult,
-    steady: jax.Array,
+    fwd: GappyForward,
     fs: SteadyPoint,
     converged: jax.Array,
     rtol: float | None = None,
 ) -> SmootherResult:
-    """RTS pass over :func:`gappy_filter`'s result, covariance work only where it moves.
+    """RTS pass over :func:`gappy_forward`'s rows, covariance work only where it moves.
+
+    ``fwd`` must keep its predicted covariances (``keep_pred_covs``); its rows are read in
+    its own chunked layout, not copied.
 
     Step ``k`` uses the steady gain ``G`` when ``P_k`` is the fixed point (``steady[k]``),
     and the steady smoothed covariance ``X = P^s_inf`` when in addition ``P^s_{k+1}`` has
@@ -1131,28 +1131,14 @@ def gappy_smooth(
         fast = carry[2] & jnp.all(chunk[4])
         return jax.lax.cond(fast, steady_chunk, mixed_chunk, carry, chunk)
 
-    last = (filtered.means[-1], filtered.covs[-1], jnp.zeros((), bool))
-    inputs = (
-        filtered.means[:-1],
-        filtered.covs[:-1],
-        filtered.pred_means,
-        filtered.pred_covs,
-        steady[:-1],
-    )
-    N = inputs[0].shape[0]
-    C = min(_GAP_CHUNK, N)
-    num_chunks = -(-N // C)
-    front = num_chunks * C - N  # padding in front (the scan runs backward): never steady
-    eye = jnp.eye(D, dtype=A.dtype)
-    fills = (0.0, eye, 0.0, eye, False)
-    chunks = tuple(_to_chunks(x, f, C) for x, f in zip(inputs, fills, strict=True))
+    last = (fwd.mean, fwd.cov, jnp.zeros((), bool))
+    # The forward rows in their chunks; the front padding (never steady) runs last.
+    chunks = (fwd.means, fwd.covs, fwd.pred_means, fwd.pred_covs, fwd.steady)
     _, outs = jax.lax.scan(outer, last, chunks, reverse=True)
-    means, covs, gains = jax.tree.map(
-        lambda o: o.reshape((num_chunks * C,) + o.shape[2:])[front:], outs
-    )
-    means = jnp.concatenate([means, filtered.means[-1:]], axis=0)
-    covs = jnp.concatenate([covs, filtered.covs[-1:]], axis=0)
-    return SmootherResult(means, covs, gains, filtered.log_likelihood)
+    means, covs, gains = jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[fwd.front :], outs)
+    means = jnp.concatenate([means, fwd.mean[None]], axis=0)
+    covs = jnp.concatenate([covs, fwd.cov[None]], axis=0)
+    return SmootherResult(means, covs, gains, fwd.log_likelihood)
 
 
 def gappy_stats(
