@@ -41,12 +41,16 @@ __all__ = [
     "log_likelihood",
     "stats",
     "prepare",
+    "FALLBACKS",
 ]
 
 #: With ``steady_state=None``, series shorter than this run the full recursion.
 MIN_STEADY_STEPS = 2048
 
 METHODS = ("sequential", "parallel")
+
+#: How the steady-state schedule covers what its fast path does not (see :func:`run`).
+FALLBACKS = ("cond", "defer", "gappy")
 
 
 def resolve(method: str, steady_state: bool | None) -> str:
@@ -122,7 +126,15 @@ def prepare(ys: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _steady_or_full(
-    kind: str, params: LGSSM, ys: jax.Array, T: int, rtol, e=None, v=None, prepared=None
+    kind: str,
+    params: LGSSM,
+    ys: jax.Array,
+    T: int,
+    rtol,
+    e=None,
+    v=None,
+    prepared=None,
+    fallback: str = "cond",
 ):
     """Return the fast path's result if it applies, else the gap-aware recursion's.
 
@@ -141,6 +153,11 @@ def _steady_or_full(
     that only they enter it; the ``[T, D, D]`` covariance side would be copied into it (the
     gap-aware branch gets only the converged quantities). Under a ``vmap`` over parameters
     the predicate is batched and both branches run.
+
+    ``fallback="gappy"`` (the caller knows ``ys`` has missing entries) runs the gap-aware
+    recursion alone, and ``fallback="defer"`` (the caller knows every entry is observed)
+    the fast path alone, returning ``(result, converged)``: no ``cond``, and a program that
+    holds one of the two paths instead of both.
     """
     if kind in ("filter", "log_likelihood"):
         side = _steady.filter_side(params, T, rtol)
@@ -149,6 +166,16 @@ def _steady_or_full(
         side = _steady.smoother_side(params, T, rtol)
         converged = side.info.converged
     point = _steady.steady_point(side)
+    if fallback == "gappy":
+        return _gappy(kind, params, ys, point, converged, rtol, e, v)
+    fast_fn = {
+        "filter": _steady.filter,
+        "log_likelihood": _steady.log_likelihood,
+        "smooth": _steady.smooth,
+        "stats": partial(_steady.stats, e=e, v=v),
+    }[kind]
+    if fallback == "defer":
+        return fast_fn(params, ys, side), converged
     if prepared is None:
         observed, ys_fast = prepare(ys)
     else:
@@ -156,12 +183,6 @@ def _steady_or_full(
         if e is not None:
             ys_fast = ys_fast - e
     ok = converged & observed
-    fast_fn = {
-        "filter": _steady.filter,
-        "log_likelihood": _steady.log_likelihood,
-        "smooth": _steady.smooth,
-        "stats": partial(_steady.stats, e=e, v=v),
-    }[kind]
 
     def gappy(p, y, pt, c):
         return _gappy(kind, p, y, pt, c, rtol, e, v)
@@ -191,7 +212,7 @@ def _steady_or_full(
     )
 
 
-@partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol"))
+@partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol", "fallback"))
 def run(
     kind: str,
     params: LGSSM,
@@ -201,6 +222,7 @@ def run(
     rtol: float | None = None,
     inputs: jax.Array | None = None,
     prepared: tuple[jax.Array, jax.Array] | None = None,
+    fallback: str = "cond",
 ):
     """Compute one ``kind`` of result on ``schedule`` (jitted; everything but arrays static).
 
@@ -216,6 +238,14 @@ def run(
         rtol: its convergence tolerance (``None``: ``1e4 * eps``).
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
         prepared: :func:`prepare` of ``ys``, or ``None`` (computed here if needed).
+        fallback: what covers the cases the steady-state fast path does not (missing entries,
+            a transient longer than the bound). ``"cond"``: the gap-aware recursion in a
+            ``lax.cond``, chosen on device. ``"gappy"``: the caller knows ``ys`` has a
+            missing entry, and the gap-aware recursion runs alone. ``"defer"``: the caller
+            knows every entry is observed; the fast path runs alone and ``run`` returns
+            ``(result, ok)``, ``ok`` saying whether it applied (the covariances converged
+            within the bound; always true off the steady-state schedule). A result with
+            ``ok`` false is not the answer: the caller reruns with ``"cond"``.
 
     A model with inputs or offsets is reduced to the schedules' form
     (:func:`jaxssm._model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
@@ -230,22 +260,35 @@ def run(
         )
     extended = _model.uses_input_sums(params, inputs)
 
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
+    if ys.ndim != 2 and kind not in ("log_likelihood", "stats"):
+        raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
+    if fallback != "cond":
+        prepared = None  # the caller checked the data; nothing reads it
+
     def one(y, u, prep):
         core, y_s, e = _model.reduce(params, y, u)
         v = _model.augmented_inputs(u, y.shape[0], y.dtype) if extended else None
         T = 0 if varying else _fast_bound(schedule, y.shape[0], max_transient)
         if T:
-            return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep)
-        return _full(kind, core, y_s, schedule, e, v)
+            return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep, fallback)
+        out = _full(kind, core, y_s, schedule, e, v)
+        return (out, jnp.array(True)) if fallback == "defer" else out
 
     if ys.ndim == 2:
         return one(ys, inputs, prepared)
+    batched = jax.vmap(one)(ys, inputs, prepared)
+    if fallback == "defer":
+        # With every entry observed the covariances do not depend on the data, so ``ok`` is
+        # the same for all sequences; ``all`` also covers a batched parameter.
+        batched, oks = batched
     if kind == "log_likelihood":
-        return jnp.sum(jax.vmap(one)(ys, inputs, prepared))
-    if kind == "stats":
-        per_sequence, lls = jax.vmap(one)(ys, inputs, prepared)
-        return _stats.pool(per_sequence), jnp.sum(lls)
-    raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
+        out = jnp.sum(batched)
+    else:
+        per_sequence, lls = batched
+        out = _stats.pool(per_sequence), jnp.sum(lls)
+    return (out, jnp.all(oks)) if fallback == "defer" else out
 
 
 def filter(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> FilterResult:

@@ -371,3 +371,110 @@ def test_float32_follows_inputs():
     assert int(info.status) in (ssm.EMStatus.MAX_ITERS, ssm.EMStatus.CONVERGED)
     stats, ll = ssm.e_step(p, ys.astype(np.float32))
     assert stats.Sigma.dtype == jnp.float32 and ll.dtype == jnp.float32
+
+
+# ------------------------------------------------- one path per program, resumed when needed
+# An eager fit_em on concrete data compiles one of the steady-state schedule's two paths: the
+# gap-aware recursion alone for data with a missing entry, the fast path alone otherwise,
+# stopping before an iteration it does not cover and resuming there with the fallback.
+# Under jit both paths are in one program, chosen on device (fallback="cond"). These tests
+# hold the eager loop to the jitted one (rtol 1e-12: the same operations in differently
+# fused programs; observed equal) and record which programs ran.
+
+N_STEADY = 2400  # >= MIN_STEADY_STEPS: the steady-state schedule runs
+
+
+def _spy_fit(monkeypatch):
+    """Record ``(fallback, resumed, first iteration)`` of every loop program fit_em runs."""
+    calls = []
+    real = _em._fit_jit
+
+    def spy(params, ys, inputs, resume, **kwargs):
+        first = 0 if resume is None else int(resume[0].count)
+        calls.append((kwargs["fallback"], resume is not None, first))
+        return real(params, ys, inputs, resume, **kwargs)
+
+    monkeypatch.setattr(_em, "_fit_jit", spy)
+    return calls
+
+
+def _assert_fits_equal(a, ia, b, ib, rtol=1e-12):
+    assert int(ia.status) == int(ib.status) and int(ia.num_iters) == int(ib.num_iters)
+    assert_close(ia.log_likelihoods, ib.log_likelihoods, rtol)
+    assert_close(ia.log_likelihood, ib.log_likelihood, rtol)
+    for name, x, z in zip(ssm.LGSSM._fields, a, b, strict=True):
+        assert_close(x, z, rtol, err_msg=name)
+
+
+def _jitted_fit(p, ys, **kwargs):
+    return jax.jit(lambda p, y: ssm.fit_em(p, y, **kwargs))(p, jnp.asarray(ys))
+
+
+@pytest.mark.parametrize("tol", [None, 0.0])
+def test_fit_em_resumes_with_the_fallback_where_the_fast_path_stops(monkeypatch, tol):
+    """The fast-path program stops before iteration 3 (its predicate patched to fail there);
+    fit_em resumes at 3 with the fallback, and the whole fit equals the one-program loop."""
+    rng = np.random.default_rng(140)
+    model = random_model(rng, 3, 2)
+    _, ys = simulate(rng, model, N_STEADY + 11)  # a shape of its own: a fresh trace
+    p = to_params(exercise_start(model, rng))
+    kwargs = dict(num_iters=6, tol=tol)
+    b, ib = _jitted_fit(p, ys, **kwargs)
+    lls = np.asarray(ib.log_likelihoods)
+    assert np.all(np.diff(lls) > 0)
+    threshold = 0.5 * (lls[2] + lls[3])
+
+    real_stats = _em._dispatch.stats
+
+    def stats(*args, fallback="cond", **options):
+        out = real_stats(*args, fallback=fallback, **options)
+        if fallback != "defer":
+            return out
+        (s, ll), ok = out
+        return (s, ll), ok & (ll < threshold)  # "not covered" from iteration 3 on
+
+    monkeypatch.setattr(_em._dispatch, "stats", stats)
+    calls = _spy_fit(monkeypatch)
+    seen = []
+    a, ia = ssm.fit_em(p, ys, callback=lambda i, ll: seen.append(int(i)), **kwargs)
+    assert calls == [("defer", False, 0), ("cond", True, 3)]
+    assert seen == list(range(6))  # every iteration reported once, none twice
+    _assert_fits_equal(a, ia, b, ib)
+
+
+def test_fit_em_resumes_when_the_covariance_does_not_settle(monkeypatch):
+    """A start whose covariances never settle (an unobserved unit root): the fast-path
+    program stops at iteration 0 and the fit is that of the one-program loop, and to 1e-10
+    that of the full recursion (the fallback's steps are full steps there)."""
+    rng = np.random.default_rng(141)
+    model = random_model(rng, 3, 2)
+    _, ys = simulate(rng, model, N_STEADY)
+    A = np.array(model.A)
+    A[:, -1] = 0.0
+    A[-1, :] = 0.0
+    A[-1, -1] = 1.0
+    H = np.array(model.H)
+    H[:, -1] = 0.0
+    p = to_params(model._replace(A=A, H=H))
+    kwargs = dict(num_iters=3, update=("Q", "R"))  # A and H keep the unit root unobserved
+    calls = _spy_fit(monkeypatch)
+    a, ia = ssm.fit_em(p, ys, **kwargs)
+    assert calls == [("defer", False, 0), ("cond", True, 0)]
+    b, ib = _jitted_fit(p, ys, **kwargs)
+    _assert_fits_equal(a, ia, b, ib)
+    c, ic = ssm.fit_em(p, ys, steady_state=False, **kwargs)
+    _assert_fits_equal(a, ia, c, ic, rtol=1e-10)
+
+
+def test_fit_em_on_missing_data_compiles_the_gap_aware_path_alone(monkeypatch):
+    rng = np.random.default_rng(142)
+    model = random_model(rng, 3, 2)
+    _, ys = simulate(rng, model, N_STEADY)
+    ys = np.array(ys)
+    ys[rng.uniform(size=ys.shape) < 0.05] = np.nan
+    p = to_params(exercise_start(model, rng))
+    calls = _spy_fit(monkeypatch)
+    a, ia = ssm.fit_em(p, ys, num_iters=3)
+    assert calls == [("gappy", False, 0)]
+    b, ib = _jitted_fit(p, ys, num_iters=3)
+    _assert_fits_equal(a, ia, b, ib)
