@@ -9,6 +9,9 @@
 # filter + smoother and one EM iteration on the parallel, steady and sequential schedules in
 # float64 and float32 at N = 44,484 (D = 21); 100 EM iterations (compile time apart, so a
 # fresh call costs compile + run); a filter sweep to N = 1e6; dynamax's EM iteration; peers.
+# Then benchmarks/parallel_steady.py (the last 120 s of the budget): the full associative
+# scan against method="parallel", steady_state=True, and the mean recursion's plain,
+# blocked and log-depth doubling forms, at N = 44,484 in float64.
 #
 # OUTPUT_DIR defaults to $OUT, else benchmarks/results/local/gpu (benchmarks/results puts
 # gpu.md next to the README's cpu.md). It receives gpu.json and
@@ -85,7 +88,11 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false   # so that each cell's device peak i
 SPENT=$(( $(date +%s) - START ))
 LEFT=$(( BUDGET - SPENT ))
 if [ "$LEFT" -lt 60 ]; then LEFT=60; fi
+GPU=0
 if [ "$PLATFORM" = "gpu" ] || [ "$PLATFORM" = "cuda" ]; then
+    GPU=1
+    LEFT=$(( LEFT - 120 ))   # kept for parallel_steady.py below
+    if [ "$LEFT" -lt 60 ]; then LEFT=60; fi
     MODE=(--gpu --name gpu --budget "$LEFT")
     echo "== GPU found: running the --gpu suite with a budget of $LEFT s"
 else
@@ -97,6 +104,11 @@ fi
 timeout -k 10 $(( LEFT + 60 )) "$PY" "$ROOT/benchmarks/run.py" "${MODE[@]}" \
     --python "$PY" --out "$OUT_DIR" ${BENCH_ARGS:-}
 RC=$?
-echo "== run.py exit code $RC after $(( $(date +%s) - START )) s; results:"
+echo "== run.py exit code $RC after $(( $(date +%s) - START )) s"
+if [ "$GPU" = 1 ]; then
+    timeout -k 10 120 "$PY" "$ROOT/benchmarks/parallel_steady.py" --runs 3 --out "$OUT_DIR"
+    echo "== parallel_steady.py exit code $? after $(( $(date +%s) - START )) s"
+fi
+echo "== results:"
 ls -l "$OUT_DIR"
 exit $RC

@@ -11,8 +11,13 @@ returns a static schedule name:
 * ``"steady"`` (``steady_state=True``): the fast path whenever the series holds its three
   regions (:func:`jaxssm._steady.transient_bound` > 0).
 * ``"sequential"`` (``steady_state=False``): the full ``lax.scan`` recursion.
-* ``"parallel"`` (``method="parallel"``): the associative scan. ``steady_state=True`` with
-  it is an error (the fast path is sequential); ``None`` and ``False`` mean the same.
+* ``"parallel"`` (``method="parallel"``, ``steady_state=None`` or ``False``): the
+  associative scan over every step.
+* ``"parallel_steady"`` (``method="parallel"``, ``steady_state=True``): the steady-state
+  schedule with its mean recursions over the series as log-depth associative scans of
+  their affine maps (:func:`jaxssm._steady._doubling_recursion`) and the full associative
+  scan as its fallback. Opt-in: whether it beats the full associative scan on an
+  accelerator is measured by ``benchmarks/gpu.sh`` and not yet known.
 
 The fast path is exact only once the covariances have converged, which is known on device:
 :func:`_steady_or_full` is the single ``lax.cond`` that picks the fast result or the full
@@ -42,6 +47,7 @@ __all__ = [
     "stats",
     "prepare",
     "FALLBACKS",
+    "is_parallel",
 ]
 
 #: With ``steady_state=None``, series shorter than this run the full recursion.
@@ -60,20 +66,20 @@ def resolve(method: str, steady_state: bool | None) -> str:
     if steady_state is not None and not isinstance(steady_state, bool):
         raise TypeError(f"steady_state must be None, True or False, got {steady_state!r}")
     if method == "parallel":
-        if steady_state:
-            raise ValueError(
-                "steady_state=True needs method='sequential' (the steady-state fast path is a "
-                "sequential schedule); with method='parallel' pass steady_state=None or False"
-            )
-        return "parallel"
+        return "parallel_steady" if steady_state else "parallel"
     return {None: "auto", True: "steady", False: "sequential"}[steady_state]
+
+
+def is_parallel(schedule: str) -> bool:
+    """Whether ``schedule`` (a name from :func:`resolve`) is one of the associative scans."""
+    return schedule.startswith("parallel")
 
 
 def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
     """Return the steady-state bound ``T`` to use, or 0 for the full recursion (static)."""
     if schedule == "auto" and num_steps < MIN_STEADY_STEPS:
         return 0
-    if schedule in ("auto", "steady"):
+    if schedule in ("auto", "steady", "parallel_steady"):
         return _steady.transient_bound(num_steps, max_transient)
     return 0
 
@@ -84,7 +90,7 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None
     ``params`` and ``ys`` are reduced (:func:`jaxssm._model.reduce`); ``e`` and ``v`` are
     the observation offsets and augmented inputs the statistics need.
     """
-    mod = _parallel if schedule == "parallel" else _sequential
+    mod = _parallel if is_parallel(schedule) else _sequential
     filtered = mod.filter(params, ys)
     if kind == "filter":
         return filtered
@@ -135,6 +141,7 @@ def _steady_or_full(
     v=None,
     prepared=None,
     fallback: str = "cond",
+    schedule: str = "auto",
 ):
     """Return the fast path's result if it applies, else the gap-aware recursion's.
 
@@ -158,6 +165,10 @@ def _steady_or_full(
     recursion alone, and ``fallback="defer"`` (the caller knows every entry is observed)
     the fast path alone, returning ``(result, converged)``: no ``cond``, and a program that
     holds one of the two paths instead of both.
+
+    On ``schedule="parallel_steady"`` the fast path's mean recursions are log-depth scans
+    and the fallback is the full associative scan (:mod:`jaxssm._parallel`) instead of the
+    gap-aware recursion, which is sequential.
     """
     if kind in ("filter", "log_likelihood"):
         side = _steady.filter_side(params, T, rtol)
@@ -166,14 +177,24 @@ def _steady_or_full(
         side = _steady.smoother_side(params, T, rtol)
         converged = side.info.converged
     point = _steady.steady_point(side)
+    parallel = is_parallel(schedule)
+
+    def gappy(p, y, pt, c):
+        if parallel:
+            return _full(kind, p, y, "parallel", e, v)
+        return _gappy(kind, p, y, pt, c, rtol, e, v)
+
     if fallback == "gappy":
-        return _gappy(kind, params, ys, point, converged, rtol, e, v)
-    fast_fn = {
-        "filter": _steady.filter,
-        "log_likelihood": _steady.log_likelihood,
-        "smooth": _steady.smooth,
-        "stats": partial(_steady.stats, e=e, v=v),
-    }[kind]
+        return gappy(params, ys, point, converged)
+    fast_fn = partial(
+        {
+            "filter": _steady.filter,
+            "log_likelihood": _steady.log_likelihood,
+            "smooth": _steady.smooth,
+            "stats": partial(_steady.stats, e=e, v=v),
+        }[kind],
+        form="doubling" if parallel else None,
+    )
     if fallback == "defer":
         return fast_fn(params, ys, side), converged
     if prepared is None:
@@ -183,9 +204,6 @@ def _steady_or_full(
         if e is not None:
             ys_fast = ys_fast - e
     ok = converged & observed
-
-    def gappy(p, y, pt, c):
-        return _gappy(kind, p, y, pt, c, rtol, e, v)
 
     if kind in ("log_likelihood", "stats"):
         fast = fast_fn(params, ys_fast, side)
@@ -252,7 +270,7 @@ def run(
     recursion (``schedule="steady"`` is then an error).
     """
     varying = _model.has_time_varying_matrices(params)
-    if varying and schedule == "steady":
+    if varying and schedule in ("steady", "parallel_steady"):
         names = ", ".join(_model.time_varying_names(params))
         raise ValueError(
             f"steady_state=True needs a time-invariant model, got time-varying {names}; "
@@ -272,7 +290,7 @@ def run(
         v = _model.augmented_inputs(u, y.shape[0], y.dtype) if extended else None
         T = 0 if varying else _fast_bound(schedule, y.shape[0], max_transient)
         if T:
-            return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep, fallback)
+            return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep, fallback, schedule)
         out = _full(kind, core, y_s, schedule, e, v)
         return (out, jnp.array(True)) if fallback == "defer" else out
 
@@ -319,6 +337,6 @@ def smooth_filtered(params: LGSSM, filtered: FilterResult, schedule: str) -> Smo
 
     The backward pass uses ``A`` only (the offsets are in the filter's predicted means).
     """
-    mod = _parallel if schedule == "parallel" else _sequential
+    mod = _parallel if is_parallel(schedule) else _sequential
     core = params._replace(B=None, b=None, D=None, d=None)
     return mod.smooth(core, filtered)

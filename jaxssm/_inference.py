@@ -52,17 +52,18 @@ def kalman_filter(
             concrete ``ys`` sharded over time on a mesh axis runs the time-sharded schedule
             (:func:`jaxssm.sharding.time_sharding`).
         steady_state: ``None`` (default): the steady-state fast path on the sequential
-            schedule for ``N >= 2048``; ``True``: the fast path for any ``N`` that holds it
-            (sequential only); ``False``: the full recursion. Exact to round-off either way;
-            see "Schedules" in the README.
+            schedule for ``N >= 2048`` (the full associative scan with ``"parallel"``);
+            ``True``: the fast path for any ``N`` that holds it, on ``"parallel"`` with its
+            mean recursions as log-depth associative scans; ``False``: the full recursion.
+            Exact to round-off either way; see "Schedules" in the README.
 
     Returns:
         :class:`~jaxssm.FilterResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
         ``pred_means [N, D]``, ``pred_covs [N, D, D]`` and ``log_likelihood []``.
 
     Raises:
-        ValueError: a bad ``method``, ``steady_state=True`` with ``"parallel"``, or a shape
-            that does not match (the message names the argument and the expected shape).
+        ValueError: a bad ``method``, ``steady_state=True`` with a time-varying model, or a
+            shape that does not match (the message names the argument and the expected shape).
         TypeError: a non-floating or mismatched dtype, or a non-bool ``steady_state``.
 
     References:

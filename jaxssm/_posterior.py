@@ -116,7 +116,7 @@ def _posterior_sample(
 ) -> jax.Array:
     filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
     u = _noise(key, filtered)
-    if schedule == "parallel":
+    if _dispatch.is_parallel(schedule):
         return _parallel_draw(params, filtered, u)
     return _sequential(params, filtered, u)
 

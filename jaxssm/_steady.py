@@ -554,7 +554,8 @@ def _linear_recursion(
         reverse: run from the last row to the first.
         block: block length ``L`` (static); 1 for the plain form; ``None`` for the plain
             form on CPU and ``ceil(sqrt(n))`` elsewhere (``lax.platform_dependent``: the
-            branch is chosen when the program is lowered for its platform).
+            branch is chosen when the program is lowered for its platform); ``"doubling"``
+            for the log-depth scan of :func:`_doubling_recursion` (the parallel schedule's).
 
     Returns:
         ``x_i`` for every row of ``b``, ``[n, D]``.
@@ -562,6 +563,8 @@ def _linear_recursion(
     n = b.shape[0]
     if n == 0:
         return b
+    if block == "doubling":
+        return _doubling_recursion(F, b, x0, reverse=reverse)
     if block is None:
         L = math.isqrt(n - 1) + 1
         return jax.lax.platform_dependent(
@@ -584,6 +587,32 @@ def _plain_recursion(F: jax.Array, b: jax.Array, x0: jax.Array, reverse: bool) -
         return x, x
 
     return jax.lax.scan(step, x0, b, reverse=reverse)[1]
+
+
+def _doubling_recursion(F: jax.Array, b: jax.Array, x0: jax.Array, reverse: bool) -> jax.Array:
+    r""":func:`_linear_recursion` as an associative scan of its affine maps, in log depth.
+
+    Step ``i`` is the affine map ``x -> F x + b_i``; the states are the prefix compositions
+    of these maps applied to ``x0``. Every map has the same linear part, so a composition of
+    ``2^l`` consecutive maps has linear part ``F^{2^l}`` and the scan needs no matrix per
+    element: with ``y_i = b_i`` (and ``F x0`` added to ``y_0``), the level
+    ``y_i <- y_i + F^{2^l} y_{i - 2^l}`` for ``i >= 2^l`` leaves ``y_i`` the sum over the
+    last ``2^{l+1}`` maps' offsets, so after ``ceil(log2 n)`` levels ``y_i = x_i``
+    (Hillis and Steele's scan). That is ``ceil(log2 n)`` ``[n, D] @ [D, D]`` products and as
+    many ``D x D`` squarings: ``O(n D^2 log n)`` flops in ``O(log n)`` dependent steps,
+    against ``n`` steps for the plain scan.
+    """
+    if reverse:
+        return _doubling_recursion(F, b[::-1], x0, reverse=False)[::-1]
+    n = b.shape[0]
+    y = b.at[0].add(F @ x0)
+    power = F
+    shift = 1
+    while shift < n:  # static: ceil(log2 n) levels
+        y = jnp.concatenate([y[:shift], y[shift:] + y[:-shift] @ power.T], axis=0)
+        power = power @ power
+        shift *= 2
+    return y
 
 
 def _blocked_recursion(
@@ -618,7 +647,7 @@ def _blocked_recursion(
     return X.transpose(1, 0, 2).reshape(nb * L, D)[:n]
 
 
-def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
+def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide, form: str | None = None):
     """Compute the filtered means ``[N+1, D]`` and ``log p(y_1:N)``.
 
     Steps ``k <= T`` run in chunks: while the covariance is still changing, with the mean
@@ -675,7 +704,7 @@ def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
     drive = ys[T:] @ K.T
     if c is not None:
         drive = drive + c[T:] - (c[T:] @ H.T) @ K.T
-    rest = _linear_recursion(F, drive, m_T)
+    rest = _linear_recursion(F, drive, m_T, block=form)
     means = jnp.concatenate([params.m0[None], start, rest], axis=0)
 
     # Innovations of the steady steps (zeros stand in for the transient steps among k <= T),
@@ -706,7 +735,9 @@ def _filter_means(params: LGSSM, ys: jax.Array, fs: FilterSide):
     return means, ll
 
 
-def _smoother_means(params: LGSSM, means: jax.Array, fs: FilterSide) -> jax.Array:
+def _smoother_means(
+    params: LGSSM, means: jax.Array, fs: FilterSide, form: str | None = None
+) -> jax.Array:
     """Compute the smoothed means ``[N+1, D]`` from the filtered ones ``[N+1, D]``."""
     T = fs.smoother_gains.shape[0]
     A, G, c = params.A, fs.smoother_gain, params.b
@@ -714,7 +745,7 @@ def _smoother_means(params: LGSSM, means: jax.Array, fs: FilterSide) -> jax.Arra
     u = means[T:-1] @ (jnp.eye(A.shape[0], dtype=A.dtype) - G @ A).T
     if c is not None:
         u = u - c[T:] @ G.T
-    rest = _linear_recursion(G, u, means[-1], reverse=True)
+    rest = _linear_recursion(G, u, means[-1], reverse=True, block=form)
 
     # k = T-1 .. 0 in chunks, last first: the per-step gains in the transient chunks, the
     # steady gain in the others (whose per-step rows were not computed).
@@ -754,9 +785,11 @@ def _smoother_means(params: LGSSM, means: jax.Array, fs: FilterSide) -> jax.Arra
 # ---------------------------------------------------------------------------------------------
 
 
-def log_likelihood(params: LGSSM, ys: jax.Array, fs: FilterSide) -> jax.Array:
+def log_likelihood(
+    params: LGSSM, ys: jax.Array, fs: FilterSide, form: str | None = None
+) -> jax.Array:
     """Return ``log p(y_1:N)``: only the filter's means run over the series."""
-    return _filter_means(params, ys, fs)[1]
+    return _filter_means(params, ys, fs, form)[1]
 
 
 def _per_step(rows: jax.Array, buf: jax.Array, steady: jax.Array) -> jax.Array:
@@ -764,12 +797,12 @@ def _per_step(rows: jax.Array, buf: jax.Array, steady: jax.Array) -> jax.Array:
     return jnp.where(rows.reshape(rows.shape + (1,) * steady.ndim), buf, steady)
 
 
-def filter(params: LGSSM, ys: jax.Array, fs: FilterSide) -> FilterResult:
+def filter(params: LGSSM, ys: jax.Array, fs: FilterSide, form: str | None = None) -> FilterResult:
     """Return the :class:`~jaxssm.FilterResult`; after the transient the converged covariances."""
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
     D = fs.cov.shape[0]
-    means, ll = _filter_means(params, ys, fs)
+    means, ll = _filter_means(params, ys, fs, form)
     pred_means = means[:-1] @ params.A.T
     if params.b is not None:
         pred_means = pred_means + params.b
@@ -787,15 +820,17 @@ def filter(params: LGSSM, ys: jax.Array, fs: FilterSide) -> FilterResult:
     return FilterResult(means, covs, pred_means, pred_covs, ll)
 
 
-def smooth(params: LGSSM, ys: jax.Array, side: SmootherSide) -> SmootherResult:
+def smooth(
+    params: LGSSM, ys: jax.Array, side: SmootherSide, form: str | None = None
+) -> SmootherResult:
     """Return the :class:`~jaxssm.SmootherResult` of the fast path."""
     fs = side.filt
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
     D = fs.cov.shape[0]
     X_inf = side.smoothed_cov
-    means, ll = _filter_means(params, ys, fs)
-    sm = _smoother_means(params, means, fs)
+    means, ll = _filter_means(params, ys, fs, form)
+    sm = _smoother_means(params, means, fs, form)
     # Rows 0..T-1: the start recursion (X_inf where it did not run); T..N-T-1: X_inf;
     # N-T..N-1: X_T..X_1 (X_inf beyond the Stein loop's computed rows); N: X_0 = P.
     end = _per_step(jnp.arange(T, dtype=jnp.int32) < side.end_count, side.end_covs, X_inf)[::-1]
@@ -813,19 +848,21 @@ def smooth(params: LGSSM, ys: jax.Array, side: SmootherSide) -> SmootherResult:
 
 
 def stats(
-    params: LGSSM, ys: jax.Array, side: SmootherSide, e=None, v=None
+    params: LGSSM, ys: jax.Array, side: SmootherSide, e=None, v=None, form: str | None = None
 ) -> tuple[SufficientStats, jax.Array]:
     """Return the EM statistics and ``log p(y_1:N)``; no ``[N, D, D]`` array is formed.
 
     The covariance sums come from the smoother side's loops (:class:`SmootherSide`), so
     its ``[T, D, D]`` buffers are not read. ``e``, ``v``: the observation offsets and
-    augmented inputs (:mod:`jaxssm._stats`).
+    augmented inputs (:mod:`jaxssm._stats`). ``form``: the mean recursions' form over the
+    series (:func:`_linear_recursion`'s ``block``; the same for :func:`filter`,
+    :func:`smooth` and :func:`log_likelihood`).
     """
     fs = side.filt
     N = ys.shape[0]
     T = fs.obs_factors.shape[0]
-    means, ll = _filter_means(params, ys, fs)
-    m = _smoother_means(params, means, fs)
+    means, ll = _filter_means(params, ys, fs, form)
+    m = _smoother_means(params, means, fs, form)
     # sum_{k=0..N} P^s_k: rows 0..T (start loop), T+1..N-T-1 at X_inf, N-T..N (Stein loop).
     steady_and_end = (N - 2 * T - 1) * side.smoothed_cov + side.end_sum
     total = side.start_sum + steady_and_end

@@ -69,9 +69,15 @@ def test_resolve_rejects_non_bool_steady_state(steady_state):
         _dispatch.resolve("sequential", steady_state)
 
 
-def test_resolve_rejects_steady_state_true_with_parallel():
-    with pytest.raises(ValueError, match="steady_state=True needs method='sequential'"):
-        _dispatch.resolve("parallel", True)
+def test_resolve_names_every_schedule():
+    assert _dispatch.resolve("parallel", True) == "parallel_steady"
+    assert _dispatch.resolve("parallel", None) == _dispatch.resolve("parallel", False)
+    assert _dispatch.resolve("parallel", None) == "parallel"
+    assert [_dispatch.resolve("sequential", s) for s in (None, True, False)] == [
+        "auto",
+        "steady",
+        "sequential",
+    ]
 
 
 def test_resolve_checks_method_before_steady_state():
@@ -130,8 +136,6 @@ def test_entry_points_reject_bad_method(entry_points, name):
 def test_entry_points_reject_bad_steady_state(entry_points, name):
     with pytest.raises(TypeError, match="steady_state must be None, True or False, got 'yes'"):
         entry_points[name](steady_state="yes")
-    with pytest.raises(ValueError, match="steady_state=True needs method='sequential'"):
-        entry_points[name](method="parallel", steady_state=True)
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)

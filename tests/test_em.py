@@ -333,7 +333,7 @@ def test_progress_callback_traced_only_when_asked(capsys):
         (dict(num_iters=3, tol=-1.0), ValueError, "tol"),
         (dict(num_iters=3, decrease_rtol=-1.0), ValueError, "decrease_rtol"),
         (dict(num_iters=3, method="fast"), ValueError, "method"),
-        (dict(num_iters=3, method="parallel", steady_state=True), ValueError, "steady_state"),
+        (dict(num_iters=3, method="parallel", steady_state="yes"), TypeError, "steady_state"),
         (dict(num_iters=3, callback=3), TypeError, "callback"),
     ],
 )
@@ -410,7 +410,7 @@ def _jitted_fit(p, ys, **kwargs):
     return jax.jit(lambda p, y: ssm.fit_em(p, y, **kwargs))(p, jnp.asarray(ys))
 
 
-@pytest.mark.parametrize("tol", [None, 0.0])
+@pytest.mark.parametrize("tol", [None, pytest.param(0.0, marks=pytest.mark.slow)])
 def test_fit_em_resumes_with_the_fallback_where_the_fast_path_stops(monkeypatch, tol):
     """The fast-path program stops before iteration 3 (its predicate patched to fail there);
     fit_em resumes at 3 with the fallback, and the whole fit equals the one-program loop."""

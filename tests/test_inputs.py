@@ -461,6 +461,8 @@ def test_errors_name_the_argument():
     tv = p._replace(H=jnp.stack([p.H] * N))
     with pytest.raises(ValueError, match="steady_state=True needs a time-invariant model"):
         ssm.kalman_filter(tv, ys, inputs=uu, steady_state=True)
+    with pytest.raises(ValueError, match="steady_state=True needs a time-invariant model"):
+        ssm.kalman_filter(tv, ys, inputs=uu, method="parallel", steady_state=True)
     with pytest.raises(ValueError, match="cannot update H"):
         ssm.fit_em(tv, ys, inputs=uu, num_iters=2, update=("H", "R"))
     with pytest.raises(ValueError, match="forecast needs"):

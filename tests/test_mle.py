@@ -407,8 +407,8 @@ def test_bad_arguments(problem):
     _, start, ys = problem
     with pytest.raises(ValueError, match="method"):
         ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, method="fast")
-    with pytest.raises(ValueError, match="steady_state=True"):
-        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, method="parallel", steady_state=True)
+    with pytest.raises(TypeError, match="steady_state"):
+        ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=2, method="parallel", steady_state=1)
     with pytest.raises(ValueError, match="num_iters"):
         ssm.fit_mle(start, ys, optimizer=ADAM, num_iters=0)
     with pytest.raises(TypeError, match="num_iters"):

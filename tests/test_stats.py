@@ -106,8 +106,6 @@ def test_e_step_rejects_bad_input():
         ssm.e_step(p, np.zeros((4, 2)))
     with pytest.raises(ValueError, match="method"):
         ssm.e_step(p, np.zeros((4, 3)), method="fast")
-    with pytest.raises(ValueError, match="steady_state=True"):
-        ssm.e_step(p, np.zeros((4, 3)), method="parallel", steady_state=True)
     with pytest.raises(TypeError, match="steady_state"):
         ssm.e_step(p, np.zeros((4, 3)), steady_state="yes")
 

@@ -429,6 +429,19 @@ def test_public_e_step_single_and_batched(problem):
     )
 
 
+@pytest.mark.slow  # compiles the full associative scan (the fallback) three times: ~50 s
+def test_public_parallel_steady_state(problem):
+    """``method="parallel", steady_state=True`` through the public entry points."""
+    params, ys = problem
+    on = dict(method="parallel", steady_state=True)
+    assert_tree_close(ssm.rts_smoother(params, ys, **on), ssm.rts_smoother(params, ys), 1e-10)
+    assert_tree_close(ssm.e_step(params, ys, **on), ssm.e_step(params, ys), 1e-10)
+    start = params._replace(A=0.5 * params.A)
+    fast = ssm.fit_em(start, ys, num_iters=4, **on)
+    full = ssm.fit_em(start, ys, num_iters=4, steady_state=False)
+    assert_tree_close(fast, full, 1e-9)  # as in test_public_fit_em
+
+
 def test_public_fit_em(problem):
     params, ys = problem
     start = params._replace(A=0.5 * params.A)
@@ -449,25 +462,100 @@ def test_public_fit_mle_and_gradient(problem):
     assert_tree_close(fast, full, 1e-8)
 
 
+def _recursion_case(n, reverse):
+    """A contraction ``F`` (rho = 0.9), ``b [n, 5]``, ``x0`` and the plain loop's states."""
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(5, 5))
+    F *= 0.9 / np.max(np.abs(np.linalg.eigvals(F)))
+    b, x0 = rng.normal(size=(n, 5)), rng.normal(size=5)
+    x, expected = x0, np.zeros_like(b)
+    for i in range(n - 1, -1, -1) if reverse else range(n):
+        x = F @ x + b[i]
+        expected[i] = x
+    return (jnp.asarray(F), jnp.asarray(b), jnp.asarray(x0)), expected
+
+
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("block", [None, 1, 7, 60])
+@pytest.mark.parametrize("block", [None, 1, 7, 60, "doubling"])
 def test_linear_recursion_forms_match_a_numpy_loop(reverse, block):
-    """Both forms of ``x_i = F x_{i-1} + b_i`` (plain scan, blocked) against a plain loop.
+    """Every form of ``x_i = F x_{i-1} + b_i`` (plain scan, blocked, log-depth doubling
+    scan) against a plain loop.
 
     ``block=7`` does not divide n = 60 (a padded last block); 60 is the plain form. The
     difference is round-off of a contraction (rho(F) = 0.9): 1e-13 absolute is ~100 eps of
     the entries, and a wrong row order or a block-boundary slip would show at O(1).
     """
-    rng = np.random.default_rng(3)
-    F = rng.normal(size=(5, 5))
-    F *= 0.9 / np.max(np.abs(np.linalg.eigvals(F)))
-    b, x0 = rng.normal(size=(60, 5)), rng.normal(size=5)
-    x, expected = x0, np.zeros_like(b)
-    for i in range(59, -1, -1) if reverse else range(60):
-        x = F @ x + b[i]
-        expected[i] = x
-    got = st._linear_recursion(jnp.asarray(F), jnp.asarray(b), jnp.asarray(x0), reverse, block)
+    args, expected = _recursion_case(60, reverse)
+    got = st._linear_recursion(*args, reverse, block)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 65, 1000])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_doubling_recursion_at_every_number_of_levels(n, reverse):
+    """The doubling scan's last level exactly at (64) and one past (65) a power of two, no
+    level at all (n = 1), and ten levels (n = 1000); a missing level shows at O(1)."""
+    args, expected = _recursion_case(n, reverse)
+    got = st._linear_recursion(*args, reverse, "doubling")
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steady-state idea on the parallel schedule (method="parallel", steady_state=True)
+# ---------------------------------------------------------------------------------------------
+# Reference: the full sequential recursion (an independent route: per-step Riccati and RTS
+# steps over all N). Tolerance 1e-10 as for the sequential fast path: the covariance side is
+# the same code; the means differ by the summation order of the doubling scan (round-off).
+
+parallel_steady = dict(schedule="parallel_steady")
+
+
+def _parallel_fast(kind, params, ys):
+    """The parallel schedule's fast path alone (``fallback="defer"``); it must apply."""
+    out, ok = _dispatch.run(kind, params, ys, "parallel_steady", fallback="defer")
+    assert bool(ok), f"{kind}: the fast path must apply"
+    return out
+
+
+def test_parallel_steady_schedule_against_the_full_recursion():
+    model, params, ys = long_case(7)
+    info = steady_info(params, N_LONG)
+    assert bool(info.converged) and int(info.filter_transient) < info.num_transient
+    full_s = full_smooth(params, ys)
+    smoothed = _parallel_fast("smooth", params, ys)
+    assert_results_close(smoothed, full_s, RTOL, "parallel steady smoother")
+    filtered = _parallel_fast("filter", params, ys)
+    assert_results_close(filtered, full_filter(params, ys), RTOL, "filter")
+    assert_close(_parallel_fast("log_likelihood", params, ys), full_s.log_likelihood, RTOL)
+    stats, ll = _parallel_fast("stats", params, ys)
+    assert_stats_close(stats, numpy_stats(ys, full_s.means, full_s.covs, full_s.gains), RTOL)
+    assert_close(ll, full_s.log_likelihood, RTOL)
+    # The compiled fast path holds no sequential scan over the series: its loops run over at
+    # most T steps (a scan of N - T steps would show as a while loop with that trip count).
+    T = st.transient_bound(N_LONG)
+    hlo = (
+        jax.jit(lambda p, y: _dispatch.run("stats", p, y, "parallel_steady", fallback="defer"))
+        .lower(params, ys)
+        .compile()
+        .as_text()
+    )
+    assert f'"known_trip_count":{{"n":"{N_LONG - T}"}}' not in hlo.replace(" ", "")
+    assert "known_trip_count" in hlo  # the check above reads a field that is there
+
+
+@pytest.mark.slow  # compiles the full associative scan three times: ~25 s
+def test_parallel_steady_falls_back_to_the_full_associative_scan():
+    """Unsettled covariances and missing entries: the fallback is the parallel schedule."""
+    _, params, ys = undetectable_case()
+    assert not bool(steady_info(params, N_LONG).converged)
+    assert_results_close(
+        _dispatch.smooth(params, ys, **parallel_steady), full_smooth(params, ys), RTOL, "unsettled"
+    )
+    _, params, ys = long_case(8)
+    ys = ys.at[100:110, 0].set(jnp.nan)
+    expected = _dispatch.smooth(params, ys, "parallel")
+    assert_results_close(_dispatch.smooth(params, ys, **parallel_steady), expected, 1e-12, "gaps")
+    assert_results_close(expected, full_smooth(params, ys), RTOL, "gaps, sequential")
 
 
 def test_linear_recursion_is_a_plain_scan_on_cpu_and_blocked_elsewhere():
