@@ -256,25 +256,30 @@ def _fit(
     return state, trace
 
 
-_fit_jit = jax.jit(
-    _fit,
-    static_argnames=(
-        "num_iters",
-        "update",
-        "tol",
-        "method",
-        "decrease_rtol",
-        "callback",
-        "fallback",
-    ),
-)
+_STATIC = ("num_iters", "update", "tol", "method", "decrease_rtol", "callback", "fallback")
+
+_fit_jit = jax.jit(_fit, static_argnames=_STATIC)
 
 
-@jax.jit
-def _missing(ys: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Whether any and whether every entry of ``ys`` is NaN (one small program)."""
+def _missing_on_device(ys: jax.Array):
     nan = jnp.isnan(ys)
     return jnp.any(nan), jnp.all(nan)
+
+
+_missing_jit = jax.jit(_missing_on_device)
+
+
+def _missing(ys: jax.Array) -> tuple[bool, bool]:
+    """Whether any and whether every entry of concrete ``ys`` is NaN.
+
+    On the host with numpy when ``ys`` lives in this process's CPU memory (no copy, no
+    compilation), else one small compiled program on its devices.
+    """
+    if ys.is_fully_addressable and all(d.platform == "cpu" for d in ys.devices()):
+        nan = np.isnan(np.asarray(ys))
+        return bool(nan.any()), bool(nan.all())
+    some, every = _missing_jit(ys)
+    return bool(some), bool(every)
 
 
 def _fallback_for(params: LGSSM, ys: jax.Array, inputs: jax.Array | None) -> str:
@@ -289,7 +294,7 @@ def _fallback_for(params: LGSSM, ys: jax.Array, inputs: jax.Array | None) -> str
     """
     if isinstance(ys, jax.core.Tracer):
         return "cond"
-    some, every = (bool(x) for x in _missing(ys))
+    some, every = _missing(ys)
     if every:
         raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
     if some:
