@@ -13,8 +13,9 @@ Why a loop form at all: on CPU, jaxlib 0.10 runs a batched ``cholesky`` / ``tria
 until the pieces finish. Several such kernels running concurrently (the independent vmapped
 calls of an associative scan) can take every thread of the pool and wait for work no thread
 is free to run: the program hangs at 0% CPU. The loop form contains no LAPACK call, so it
-cannot. (Measurements and the minimal reproduction: ``docs/numerics.md`` in the source
-repository.)
+cannot. (Measurements: ``docs/numerics.md`` in the source repository; a reproduction that
+runs the parallel schedule with the LAPACK form under a timeout:
+``benchmarks/lapack_probe.py``.)
 
 Every function acts on one matrix (no batch axes); callers vmap.
 """
