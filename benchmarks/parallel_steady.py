@@ -98,40 +98,30 @@ def main(argv=None) -> int:
     def say(label):
         return lambda msg: print(f"  {label}: {msg}", file=sys.stderr, flush=True)
 
-    reference = None
-    for schedule in SCHEDULES:
+    def cell(kind, label, schedule):
+        """Time ``kind`` on ``schedule``: (the timing, its row of the result)."""
         t = workloads.time_call(
-            lambda p, y, s=schedule: _call("smooth", p, y, s),
+            lambda p, y: _call(kind, p, y, schedule),
             params,
             ys,
             runs=runs,
-            phase=say(f"smoother {schedule}"),
+            phase=say(f"{label} {schedule}"),
         )
+        row = dict(schedule=schedule, compile_s=t.compile_s, run_s=float(np.median(t.times_s)))
+        return t, row
+
+    reference = None
+    for schedule in SCHEDULES:
+        t, row = cell("smooth", "smoother", schedule)
         means = np.asarray(t.out.means)
         if reference is None:
             reference = means
-        err = float(
+        row["max_rel_err_means"] = float(
             np.max(np.linalg.norm(means - reference, axis=1) / np.linalg.norm(reference, axis=1))
         )
-        result["smoother"].append(
-            dict(
-                schedule=schedule,
-                compile_s=t.compile_s,
-                run_s=float(np.median(t.times_s)),
-                max_rel_err_means=err,
-            )
-        )
+        result["smoother"].append(row)
     for schedule in SCHEDULES[2:]:
-        t = workloads.time_call(
-            lambda p, y, s=schedule: _call("stats", p, y, s),
-            params,
-            ys,
-            runs=runs,
-            phase=say(f"E-step {schedule}"),
-        )
-        result["em"].append(
-            dict(schedule=schedule, compile_s=t.compile_s, run_s=float(np.median(t.times_s)))
-        )
+        result["em"].append(cell("stats", "E-step", schedule)[1])
 
     side = jax.jit(lambda p: _steady.filter_side(p, _steady.transient_bound(N)))(params)
     F = params.A - side.gain @ params.H @ params.A

@@ -170,6 +170,9 @@ def _steady_or_full(
     and the fallback is the full associative scan (:mod:`jaxssm._parallel`) instead of the
     gap-aware recursion, which is sequential.
     """
+    parallel = is_parallel(schedule)
+    if fallback == "gappy" and parallel:
+        return _full(kind, params, ys, "parallel", e, v)
     if kind in ("filter", "log_likelihood"):
         side = _steady.filter_side(params, T, rtol)
         converged = side.converged
@@ -177,15 +180,15 @@ def _steady_or_full(
         side = _steady.smoother_side(params, T, rtol)
         converged = side.info.converged
     point = _steady.steady_point(side)
-    parallel = is_parallel(schedule)
 
-    def gappy(p, y, pt, c):
+    def fallback_fn(p, y, pt, c):
+        """Run the gap-aware recursion, or the full associative scan on a parallel schedule."""
         if parallel:
             return _full(kind, p, y, "parallel", e, v)
         return _gappy(kind, p, y, pt, c, rtol, e, v)
 
     if fallback == "gappy":
-        return gappy(params, ys, point, converged)
+        return fallback_fn(params, ys, point, converged)
     fast_fn = partial(
         {
             "filter": _steady.filter,
@@ -210,7 +213,7 @@ def _steady_or_full(
         return jax.lax.cond(
             ok,
             lambda f, p, y, pt, c: f,
-            lambda f, p, y, pt, c: gappy(p, y, pt, c),
+            lambda f, p, y, pt, c: fallback_fn(p, y, pt, c),
             fast,
             params,
             ys,
@@ -220,7 +223,7 @@ def _steady_or_full(
     return jax.lax.cond(
         ok,
         lambda p, y, yf, s, pt, c: fast_fn(p, yf, s),
-        lambda p, y, yf, s, pt, c: gappy(p, y, pt, c),
+        lambda p, y, yf, s, pt, c: fallback_fn(p, y, pt, c),
         params,
         ys,
         ys_fast,
@@ -282,8 +285,6 @@ def run(
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     if ys.ndim != 2 and kind not in ("log_likelihood", "stats"):
         raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
-    if fallback != "cond":
-        prepared = None  # the caller checked the data; nothing reads it
 
     def one(y, u, prep):
         core, y_s, e = _model.reduce(params, y, u)

@@ -232,14 +232,15 @@ def _fit(
     if tol is None:
         # Fixed number of iterations: a scan. Once the guard stops the loop, the remaining
         # iterations skip all work through lax.cond and record NaN.
+        steps = jnp.arange(num_iters + 1)
+        start = first.astype(steps.dtype)
+
         def body(state, i):
-            run = (state.status == _RUNNING) & (i >= first)
+            run = (state.status == _RUNNING) & (i >= start)
             return jax.lax.cond(run, iterate, lambda s, _: (s, nan), state, i)
 
-        steps = jnp.arange(num_iters + 1)
-        first = first.astype(steps.dtype)
         state, new = jax.lax.scan(body, init, steps)
-        trace = jnp.where(steps[:num_iters] < first, trace, new[:num_iters])
+        trace = jnp.where(steps[:num_iters] < start, trace, new[:num_iters])
     else:
 
         def cond(carry):

@@ -43,6 +43,18 @@ def random_model(rng: np.random.Generator, D: int, Dy: int, mean_scale: float = 
     )
 
 
+def unobserved_unit_root(model: Model) -> Model:
+    """``model`` with its last state component made a unit root that no observation sees:
+    that component's variance grows without bound, so the Riccati recursion never settles."""
+    A = np.array(model.A)
+    A[:, -1] = 0.0
+    A[-1, :] = 0.0
+    A[-1, -1] = 1.0
+    H = np.array(model.H)
+    H[:, -1] = 0.0
+    return model._replace(A=A, H=H)
+
+
 def simulate(rng: np.random.Generator, model: Model, N: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw x_0..x_N and y_1..y_N with numpy."""
     D, Dy = model.A.shape[0], model.H.shape[0]

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import assert_close, count_compilations, to_params
-from reference import Model, random_model, simulate
+from reference import Model, random_model, simulate, unobserved_unit_root
 
 import jaxssm as ssm
 from jaxssm import _em
@@ -449,13 +449,7 @@ def test_fit_em_resumes_when_the_covariance_does_not_settle(monkeypatch):
     rng = np.random.default_rng(141)
     model = random_model(rng, 3, 2)
     _, ys = simulate(rng, model, N_STEADY)
-    A = np.array(model.A)
-    A[:, -1] = 0.0
-    A[-1, :] = 0.0
-    A[-1, -1] = 1.0
-    H = np.array(model.H)
-    H[:, -1] = 0.0
-    p = to_params(model._replace(A=A, H=H))
+    p = to_params(unobserved_unit_root(model))
     kwargs = dict(num_iters=3, update=("Q", "R"))  # A and H keep the unit root unobserved
     calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(p, ys, **kwargs)

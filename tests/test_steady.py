@@ -36,6 +36,7 @@ from reference import (
     numpy_smoother,
     random_model,
     simulate,
+    unobserved_unit_root,
 )
 
 import jaxssm as ssm
@@ -243,16 +244,9 @@ def test_fallback_on_short_series_against_dense_oracle(N):
 
 
 def undetectable_case():
-    """A unit-root state component that no observation sees: its variance grows without
-    bound, so the Riccati recursion never settles."""
-    model, _, _ = long_case(5)
-    A = np.array(model.A)
-    A[:, -1] = 0.0
-    A[-1, :] = 0.0
-    A[-1, -1] = 1.0
-    H = np.array(model.H)
-    H[:, -1] = 0.0
-    model = model._replace(A=A, H=H)
+    """A long case with a unit root that no observation sees (the Riccati recursion never
+    settles)."""
+    model = unobserved_unit_root(long_case(5)[0])
     _, ys = simulate(np.random.default_rng(6), model, N_LONG)
     return model, to_params(model), jnp.asarray(ys)
 
