@@ -14,13 +14,16 @@ Measured, every timing the median of ``--runs`` calls after compilation:
    iteration inside the compiled loop, without the final likelihood pass. Measured twice:
    under ``jax.jit`` (traced data: the program holds the fast path and its fallback) and
    as an eager call on the concrete data (the program an ordinary ``fit_em`` call compiles
-   on fully observed data: the fast path alone, see ``fit_em``'s "What is compiled").
+   on fully observed data: the fast path alone, see ``fit_em``'s "What is compiled"). The
+   eager program is compiled with jaxssm's per-program CPU option (``jaxssm._compile``); the
+   one under the caller's ``jax.jit`` with XLA's defaults.
 2. **The floor**: the work an EM iteration cannot avoid once the covariances are constant,
    as plain ``lax.scan``s: a forward chain ``m_k = F m_{k-1} + u_k`` and a backward chain
    ``s_k = G s_{k+1} + w_k`` of ``D x D`` matvecs over ``N`` steps, the two ``[N, D] @
    [D, D]`` products that form ``u`` and ``w``, and four ``[D, N] @ [N, D]`` products (the
    statistics ``Sigma, Phi, B, C``). Timed as one call and as ``K2 - K1`` dependent
-   repetitions inside a ``lax.scan`` (the in-loop conditions of item 1).
+   repetitions inside a ``lax.scan`` (the in-loop conditions of item 1), the latter also
+   compiled with the eager program's option.
 3. **Fresh processes** (``--fresh``): a new Python process loads the data, then calls
    ``fit_em(num_iters=100)`` twice; first call minus second call is the trace + compile
    overhead; the peak RSS it adds over the process after loading the data is the peak
@@ -61,7 +64,7 @@ import jax.numpy as jnp  # noqa: E402
 import workloads  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
-from jaxssm import _em  # noqa: E402
+from jaxssm import _compile, _em  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -168,10 +171,27 @@ def in_process(args) -> dict:
     floor_one = jax.jit(floor_iteration).lower(F, G, K, GA, ys, start.m0).compile()
     n = args.k2 - args.k1
     floor_n = jax.jit(floor_loop, static_argnums=6).lower(F, G, K, GA, ys, start.m0, n).compile()
+    # The same floor compiled with the per-program option the eager fit_em program gets
+    # (jaxssm._compile); the jitted fit_em above is compiled with XLA's defaults, as any
+    # program of the caller's is.
+    floor_n_opt = (
+        jax.jit(floor_loop, static_argnums=6, compiler_options=_compile.options() or None)
+        .lower(F, G, K, GA, ys, start.m0, n)
+        .compile()
+    )
 
     # Interleaved: each round times every function once, so that load changes hit all alike.
     res = {
-        k: [] for k in ("fit_em_k1", "fit_em_k2", "eager_k1", "eager_k2", "floor_one", "floor_loop")
+        k: []
+        for k in (
+            "fit_em_k1",
+            "fit_em_k2",
+            "eager_k1",
+            "eager_k2",
+            "floor_one",
+            "floor_loop",
+            "floor_loop_opt",
+        )
     }
     for f in (fits[args.k1], fits[args.k2]):
         jax.block_until_ready(f(start, ys))
@@ -179,6 +199,7 @@ def in_process(args) -> dict:
         jax.block_until_ready(ssm.fit_em(start, ys, num_iters=k))
     jax.block_until_ready(floor_one(F, G, K, GA, ys, start.m0))
     jax.block_until_ready(floor_n(F, G, K, GA, ys, start.m0))
+    jax.block_until_ready(floor_n_opt(F, G, K, GA, ys, start.m0))
     for _ in range(args.runs):
         for key, call in (
             ("fit_em_k1", lambda: fits[args.k1](start, ys)),
@@ -187,6 +208,7 @@ def in_process(args) -> dict:
             ("eager_k2", lambda: ssm.fit_em(start, ys, num_iters=args.k2)),
             ("floor_one", lambda: floor_one(F, G, K, GA, ys, start.m0)),
             ("floor_loop", lambda: floor_n(F, G, K, GA, ys, start.m0)),
+            ("floor_loop_opt", lambda: floor_n_opt(F, G, K, GA, ys, start.m0)),
         ):
             t = time.perf_counter()
             jax.block_until_ready(call())
@@ -195,6 +217,7 @@ def in_process(args) -> dict:
     em_iter = (med["fit_em_k2"] - med["fit_em_k1"]) / n
     eager_iter = (med["eager_k2"] - med["eager_k1"]) / n
     floor_in_loop = med["floor_loop"] / n
+    floor_in_loop_opt = med["floor_loop_opt"] / n
     _, info = fits[args.k2](start, ys)
     return dict(
         source=source,
@@ -214,6 +237,9 @@ def in_process(args) -> dict:
         ratio_to_floor_one_call=em_iter / med["floor_one"],
         eager_iteration_ms=eager_iter,
         eager_ratio_to_floor_in_loop=eager_iter / floor_in_loop,
+        compiler_options=_compile.options(),
+        floor_in_loop_opt_ms=floor_in_loop_opt,
+        eager_ratio_to_floor_in_loop_opt=eager_iter / floor_in_loop_opt,
         eager_temp_mb=_temp_mb(eager),
         final_log_likelihood=float(info.log_likelihood),
         temp_mb=_temp_mb(fits[args.k2]),
@@ -327,13 +353,17 @@ def render(result: dict) -> str:
         f"{r['eager_iteration_ms']:.2f} |",
         f"| floor, in a loop of {r['k2'] - r['k1']} dependent repetitions, per repetition | "
         f"{r['floor_in_loop_ms']:.2f} |",
+        f"| the same floor, compiled with the eager program's option "
+        f"`{r.get('compiler_options')}` | {r.get('floor_in_loop_opt_ms', float('nan')):.2f} |",
         f"| floor, one call | {r['floor_one_call_ms']:.2f} |",
         f"| fit_em({r['k1']}), whole call | {r['medians_ms']['fit_em_k1']:.1f} |",
         f"| fit_em({r['k2']}), whole call | {r['medians_ms']['fit_em_k2']:.1f} |",
         "",
         f"EM iteration / floor: {r['ratio_to_floor_in_loop']:.2f}x (in-loop floor), "
         f"{r['ratio_to_floor_one_call']:.2f}x (one-call floor); eager: "
-        f"{r['eager_ratio_to_floor_in_loop']:.2f}x the in-loop floor. The floor is two dependent "
+        f"{r['eager_ratio_to_floor_in_loop']:.2f}x the in-loop floor, "
+        f"{r.get('eager_ratio_to_floor_in_loop_opt', float('nan')):.2f}x the floor compiled "
+        "with the same option. The floor is two dependent "
         "chains of D x D matvecs as plain `lax.scan`s, the two [N, D] @ [D, D] maps feeding "
         "them and four [D, N] @ [N, D] products.",
         "",

@@ -32,7 +32,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _model, _parallel, _sequential, _stats, _steady
+from jaxssm import _compile, _model, _parallel, _sequential, _stats, _steady
 from jaxssm._types import LGSSM, FilterResult, SmootherResult, SufficientStats
 
 __all__ = [
@@ -233,7 +233,7 @@ def _steady_or_full(
     )
 
 
-@partial(jax.jit, static_argnames=("kind", "schedule", "max_transient", "rtol", "fallback"))
+@partial(_compile.jit, static_argnames=("kind", "schedule", "max_transient", "rtol", "fallback"))
 def run(
     kind: str,
     params: LGSSM,
@@ -332,7 +332,7 @@ def stats(
     return run("stats", params, ys, schedule, **options)
 
 
-@partial(jax.jit, static_argnames="schedule")
+@partial(_compile.jit, static_argnames="schedule")
 def smooth_filtered(params: LGSSM, filtered: FilterResult, schedule: str) -> SmootherResult:
     """RTS backward pass over a :class:`~jaxssm.FilterResult` (sequential or parallel).
 

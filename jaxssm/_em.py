@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _model
+from jaxssm import _compile, _dispatch, _model
 from jaxssm._mstep import _m_step, check_m_step
 from jaxssm._types import LGSSM, EMInfo, EMStatus, SufficientStats
 from jaxssm._validation import (
@@ -259,7 +259,7 @@ def _fit(
 
 _STATIC = ("num_iters", "update", "tol", "method", "decrease_rtol", "callback", "fallback")
 
-_fit_jit = jax.jit(_fit, static_argnames=_STATIC)
+_fit_jit = _compile.jit(_fit, static_argnames=_STATIC)
 
 
 def _missing_on_device(ys: jax.Array):
@@ -267,7 +267,7 @@ def _missing_on_device(ys: jax.Array):
     return jnp.any(nan), jnp.all(nan)
 
 
-_missing_jit = jax.jit(_missing_on_device)
+_missing_jit = _compile.jit(_missing_on_device)
 
 
 def _missing(ys: jax.Array) -> tuple[bool, bool]:

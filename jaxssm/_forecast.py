@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _model, _parallel, steps
+from jaxssm import _compile, _dispatch, _model, _parallel, steps
 from jaxssm._draws import check_key, check_num_steps, gaussian_draw, psd_cholesky
 from jaxssm._linalg import BATCHED, symmetrize
 from jaxssm._types import LGSSM, FilterResult
@@ -102,7 +102,7 @@ def _predict_ahead(
     return Forecast(*out)
 
 
-@partial(jax.jit, static_argnames=("num_steps", "schedule"))
+@partial(_compile.jit, static_argnames=("num_steps", "schedule"))
 def _forecast(
     params: LGSSM, ys: jax.Array, num_steps: int, schedule: str, inputs=None, future=None
 ) -> Forecast:
@@ -111,7 +111,7 @@ def _forecast(
     return _predict_ahead(params, filtered.means[-1], filtered.covs[-1], num_steps, c, e)
 
 
-@partial(jax.jit, static_argnames=("num_steps", "schedule"))
+@partial(_compile.jit, static_argnames=("num_steps", "schedule"))
 def _forecast_sample(
     key, params: LGSSM, ys: jax.Array, num_steps: int, schedule: str, inputs=None, future=None
 ):
@@ -242,7 +242,7 @@ def _diagnose_step(pred_mean, pred_cov, y, H, R):
     return ll, innovation, symmetrize(H @ pred_cov @ H.T + R), jnp.where(obs.observed, z, nan)
 
 
-@jax.jit
+@_compile.jit
 def _diagnostics(
     params: LGSSM, ys: jax.Array, pred_means, pred_covs, inputs=None
 ) -> FilterDiagnostics:

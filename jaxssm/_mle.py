@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _model
+from jaxssm import _compile, _dispatch, _model
 from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
 from jaxssm._validation import (
@@ -255,7 +255,7 @@ def _fit(
     return params, MLEInfo((-values * scale).astype(dtype), final)
 
 
-_fit_jit = jax.jit(_fit, static_argnames=("optimizer", "num_iters", "method", "callback"))
+_fit_jit = _compile.jit(_fit, static_argnames=("optimizer", "num_iters", "method", "callback"))
 
 
 def fit_mle(

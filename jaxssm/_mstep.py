@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssm import _model
+from jaxssm import _compile, _model
 from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import LGSSM, SufficientStats
 from jaxssm._validation import check_update, validate_params
@@ -152,7 +152,7 @@ def _m_step(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> L
     return params._replace(**new)
 
 
-_m_step_jit = jax.jit(_m_step, static_argnames="update")
+_m_step_jit = _compile.jit(_m_step, static_argnames="update")
 
 
 def _check_stats(stats: SufficientStats, params: LGSSM) -> SufficientStats:

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _model, _parallel, steps
+from jaxssm import _compile, _dispatch, _model, _parallel, steps
 from jaxssm._draws import check_key, gaussian_draw, psd_cholesky
 from jaxssm._types import LGSSM, FilterResult
 from jaxssm._validation import validate_inputs, validate_observations, validate_params
@@ -110,7 +110,7 @@ def _parallel_draw(params: LGSSM, filtered: FilterResult, u: jax.Array) -> jax.A
     return jax.lax.associative_scan(jax.vmap(_combine), elems, reverse=True).h
 
 
-@partial(jax.jit, static_argnames="schedule")
+@partial(_compile.jit, static_argnames="schedule")
 def _posterior_sample(
     key: jax.Array, params: LGSSM, ys: jax.Array, schedule: str, inputs=None
 ) -> jax.Array:

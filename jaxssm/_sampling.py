@@ -8,7 +8,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _model
+from jaxssm import _compile, _model
 from jaxssm._draws import psd_cholesky
 from jaxssm._types import LGSSM
 from jaxssm._validation import check_time_varying_length, validate_inputs, validate_params
@@ -24,7 +24,7 @@ def _noise(key, cov, num_steps: int, dtype):
     return z @ psd_cholesky(cov).T
 
 
-@partial(jax.jit, static_argnums=2)
+@partial(_compile.jit, static_argnums=2)
 def _sample(key: jax.Array, params: LGSSM, num_steps: int, inputs=None):
     D = params.A.shape[-1]
     dtype = params.A.dtype

@@ -37,7 +37,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from jaxssm import _chunked
+from jaxssm import _chunked, _compile
 from jaxssm._types import LGSSM, FilterResult, SmootherResult
 from jaxssm._validation import check_plain_model, validate_observations, validate_params
 
@@ -137,7 +137,7 @@ def _schedule_args(mesh, axis_name, num_chunks, within):
     return None, None, num_chunks
 
 
-_run = partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))(_chunked.run)
+_run = partial(_compile.jit, static_argnums=(0, 3, 4, 5, 6))(_chunked.run)
 
 
 def _chunked_schedule(kind, params, ys, mesh, axis_name, num_chunks, within):

@@ -15,7 +15,7 @@ import jaxssm
 PACKAGE = Path(jaxssm.__file__).parent
 
 LAYERS = [
-    ["_version", "_types"],
+    ["_version", "_types", "_compile"],
     ["_model"],
     ["_validation", "_linalg", "_draws"],
     ["steps"],
