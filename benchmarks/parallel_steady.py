@@ -9,6 +9,13 @@ Standalone (needs only jaxssm and its dependencies)::
 What is measured, in one process (``workloads.time_call``: compiled ahead of time, then the
 median of ``--runs`` calls):
 
+Every program is compiled with the per-program XLA options a top-level call of the library
+gets on this backend (``jaxssm._compile.options()``: on CPU, the fusion emitters off); the
+smoother and E-step rows also give (where there are options) the compile time of the same
+program without them, as a call inside the user's own ``jit`` compiles it (compiled second,
+it may reuse the first compile's trace: the first column includes tracing and lowering, this
+one may not).
+
 - **Smoother** (``jaxssm._dispatch.smooth``: filter and RTS smoother, gains and
   log-likelihood included) on four schedules: ``sequential`` (the full ``lax.scan``
   recursion), ``steady`` (the sequential fast path), ``parallel`` (the full associative
@@ -36,6 +43,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +78,9 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     import jaxssm as ssm
-    from jaxssm import _steady
+    from jaxssm import _compile, _steady
+
+    options = _compile.options()
 
     N = args.num_steps or (4_096 if args.quick else 44_484)
     runs = 1 if args.quick else args.runs
@@ -84,6 +94,7 @@ def main(argv=None) -> int:
         D=D,
         dtype="float64",
         runs=runs,
+        compiler_options=options,
         transient=dict(
             bound=int(info.num_transient),
             filter=int(info.filter_transient),
@@ -100,14 +111,16 @@ def main(argv=None) -> int:
 
     def cell(kind, label, schedule):
         """Time ``kind`` on ``schedule``: (the timing, its row of the result)."""
+        fn = lambda p, y: _call(kind, p, y, schedule)  # noqa: E731
         t = workloads.time_call(
-            lambda p, y: _call(kind, p, y, schedule),
-            params,
-            ys,
-            runs=runs,
-            phase=say(f"{label} {schedule}"),
+            fn, params, ys, runs=runs, phase=say(f"{label} {schedule}"), compiler_options=options
         )
         row = dict(schedule=schedule, compile_s=t.compile_s, run_s=float(np.median(t.times_s)))
+        if options:  # else (a GPU) the same program again: no column
+            say(f"{label} {schedule}")("compiling without options")
+            t0 = time.perf_counter()
+            jax.jit(fn).lower(params, ys).compile()
+            row["compile_plain_s"] = time.perf_counter() - t0
         return t, row
 
     reference = None
@@ -137,6 +150,7 @@ def main(argv=None) -> int:
             x0,
             runs=max(runs, 5),
             phase=say(f"recursion {name}"),
+            compiler_options=options,
         )
         x = np.asarray(t.out)
         plain = x if plain is None else plain
@@ -159,6 +173,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def _plain(c: dict) -> str:
+    return f"{c['compile_plain_s']:.1f}" if "compile_plain_s" in c else "-"
+
+
 def to_markdown(r: dict) -> str:
     m = r["machine"]
     tr = r["transient"]
@@ -173,26 +191,30 @@ def to_markdown(r: dict) -> str:
         f"{tr['bound']}, converged: {tr['converged']}). Times: median of {r['runs']} runs after "
         "ahead-of-time compilation; compile time separately. Command: "
         "`python benchmarks/parallel_steady.py`.",
+        f"Compiled with the options a top-level library call gets here: "
+        f"`{r.get('compiler_options', {})}`; 'compile, no options' is the same program "
+        "compiled as inside the user's own `jit` (compiled second, so it may skip tracing).",
         "",
         "## Filter + smoother",
         "",
-        "| schedule | compile (s) | run (s) | max rel. err. of smoothed means vs sequential |",
-        "| --- | ---: | ---: | ---: |",
+        "| schedule | compile (s) | compile, no options (s) | run (s) "
+        "| max rel. err. of smoothed means vs sequential |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for c in r["smoother"]:
         lines.append(
-            f"| {c['schedule']} | {c['compile_s']:.1f} | {c['run_s']:.4f} | "
+            f"| {c['schedule']} | {c['compile_s']:.1f} | {_plain(c)} | {c['run_s']:.4f} | "
             f"{c['max_rel_err_means']:.1e} |"
         )
     lines += [
         "",
         "## EM statistics (one E-step)",
         "",
-        "| schedule | compile (s) | run (s) |",
-        "| --- | ---: | ---: |",
+        "| schedule | compile (s) | compile, no options (s) | run (s) |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for c in r["em"]:
-        lines.append(f"| {c['schedule']} | {c['compile_s']:.1f} | {c['run_s']:.4f} |")
+        lines.append(f"| {c['schedule']} | {c['compile_s']:.1f} | {_plain(c)} | {c['run_s']:.4f} |")
     lines += [
         "",
         "## The mean recursion alone (`[N, D]`, the fast filter's matrix)",

@@ -252,6 +252,7 @@ def time_call(
     min_runs: int = 1,
     max_seconds: float = math.inf,
     phase: Callable[[str], None] | None = None,
+    compiler_options: dict | None = None,
 ) -> Timing:
     """Time ``fn(*args)``: compilation apart, then ``runs`` calls (report their median).
 
@@ -263,6 +264,8 @@ def time_call(
     call counts, for loops that are long anyway). Fewer than ``runs`` calls are made (not below
     ``min_runs``) when ``runs`` of them would take longer than ``max_seconds``. Without ``jit``
     (plain Python) there is no compile step and no warm-up. ``phase(msg)`` is told what runs.
+    ``compiler_options`` are passed to ``jax.jit`` (per-program XLA options, such as the ones
+    ``jaxssm._compile`` gives the library's top-level programs on CPU).
     """
     say = phase or (lambda msg: None)
     compile_s, kind, call = None, "none", fn
@@ -272,7 +275,7 @@ def time_call(
         say("compiling")
         t0 = time.perf_counter()
         try:
-            call = jax.jit(fn).lower(*args).compile()
+            call = jax.jit(fn, compiler_options=compiler_options).lower(*args).compile()
             compile_s, kind = time.perf_counter() - t0, "aot"
         except Exception as e:  # not jittable as a whole: the first call compiles
             kind = f"first call (jit-wrap failed: {type(e).__name__})"
