@@ -340,8 +340,8 @@ def fit_em(
     **The trace.** ``log_likelihoods[i] = log p(y | theta_i)`` for ``i = 0..num_iters-1``,
     ``theta_0`` being ``params``. When all iterations run, the returned parameters are
     ``theta_num_iters``: one M-step past the last trace entry, so *their* log-likelihood is not
-    in the trace. It is computed once after the loop (one extra filter pass, for the guard
-    below) and returned as ``EMInfo.log_likelihood``.
+    in the trace. It is computed by one more pass of the loop's E-step after the last M-step
+    (for the guard below) and returned as ``EMInfo.log_likelihood``.
 
     **Stopping early** (``tol``). When ``log p(y | theta_i) - log p(y | theta_{i-1}) <= tol *
     |log p(y | theta_{i-1})|`` the loop stops and returns ``theta_i`` (whose log-likelihood is
