@@ -112,12 +112,11 @@ def main(argv=None) -> int:
     def cell(kind, label, schedule):
         """Time ``kind`` on ``schedule``: (the timing, its row of the result)."""
         fn = lambda p, y: _call(kind, p, y, schedule)  # noqa: E731
-        t = workloads.time_call(
-            fn, params, ys, runs=runs, phase=say(f"{label} {schedule}"), compiler_options=options
-        )
+        phase = say(f"{label} {schedule}")
+        t = workloads.time_call(fn, params, ys, runs=runs, phase=phase, compiler_options=options)
         row = dict(schedule=schedule, compile_s=t.compile_s, run_s=float(np.median(t.times_s)))
         if options:  # else (a GPU) the same program again: no column
-            say(f"{label} {schedule}")("compiling without options")
+            phase("compiling without options")
             t0 = time.perf_counter()
             jax.jit(fn).lower(params, ys).compile()
             row["compile_plain_s"] = time.perf_counter() - t0
