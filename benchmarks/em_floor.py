@@ -153,8 +153,9 @@ def in_process(args) -> dict:
         fits[k] = fn.lower(start, ys).compile()
         compile_s[k] = time.perf_counter() - t
     # The program an eager fit_em compiles on fully observed data: the fast path alone
-    # (jaxssm._em's fallback="defer"); its temp reservation, and its iteration timed below
-    # through the public eager call (the cache holds it after the first call).
+    # (jaxssm._em's fallback="defer", observed=True); its temp reservation, and its
+    # iteration timed below through the public eager call (the cache holds it after the
+    # first call).
     eager = _em._fit_jit.lower(
         start,
         ys,
@@ -167,6 +168,7 @@ def in_process(args) -> dict:
         decrease_rtol=_em.default_decrease_rtol(ys.dtype),
         callback=None,
         fallback="defer",
+        observed=True,
     ).compile()
     floor_one = jax.jit(floor_iteration).lower(F, G, K, GA, ys, start.m0).compile()
     n = args.k2 - args.k1

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _compile, _dispatch, _model
+from jaxssm import _compile, _dispatch, _model, _stats
 from jaxssm._mstep import _m_step, check_m_step
 from jaxssm._types import LGSSM, EMInfo, EMStatus, SufficientStats
 from jaxssm._validation import (
@@ -131,13 +131,17 @@ def _fit(
     decrease_rtol: float,
     callback: Callable | None,
     fallback: str,
+    observed: bool = False,
 ) -> tuple[_State, jax.Array]:
     """Unchecked EM loop; every keyword argument is static. Returns the state and the trace.
 
     ``fallback`` is :func:`jaxssm._dispatch.run`'s. With ``"defer"`` an iteration whose
     E-step the fast path does not cover stops the loop before it (status ``_DEFERRED``,
     ``count`` = that iteration); ``resume=(state, trace)`` then starts a loop at
-    iteration ``state.count`` from that state and trace.
+    iteration ``state.count`` from that state and trace. ``observed``: the caller knows
+    that every entry of ``ys`` is observed, so the statistics that depend on the data alone
+    (:func:`jaxssm._stats.data_sums`) are computed once, before the loop, and replace the
+    E-step's own (which XLA then drops as unused).
     """
     dtype = params.A.dtype
     nan = jnp.array(jnp.nan, dtype)
@@ -192,6 +196,18 @@ def _fit(
     # The data's NaN pattern and its NaN-free copy, once (the fast path's choice reads them);
     # with another fallback the caller has checked the data on the host.
     prepared = _dispatch.prepare(ys) if fallback == "cond" else None
+    if observed:
+        v = None
+        if _model.uses_input_sums(params, inputs):  # v_k = [u_k; 1], as the E-step forms it
+
+            def augment(u):
+                return _model.augmented_inputs(u, ys.shape[-2], ys.dtype)
+
+            v = augment(inputs) if inputs is None or inputs.ndim == 2 else jax.vmap(augment)(inputs)
+            v = jnp.broadcast_to(v, ys.shape[:-1] + v.shape[-1:])  # a batch without inputs
+        fixed = _stats.data_sums(ys, v)
+    else:
+        fixed = {}
 
     def update_state(state: _State, stats, ll, i) -> _State:
         return jax.lax.cond(i < num_iters, m_update, final_check, state, stats, ll, i)
@@ -201,9 +217,10 @@ def _fit(
         out = _dispatch.stats(
             state.params, ys, method, inputs=inputs, prepared=prepared, fallback=fallback
         )
-        if fallback != "defer":
-            return update_state(state, *out, i), out[1]
-        (stats, ll), ok = out
+        (stats, ll), ok = out if fallback == "defer" else (out, None)
+        stats = stats._replace(**fixed)
+        if ok is None:
+            return update_state(state, stats, ll, i), ll
 
         def defer(state, stats, ll, i):
             return state._replace(status=jnp.array(_DEFERRED, jnp.int32))
@@ -257,7 +274,16 @@ def _fit(
     return state, trace
 
 
-_STATIC = ("num_iters", "update", "tol", "method", "decrease_rtol", "callback", "fallback")
+_STATIC = (
+    "num_iters",
+    "update",
+    "tol",
+    "method",
+    "decrease_rtol",
+    "callback",
+    "fallback",
+    "observed",
+)
 
 _fit_jit = _compile.jit(_fit, static_argnames=_STATIC)
 
@@ -428,6 +454,8 @@ def fit_em(
         method=schedule,
         decrease_rtol=float(decrease_rtol),
         callback=callback,
+        # Every entry observed (known on the host): the data-only statistics once per fit.
+        observed=fallback == "defer",
     )
 
     def run():

@@ -33,6 +33,7 @@ from jaxssm._linalg import LAPACK, symmetrize
 from jaxssm._types import SmootherResult, SufficientStats
 
 __all__ = [
+    "data_sums",
     "from_sums",
     "from_smoother",
     "from_sums_missing",
@@ -53,6 +54,28 @@ def _input_sums(means, ys, v, weights, scale) -> dict:
         "XpU": means[:-1].T @ vw * scale,
         "YU": ys.T @ vw * scale,
     }
+
+
+def data_sums(ys: jax.Array, v: jax.Array | None) -> dict:
+    """Return the statistics that depend on the data alone (``ys`` with every entry observed).
+
+    ``D = (1/N) sum_k y_k y_k^T`` and, with augmented inputs ``v``, ``U = (1/N) sum_k v_k
+    v_k^T`` and ``YU = (1/N) sum_k y_k v_k^T``: what :func:`from_sums` computes for them at
+    any parameters (it adds the offsets back, so its ``y`` is the data). An EM loop computes
+    them once, outside the loop (XLA does not move them out of the loop's conditionals), and
+    uses them in place of the E-step's own. For a batch ``ys [B, N, Dy]`` (``v [B, N, Du +
+    1]``) they are pooled as :func:`pool` pools sequences of equal length: sums over all
+    ``B N`` steps over ``B N``. With a missing entry ``D`` depends on ``H, R``; do not use it.
+    """
+    steps = ys.shape[-2] * (ys.shape[0] if ys.ndim == 3 else 1)
+    scale = 1.0 / steps
+    y2 = ys.reshape(-1, ys.shape[-1])
+    out = {"D": symmetrize(y2.T @ y2) / steps}
+    if v is not None:
+        v2 = v.reshape(-1, v.shape[-1])
+        out["U"] = symmetrize(v2.T @ v2) * scale
+        out["YU"] = y2.T @ v2 * scale
+    return out
 
 
 def from_sums(

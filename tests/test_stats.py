@@ -173,3 +173,28 @@ def test_pool_matches_numpy_pooling():
     assert int(pooled.num_steps) == B * 5
     P0 = np.asarray(pooled.P0_smoothed)
     np.testing.assert_array_equal(P0, P0.T)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_data_sums_match_numpy_and_the_e_step(batch):
+    """``data_sums`` (the EM loop's once-per-fit statistics) against plain numpy sums over all
+    steps, and against the E-step's ``D, U, YU`` of the same data (rtol 1e-12: the same sums,
+    reassociated; the E-step adds an offset back to ``y - d``)."""
+    rng = np.random.default_rng(25)
+    base = random_model(rng, 3, 2)
+    p = to_params(base)._replace(
+        B=jnp.asarray(rng.standard_normal((3, 2))), d=jnp.asarray(rng.standard_normal(2))
+    )
+    shape = (2, 40) if batch else (40,)
+    ys = rng.standard_normal(shape + (2,)) + 1.5
+    u = rng.standard_normal(shape + (2,))
+    v = np.concatenate([u, np.ones(shape + (1,))], axis=-1)
+    y2, v2 = ys.reshape(-1, 2), v.reshape(-1, 3)
+    ref = dict(D=y2.T @ y2 / len(y2), U=v2.T @ v2 / len(v2), YU=y2.T @ v2 / len(y2))
+    sums = _stats.data_sums(jnp.asarray(ys), jnp.asarray(v))
+    assert sorted(sums) == sorted(ref)
+    stats, _ = ssm.e_step(p, jnp.asarray(ys), inputs=jnp.asarray(u))
+    for name, r in ref.items():
+        assert_close(sums[name], r, 1e-13, err_msg=name)
+        assert_close(sums[name], getattr(stats, name), 1e-12, err_msg=name)
+    assert sorted(_stats.data_sums(jnp.asarray(ys), None)) == ["D"]
