@@ -288,7 +288,7 @@ def run(
 
     def one(y, u, prep):
         core, y_s, e = _model.reduce(params, y, u)
-        v = _model.augmented_inputs(u, y.shape[0], y.dtype) if extended else None
+        v = _model.augmented_inputs(u, y.shape[:-1], y.dtype) if extended else None
         T = 0 if varying else _fast_bound(schedule, y.shape[0], max_transient)
         if T:
             return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep, fallback, schedule)

@@ -196,18 +196,11 @@ def _fit(
     # The data's NaN pattern and its NaN-free copy, once (the fast path's choice reads them);
     # with another fallback the caller has checked the data on the host.
     prepared = _dispatch.prepare(ys) if fallback == "cond" else None
+    fixed = {}
     if observed:
-        v = None
-        if _model.uses_input_sums(params, inputs):  # v_k = [u_k; 1], as the E-step forms it
-
-            def augment(u):
-                return _model.augmented_inputs(u, ys.shape[-2], ys.dtype)
-
-            v = augment(inputs) if inputs is None or inputs.ndim == 2 else jax.vmap(augment)(inputs)
-            v = jnp.broadcast_to(v, ys.shape[:-1] + v.shape[-1:])  # a batch without inputs
+        extended = _model.uses_input_sums(params, inputs)  # v_k = [u_k; 1], as the E-step's
+        v = _model.augmented_inputs(inputs, ys.shape[:-1], ys.dtype) if extended else None
         fixed = _stats.data_sums(ys, v)
-    else:
-        fixed = {}
 
     def update_state(state: _State, stats, ll, i) -> _State:
         return jax.lax.cond(i < num_iters, m_update, final_check, state, stats, ll, i)

@@ -152,9 +152,13 @@ def reduce(params: LGSSM, ys: jax.Array, inputs) -> tuple[LGSSM, jax.Array, jax.
     return core, (ys if e is None else ys - e), e
 
 
-def augmented_inputs(inputs, num_steps: int, dtype) -> jax.Array:
-    """``v_k = [u_k; 1]`` (``[1]`` without inputs), ``[N, Du + 1]``: the M-step's regressors."""
-    ones = jnp.ones((num_steps, 1), dtype)
+def augmented_inputs(inputs, steps: tuple[int, ...], dtype) -> jax.Array:
+    """``v_k = [u_k; 1]`` (``[1]`` without inputs): the M-step's regressors.
+
+    ``steps`` is the observations' leading shape, ``ys.shape[:-1]``: ``(N,)`` gives
+    ``[N, Du + 1]``, a batch ``(B, N)`` gives ``[B, N, Du + 1]``.
+    """
+    ones = jnp.ones((*steps, 1), dtype)
     return ones if inputs is None else jnp.concatenate([inputs, ones], axis=-1)
 
 

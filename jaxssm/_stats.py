@@ -67,10 +67,10 @@ def data_sums(ys: jax.Array, v: jax.Array | None) -> dict:
     1]``) they are pooled as :func:`pool` pools sequences of equal length: sums over all
     ``B N`` steps over ``B N``. With a missing entry ``D`` depends on ``H, R``; do not use it.
     """
-    steps = ys.shape[-2] * (ys.shape[0] if ys.ndim == 3 else 1)
+    y2 = ys.reshape(-1, ys.shape[-1])  # all B N steps
+    steps = y2.shape[0]
     scale = 1.0 / steps
-    y2 = ys.reshape(-1, ys.shape[-1])
-    out = {"D": symmetrize(y2.T @ y2) / steps}
+    out = {"D": symmetrize(y2.T @ y2) / steps}  # the arithmetic of from_sums and _input_sums
     if v is not None:
         v2 = v.reshape(-1, v.shape[-1])
         out["U"] = symmetrize(v2.T @ v2) * scale
