@@ -385,13 +385,14 @@ N_STEADY = 2400  # >= MIN_STEADY_STEPS: the steady-state schedule runs
 
 
 def _spy_fit(monkeypatch):
-    """Record ``(fallback, resumed, first iteration)`` of every loop program fit_em runs."""
+    """Record ``(fallback, observed, resumed, first iteration)`` of every loop program fit_em
+    runs (``observed``: the data-only statistics computed once, before the loop)."""
     calls = []
     real = _em._fit_jit
 
     def spy(params, ys, inputs, resume, **kwargs):
         first = 0 if resume is None else int(resume[0].count)
-        calls.append((kwargs["fallback"], resume is not None, first))
+        calls.append((kwargs["fallback"], kwargs["observed"], resume is not None, first))
         return real(params, ys, inputs, resume, **kwargs)
 
     monkeypatch.setattr(_em, "_fit_jit", spy)
@@ -437,7 +438,7 @@ def test_fit_em_resumes_with_the_fallback_where_the_fast_path_stops(monkeypatch,
     calls = _spy_fit(monkeypatch)
     seen = []
     a, ia = ssm.fit_em(p, ys, callback=lambda i, ll: seen.append(int(i)), **kwargs)
-    assert calls == [("defer", False, 0), ("cond", True, 3)]
+    assert calls == [("defer", True, False, 0), ("cond", True, True, 3)]
     assert seen == list(range(6))  # every iteration reported once, none twice
     _assert_fits_equal(a, ia, b, ib)
 
@@ -453,7 +454,7 @@ def test_fit_em_resumes_when_the_covariance_does_not_settle(monkeypatch):
     kwargs = dict(num_iters=3, update=("Q", "R"))  # A and H keep the unit root unobserved
     calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(p, ys, **kwargs)
-    assert calls == [("defer", False, 0), ("cond", True, 0)]
+    assert calls == [("defer", True, False, 0), ("cond", True, True, 0)]
     b, ib = _jitted_fit(p, ys, **kwargs)
     _assert_fits_equal(a, ia, b, ib)
     c, ic = ssm.fit_em(p, ys, steady_state=False, **kwargs)
@@ -469,7 +470,7 @@ def test_fit_em_on_missing_data_compiles_the_gap_aware_path_alone(monkeypatch):
     p = to_params(exercise_start(model, rng))
     calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(p, ys, num_iters=3)
-    assert calls == [("gappy", False, 0)]
+    assert calls == [("gappy", False, False, 0)]
     b, ib = _jitted_fit(p, ys, num_iters=3)
     _assert_fits_equal(a, ia, b, ib)
 
@@ -512,18 +513,11 @@ def test_eager_fit_em_computes_the_data_sums_once(monkeypatch, batch, inputs):
     update = ("A", "Q", "H", "R", "b", "d") + (("B", "D") if inputs else ())
     kwargs = dict(num_iters=4, inputs=u, update=update)
 
-    seen = []
-    real = _em._fit_jit
-
-    def spy(*args, **options):
-        seen.append((options["fallback"], options["observed"]))
-        return real(*args, **options)
-
-    monkeypatch.setattr(_em, "_fit_jit", spy)
+    calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(start, ys, **kwargs)
-    assert seen == [("defer", True)]
+    assert calls == [("defer", True, False, 0)]
     b, ib = jax.jit(lambda q, y, uu: ssm.fit_em(q, y, **{**kwargs, "inputs": uu}))(start, ys, u)
-    assert seen[1:] == [("cond", False)]
+    assert calls[1:] == [("cond", False, False, 0)]
     assert np.all(np.diff(np.asarray(ia.log_likelihoods)) > 0)
     # Normwise tolerances. rtol 1e-11 (observed up to 3e-13, Q in the batch): the two loops'
     # D, U, YU differ in the last bits (the E-step adds the offset back to y - d), and four EM
