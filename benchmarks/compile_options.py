@@ -1,6 +1,6 @@
 """jaxssm's per-program CPU compiler option against XLA's defaults, side by side.
 
-jaxssm compiles its own top-level programs with ``jaxssm._compile.CPU_OPTIONS`` (XLA's CPU
+jaxssm compiles its own top-level programs with ``jaxssm._base.compile.CPU_OPTIONS`` (XLA's CPU
 compiler emits fused element-wise kernels with its older LLVM emitters instead of the MLIR
 fusion emitters). This script measures what that changes, each cell in a fresh process (so
 that every compile is cold and the peak RSS is the cell's own), the two variants alternating
@@ -13,7 +13,7 @@ for ``--repeats`` rounds so that load changes hit both alike:
 - ``smooth``: ``rts_smoother`` (steady-state schedule) and ``e_step`` on the same data and
   start model: the same quantities, and a checksum of the result.
 
-The variant ``default`` replaces ``jaxssm._compile.options`` by one returning ``{}`` before the
+The variant ``default`` replaces ``jaxssm._base.compile.options`` by one returning ``{}`` before the
 first call, i.e. the programs are the plain ``jax.jit`` ones. Results must agree to round-off:
 the script prints the largest relative difference of the log-likelihoods and checksums.
 
@@ -44,7 +44,7 @@ import collections, json, sys, time
 import jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 import jaxssm as ssm
-from jaxssm import _compile
+from jaxssm._base import compile as _compile
 variant, workload, N = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if variant == "default":
     _compile.options = lambda: {}
@@ -155,7 +155,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(HERE.parent))
-    from jaxssm import _compile
+    from jaxssm._base import compile as _compile
 
     cells = {w: {v: [] for v in VARIANTS} for w in WORKLOADS}
     for r in range(args.repeats):

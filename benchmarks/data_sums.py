@@ -7,7 +7,7 @@ Standalone (needs only jaxssm and its dependencies)::
     python benchmarks/data_sums.py --out DIR       # default benchmarks/results/local/
 
 On fully observed data an eager ``fit_em`` compiles its loop with ``observed=True``
-(``jaxssm._em._fit``): ``D = (1/N) sum y y^T`` (and, with inputs, ``U``, ``YU``) is computed
+(``jaxssm._learn.em._fit``): ``D = (1/N) sum y y^T`` (and, with inputs, ``U``, ``YU``) is computed
 once, before the loop, in place of the E-step's own. This script compiles that program and
 the same program with ``observed=False`` (the statistic recomputed by every E-step, as before)
 for ``update=("A", "Q")`` (nothing reads ``D``: XLA drops it either way, so the two should
@@ -45,7 +45,7 @@ def measure(args) -> dict:
     import jax.numpy as jnp
 
     import jaxssm as ssm
-    from jaxssm import _em
+    from jaxssm._learn import em as _em
 
     data = ssm.datasets.sarcos_stand_in(args.num_steps + 1)
     start, ys = ssm.datasets.exercise_setup(jnp.asarray(data.inputs), jax.random.PRNGKey(0))

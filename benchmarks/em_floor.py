@@ -15,7 +15,7 @@ Measured, every timing the median of ``--runs`` calls after compilation:
    under ``jax.jit`` (traced data: the program holds the fast path and its fallback) and
    as an eager call on the concrete data (the program an ordinary ``fit_em`` call compiles
    on fully observed data: the fast path alone, see ``fit_em``'s "What is compiled"). The
-   eager program is compiled with jaxssm's per-program CPU option (``jaxssm._compile``); the
+   eager program is compiled with jaxssm's per-program CPU option (``jaxssm._base.compile``); the
    one under the caller's ``jax.jit`` with XLA's defaults.
 2. **The floor**: the work an EM iteration cannot avoid once the covariances are constant,
    as plain ``lax.scan``s: a forward chain ``m_k = F m_{k-1} + u_k`` and a backward chain
@@ -64,7 +64,8 @@ import jax.numpy as jnp  # noqa: E402
 import workloads  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
-from jaxssm import _compile, _em  # noqa: E402
+from jaxssm._base import compile as _compile  # noqa: E402
+from jaxssm._learn import em as _em  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -153,7 +154,7 @@ def in_process(args) -> dict:
         fits[k] = fn.lower(start, ys).compile()
         compile_s[k] = time.perf_counter() - t
     # The program an eager fit_em compiles on fully observed data: the fast path alone
-    # (jaxssm._em's fallback="defer", observed=True); its temp reservation, and its
+    # (jaxssm._learn.em's fallback="defer", observed=True); its temp reservation, and its
     # iteration timed below through the public eager call (the cache holds it after the
     # first call).
     eager = _em._fit_jit.lower(
@@ -174,7 +175,7 @@ def in_process(args) -> dict:
     n = args.k2 - args.k1
     floor_n = jax.jit(floor_loop, static_argnums=6).lower(F, G, K, GA, ys, start.m0, n).compile()
     # The same floor compiled with the per-program option the eager fit_em program gets
-    # (jaxssm._compile); the jitted fit_em above is compiled with XLA's defaults, as any
+    # (jaxssm._base.compile); the jitted fit_em above is compiled with XLA's defaults, as any
     # program of the caller's is.
     floor_n_opt = (
         jax.jit(floor_loop, static_argnums=6, compiler_options=_compile.options() or None)
@@ -271,7 +272,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import jaxssm as ssm
-from jaxssm import _em
+from jaxssm._learn import em as _em
 
 
 def status(key):  # kB -> MB, from /proc/self/status (Linux)

@@ -6,8 +6,8 @@ Standalone::
 
 Runs jaxssm's parallel filter (``--kind log_likelihood``, the default) or filter and smoother
 (``--kind smooth``) once in a child process with its per-step algebra switched
-from the loop form (``jaxssm._linalg.BATCHED``, what the library uses on CPU) to the
-backend's LAPACK kernels (``jaxssm._linalg.LAPACK``), vmapped over time: the independent
+from the loop form (``jaxssm._base.linalg.BATCHED``, what the library uses on CPU) to the
+backend's LAPACK kernels (``jaxssm._base.linalg.LAPACK``), vmapped over time: the independent
 batched ``cholesky`` / ``triangular_solve`` calls that hung jaxlib 0.10 on 2-core CPU
 machines (``docs/numerics.md``, "The CPU deadlock"). On CPU the library vmaps its per-step
 algebra over tiles of 32 steps at a time; ``--untiled`` vmaps it over all steps at once.
@@ -31,7 +31,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
 import numpy as np
 import jaxssm as ssm
-from jaxssm import _dispatch, _linalg, _parallel
+from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._base import linalg as _linalg
+from jaxssm._schedules import parallel as _parallel
 
 N, D, kind, untiled = int(sys.argv[1]), 21, sys.argv[2], sys.argv[3] == "1"
 rng = np.random.default_rng(0)

@@ -10,13 +10,13 @@ What is measured, in one process (``workloads.time_call``: compiled ahead of tim
 median of ``--runs`` calls):
 
 Every program is compiled with the per-program XLA options a top-level call of the library
-gets on this backend (``jaxssm._compile.options()``: on CPU, the fusion emitters off); the
+gets on this backend (``jaxssm._base.compile.options()``: on CPU, the fusion emitters off); the
 smoother and E-step rows also give (where there are options) the compile time of the same
 program without them, as a call inside the user's own ``jit`` compiles it (compiled second,
 it may reuse the first compile's trace: the first column includes tracing and lowering, this
 one may not).
 
-- **Smoother** (``jaxssm._dispatch.smooth``: filter and RTS smoother, gains and
+- **Smoother** (``jaxssm._schedules.dispatch.smooth``: filter and RTS smoother, gains and
   log-likelihood included) on four schedules: ``sequential`` (the full ``lax.scan``
   recursion), ``steady`` (the sequential fast path), ``parallel`` (the full associative
   scan: *before*) and ``parallel_steady`` (``method="parallel", steady_state=True``: the
@@ -27,7 +27,7 @@ one may not).
   relative error of the smoothed means against ``sequential`` is reported too.
 - **EM statistics** (one E-step) on the three parallel rows.
 - **The mean recursion alone**, ``x_i = F x_{i-1} + b_i`` over ``[N, D]`` with the fast
-  path's filter matrix ``F = A - K H A``, in its three forms (``jaxssm._steady``'s
+  path's filter matrix ``F = A - K H A``, in its three forms (``jaxssm._schedules.steady``'s
   ``_linear_recursion``): the plain ``lax.scan`` (one step per row), the blocked form
   (``sqrt(N)`` blocks: ``2 sqrt(N)`` loop steps) and the doubling scan (``ceil(log2 N)``
   ``[N, D] @ [D, D]`` products). On a CPU the plain scan wins; the other two are the forms
@@ -56,7 +56,7 @@ SCHEDULES = ("sequential", "steady", "parallel", "parallel_steady", "parallel_st
 
 
 def _call(kind, params, ys, schedule):
-    from jaxssm import _dispatch
+    from jaxssm._schedules import dispatch as _dispatch
 
     if schedule.endswith("(fast alone)"):
         out, ok = _dispatch.run(kind, params, ys, "parallel_steady", fallback="defer")
@@ -78,7 +78,8 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     import jaxssm as ssm
-    from jaxssm import _compile, _steady
+    from jaxssm._base import compile as _compile
+    from jaxssm._schedules import steady as _steady
 
     options = _compile.options()
 

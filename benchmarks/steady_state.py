@@ -30,7 +30,7 @@ median of ``--runs`` calls, each ended by ``block_until_ready``):
    the parameters EM ended with (the longest transient).
 
 The transient lengths are the one internal diagnostic used here (:func:`steady_info`, from
-``jaxssm._steady``); everything timed goes through public names.
+``jaxssm._schedules.steady``); everything timed goes through public names.
 
 dynamax's EM iteration at this size is quoted from ENVIRONMENT.md (1.6 s, measured on the same
 kind of 2-core machine, not in this run).
@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import workloads  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
-from jaxssm import _steady  # noqa: E402  (the one internal: the fast path's diagnostics)
+from jaxssm import _steady  # noqa: E402  the one internal: the fast path's diagnostics
 
 DYNAMAX_EM_ITERATION_S = 1.6  # ENVIRONMENT.md: dynamax 1.0.3, N = 44,484, D = 21, f64, CPU
 UPDATE = ("A", "Q")
@@ -66,8 +66,8 @@ FAST, FULL = {"steady_state": True}, {"steady_state": False}
 def steady_info(params: ssm.LGSSM, num_steps: int):
     """The fast path's transients for ``params`` over ``num_steps`` steps (a ``SteadyInfo``).
 
-    The one internal this script needs: ``jaxssm._steady.smoother_side(params, T).info`` with
-    ``T = jaxssm._steady.transient_bound(N)``, the diagnostics the fast path computes for
+    The one internal this script needs: ``_schedules.steady.smoother_side(params, T).info`` with
+    ``T = jaxssm._schedules.steady.transient_bound(N)``, the diagnostics the fast path computes for
     itself (``num_transient``, ``filter_transient``, ``smoother_transient``, ``converged``:
     False means the full recursion ran).
     """

@@ -265,7 +265,7 @@ def time_call(
     ``min_runs``) when ``runs`` of them would take longer than ``max_seconds``. Without ``jit``
     (plain Python) there is no compile step and no warm-up. ``phase(msg)`` is told what runs.
     ``compiler_options`` are passed to ``jax.jit`` (per-program XLA options, such as the ones
-    ``jaxssm._compile`` gives the library's top-level programs on CPU).
+    ``jaxssm._base.compile`` gives the library's top-level programs on CPU).
     """
     say = phase or (lambda msg: None)
     compile_s, kind, call = None, "none", fn

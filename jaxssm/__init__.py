@@ -10,20 +10,23 @@ cover k = 0..N (``N + 1`` rows). Every inference and learning function takes
 """
 
 from jaxssm import datasets, priors, sharding, steps
-from jaxssm._em import e_step, fit_em
-from jaxssm._forecast import (
+from jaxssm._api.forecast import (
     FilterDiagnostics,
     Forecast,
     filter_diagnostics,
     forecast,
     forecast_sample,
 )
-from jaxssm._inference import kalman_filter, log_likelihood, rts_smoother, rts_smoother_from_filter
-from jaxssm._mle import fit_mle, from_unconstrained, to_unconstrained
-from jaxssm._mstep import expected_log_joint, m_step
-from jaxssm._posterior import posterior_sample
-from jaxssm._sampling import sample
-from jaxssm._types import (
+from jaxssm._api.inference import (
+    kalman_filter,
+    log_likelihood,
+    rts_smoother,
+    rts_smoother_from_filter,
+)
+from jaxssm._api.posterior import posterior_sample
+from jaxssm._api.sampling import sample
+from jaxssm._args.validation import CallbackError, check_values, validate_params
+from jaxssm._base.types import (
     LGSSM,
     PARAMETER_NAMES,
     EMInfo,
@@ -34,7 +37,9 @@ from jaxssm._types import (
     SufficientStats,
     UnconstrainedParams,
 )
-from jaxssm._validation import CallbackError, check_values, validate_params
+from jaxssm._learn.em import e_step, fit_em
+from jaxssm._learn.mle import fit_mle, from_unconstrained, to_unconstrained
+from jaxssm._learn.mstep import expected_log_joint, m_step
 from jaxssm._version import __version__
 
 __all__ = [

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jaxssm._types import LGSSM
+from jaxssm._base.types import LGSSM
 
 __all__ = [
     "SarcosData",

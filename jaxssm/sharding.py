@@ -15,7 +15,7 @@ ones to round-off (the sums run in a different order).
 **One long series** is split over time by :func:`chunked_filter` / :func:`chunked_smoother`
 with ``mesh=``: one contiguous chunk per device of a mesh axis, the chunk summaries combined
 exactly with the associative operators of Sarkka and Garcia-Fernandez (2021), each device
-finishing its chunk locally (:mod:`jaxssm._chunked`). Without ``mesh`` the same schedule runs
+finishing its chunk locally (:mod:`_schedules.chunked`). Without ``mesh`` the same schedule runs
 ``num_chunks`` chunks on one device.
 
 On several hosts call :func:`jax.distributed.initialize` first in every process; meshes
@@ -37,9 +37,10 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from jaxssm import _chunked, _compile
-from jaxssm._types import LGSSM, FilterResult, SmootherResult
-from jaxssm._validation import check_plain_model, validate_observations, validate_params
+from jaxssm._args.validation import check_plain_model, validate_observations, validate_params
+from jaxssm._base import compile as _compile
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
+from jaxssm._schedules import chunked as _chunked
 
 __all__ = [
     "device_mesh",

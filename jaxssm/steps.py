@@ -17,7 +17,7 @@ Each step comes in two halves, because the schedules need them apart:
 Covariance updates are computed in a form that is symmetric by construction and then
 symmetrised again to remove round-off asymmetry. No jitter is added and no matrix is
 inverted: positive-definite systems are solved through Cholesky factors. The functions that
-factor or solve take ``la``, the linear algebra to use (:mod:`jaxssm._linalg`; the default
+factor or solve take ``la``, the linear algebra to use (:mod:`jaxssm._base.linalg`; the default
 calls LAPACK, the associative-scan schedule passes a form that is safe to vmap on CPU).
 
 References:
@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxssm._linalg import LAPACK, LOOPS, Linalg, symmetrize
+from jaxssm._base.linalg import LAPACK, LOOPS, Linalg, symmetrize
 
 __all__ = [
     "LOG_2PI",
@@ -302,7 +302,7 @@ def _semidefinite_solve(P: jax.Array, B: jax.Array) -> jax.Array:
     ``P = M \Pi M^T`` with ``M`` unit lower triangular on the skipped columns and ``\Pi`` the
     0/1 diagonal of the kept pivots; ``P^g = M^{-T} \Pi M^{-1}`` is a generalised inverse
     (``P P^g P = P``), so ``X = P^g B`` solves ``P X = B`` whenever ``B``'s columns lie in the
-    range of ``P``. Factorisation and solves are ``fori_loop``\ s (:data:`jaxssm._linalg.LOOPS`):
+    range of ``P``. Factorisation and solves are ``fori_loop``\ s (:data:`_base.linalg.LOOPS`):
     no LAPACK call, so under ``vmap`` (where ``lax.cond`` runs both branches) it cannot run
     batched LAPACK kernels concurrently with the Cholesky branch (the CPU deadlock of
     ``docs/numerics.md``).

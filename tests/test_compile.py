@@ -1,4 +1,4 @@
-"""jaxssm._compile: the library's top-level programs and their per-program CPU option."""
+"""jaxssm._base.compile: the library's top-level programs and their per-program CPU option."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from helpers import assert_close, to_params
 from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
-from jaxssm import _compile, _dispatch
+from jaxssm._base import compile as _compile
+from jaxssm._schedules import dispatch as _dispatch
 
 
 @pytest.fixture

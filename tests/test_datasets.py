@@ -493,7 +493,7 @@ def test_datasets_imports_only_types_from_the_package():
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m.split(".")[0] == "jaxssm"} == {"jaxssm._types"}
+    assert {m for m in imported if m.split(".")[0] == "jaxssm"} == {"jaxssm._base.types"}
     assert {"ExerciseSetup", "exercise_setup", "load_array", "cache_dir"} <= set(datasets.__all__)
 
 

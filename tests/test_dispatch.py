@@ -1,4 +1,4 @@
-"""The schedule rules (jaxssm._dispatch): argument checks, the short-series rule, the wiring.
+"""The schedule rules (_schedules.dispatch): argument checks, the short-series rule, the wiring.
 
 No numerical tolerance here: the checks are exact.
 
@@ -26,7 +26,8 @@ from helpers import to_params
 from reference import random_model, simulate
 
 import jaxssm as ssm
-from jaxssm import _dispatch, _steady
+from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import steady as _steady
 
 VALID = [
     ("sequential", None, "auto"),

@@ -30,7 +30,7 @@ from helpers import assert_close, count_compilations, to_params
 from reference import Model, random_model, simulate, unobserved_unit_root
 
 import jaxssm as ssm
-from jaxssm import _em
+from jaxssm._learn import em as _em
 
 
 def exercise_start(model, rng):

@@ -1,4 +1,4 @@
-"""Public inference entry points (jaxssm._inference) on every schedule, against the dense oracle.
+"""Public inference entry points (_api.inference) on every schedule, against the dense oracle.
 
 Tolerance: rtol 1e-10 in float64 (with the absolute floor of helpers.assert_close, 1e-12 x
 the array's largest entry, for entries that cancel to ~0), as for the schedules themselves
@@ -22,7 +22,7 @@ from helpers import assert_close, to_params
 from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
-from jaxssm import _steady
+from jaxssm._schedules import steady as _steady
 
 RTOL = 1e-10
 N = 45
@@ -164,7 +164,7 @@ def test_float32_follows_inputs(problem):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling (jaxssm._sampling): the generative model the inference inverts
+# Sampling (jaxssm._api.sampling): the generative model the inference inverts
 # ---------------------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxssm as ssm
-from jaxssm import _mstep
+from jaxssm._learn import mstep as _mstep
 from tests.helpers import assert_close
 from tests.reference import random_model, random_spd
 from tests.reference_general import em_stats, per_step, posterior

@@ -1,4 +1,4 @@
-"""jaxssm._linalg: the LAPACK, loop and per-platform forms of the four operations.
+"""jaxssm._base.linalg: the LAPACK, loop and per-platform forms of the four operations.
 
 Reference: numpy.linalg in float64. Tolerance: rtol 1e-12 on well-conditioned matrices
 (condition number below 1e3 here): every form is backward stable, so the forward error is a
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxssm import _linalg
+from jaxssm._base import linalg as _linalg
 
 FORMS = {"lapack": _linalg.LAPACK, "loops": _linalg.LOOPS, "batched": _linalg.BATCHED}
 RTOL = 1e-12

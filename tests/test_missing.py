@@ -25,7 +25,8 @@ from reference import (
 )
 
 import jaxssm as ssm
-from jaxssm import _stats, _steady
+from jaxssm._blocks import stats as _stats
+from jaxssm._schedules import steady as _steady
 
 RTOL = 1e-10
 N = 12

@@ -1,4 +1,4 @@
-"""Time-parallel (associative-scan) schedule (jaxssm._parallel) against independent references.
+"""Time-parallel (associative-scan) schedule (_schedules.parallel) against independent references.
 
 - Dense joint Gaussian oracle (tests/reference.py): rtol 1e-10 in float64, as the sequential
   tests, with the same absolute floor of 1e-12 x the array's largest entry. The parallel
@@ -19,7 +19,7 @@
   and gradient) contain no LAPACK custom call, the trigger of the jaxlib 0.10.x CPU hang
   described in jaxssm/_linalg.py; the sequential schedule's does (so the guard can fail).
 
-The loop-form linear algebra itself (jaxssm._linalg.LOOPS) is tested in test_linalg.py, the
+The loop-form linear algebra itself (jaxssm._base.linalg.LOOPS) is tested in test_linalg.py, the
 public entry points with method="parallel" in test_inference.py and test_dispatch.py.
 Every test has a pytest timeout so that a hang fails CI instead of stalling it.
 """
@@ -34,8 +34,8 @@ from helpers import assert_close, to_params
 from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
-from jaxssm import _parallel as P
 from jaxssm import steps
+from jaxssm._schedules import parallel as P
 
 RTOL = 1e-10
 
@@ -263,7 +263,7 @@ def custom_call_targets(jitted, *args):
 def test_compiled_parallel_programs_call_no_lapack():
     # The programs the tests above ran (compiled here if this test runs alone): the filter
     # and smoother of the first oracle case, and the gradient of the public log-likelihood
-    # with method="parallel" (which goes through jaxssm._dispatch).
+    # with method="parallel" (which goes through jaxssm._schedules.dispatch).
     D, Dy, N, _ = CASES[0]
     params = to_params(random_model(np.random.default_rng(81), D, Dy))
     targets = custom_call_targets(filter_and_smoother, params, jnp.zeros((N, Dy)))

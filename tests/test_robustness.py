@@ -15,7 +15,7 @@ from helpers import to_params
 from reference import random_model, simulate
 
 import jaxssm as ssm
-from jaxssm import _steady
+from jaxssm._schedules import steady as _steady
 
 SCHEDULES = {
     "steady": dict(steady_state=True),

@@ -1,4 +1,4 @@
-"""Sequential schedule (jaxssm._sequential) against the dense joint Gaussian and a numpy loop.
+"""Sequential schedule (_schedules.sequential) against the dense joint Gaussian and a numpy loop.
 
 Tolerance: rtol 1e-10 in float64 (with an absolute floor of 1e-12 x the array's largest
 entry, for entries that cancel to ~0). The dense oracle conditions a (N Dy)-dimensional
@@ -18,7 +18,7 @@ import pytest
 from helpers import assert_close, to_params
 from reference import dense_posterior, numpy_filter, numpy_smoother, random_model, simulate
 
-from jaxssm import _sequential
+from jaxssm._schedules import sequential as _sequential
 
 RTOL = 1e-10
 

@@ -1,4 +1,4 @@
-"""Sharded batches and the chunked (time-sharded) schedule (jaxssm.sharding, jaxssm._chunked).
+"""Sharded batches and the chunked (time-sharded) schedule (jaxssm.sharding, _schedules.chunked).
 
 References: the dense joint Gaussian of a short series (tests/reference.py; plain numpy,
 gaps included) and the sequential schedule. Tolerances: rtol 1e-10 in float64 (with

@@ -1,4 +1,4 @@
-"""E-step statistics: the public ``e_step`` and the module that forms them (``jaxssm._stats``).
+"""E-step statistics: the public ``e_step`` and the module that forms them (``_blocks.stats``).
 
 References and tolerances (float64):
 
@@ -21,7 +21,7 @@ from helpers import assert_close, count_compilations, to_params
 from reference import dense_sufficient_stats, random_model, random_spd, simulate
 
 import jaxssm as ssm
-from jaxssm import _stats
+from jaxssm._blocks import stats as _stats
 
 RTOL = 1e-10
 STAT_FIELDS = ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed")
@@ -126,7 +126,7 @@ def test_e_step_compiles_once():
     assert any("backend_compile" in e for e, _ in events)
 
 
-# --------------------------------------------------------------------------- jaxssm._stats
+# --------------------------------------------------------------------------- jaxssm._blocks.stats
 
 
 def test_from_smoother_of_public_smoother_matches_dense_posterior():

@@ -1,4 +1,4 @@
-"""Steady-state schedule (jaxssm._steady, run by jaxssm._dispatch) against the full recursion.
+"""Steady-state schedule (_schedules.steady, run by _schedules.dispatch) against the full recursion.
 
 Tolerance: rtol 1e-10 in float64 (with the absolute floor of helpers.assert_close, 1e-12 x
 the array's largest entry, for entries that cancel to ~0). Once the covariance has settled to
@@ -40,8 +40,8 @@ from reference import (
 )
 
 import jaxssm as ssm
-from jaxssm import _dispatch
-from jaxssm import _steady as st
+from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import steady as st
 
 RTOL = 1e-10
 N_LONG = 2400

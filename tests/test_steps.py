@@ -25,7 +25,7 @@ from helpers import assert_close
 from reference import random_model, random_spd
 
 from jaxssm import steps
-from jaxssm._linalg import LAPACK, LOOPS
+from jaxssm._base.linalg import LAPACK, LOOPS
 
 RTOL = 1e-12
 

@@ -16,7 +16,7 @@ from helpers import to_params
 from reference import random_model
 
 import jaxssm as ssm
-from jaxssm import _validation
+from jaxssm._args import validation as _validation
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ Both schedules draw from the backward factorisation of the posterior,
     p(x_{0:N} | y_{1:N}) = N(x_N; m_N, P_N) \prod_{k=0}^{N-1} N(x_k; E_k x_{k+1} + g_k, L_k),
 
 with the RTS gain ``E_k = G_k = P_k A^T (P_{k+1}^-)^{-1}``, ``g_k = m_k - G_k m_{k+1}^-`` and
-``L_k = P_k - G_k P_{k+1}^- G_k^T`` (the smoothing elements of :mod:`jaxssm._parallel`),
+``L_k = P_k - G_k P_{k+1}^- G_k^T`` (the smoothing elements of :mod:`jaxssm._schedules.parallel`),
 built from the filtered moments and ``A`` only through :mod:`jaxssm.steps`. With standard
 normal ``u_0..u_N`` and ``F_k F_k^T = L_k``, ``F_N F_N^T = P_N``
-(:func:`jaxssm._draws.psd_cholesky`, singular covariances allowed):
+(:func:`jaxssm._blocks.draws.psd_cholesky`, singular covariances allowed):
 
 * **sequential** (forward filtering, backward sampling; Carter and Kohn 1994,
   Fruhwirth-Schnatter 1994): a reverse ``lax.scan`` of ``x_N = m_N + F_N u_N``,
@@ -41,10 +41,14 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm import _compile, _dispatch, _model, _parallel, steps
-from jaxssm._draws import check_key, gaussian_draw, psd_cholesky
-from jaxssm._types import LGSSM, FilterResult
-from jaxssm._validation import validate_inputs, validate_observations, validate_params
+from jaxssm import steps
+from jaxssm._args.validation import validate_inputs, validate_observations, validate_params
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM, FilterResult
+from jaxssm._blocks.draws import check_key, gaussian_draw, psd_cholesky
+from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import parallel as _parallel
 
 __all__ = ["posterior_sample"]
 

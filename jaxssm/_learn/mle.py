@@ -1,8 +1,8 @@
 r"""Gradient-based maximum likelihood with optax, through the same Kalman filter code.
 
 The log marginal likelihood ``log p(y_1:N | theta)`` of the sequential filter
-(:mod:`jaxssm._sequential`, or its steady-state fast path) or of the time-parallel one
-(:mod:`jaxssm._parallel`) is differentiated with :func:`jax.value_and_grad` and maximised by
+(:mod:`jaxssm._schedules.sequential`, or its steady-state fast path) or of the time-parallel one
+(:mod:`_schedules.parallel`) is differentiated with :func:`jax.value_and_grad` and maximised by
 any optax optimiser, ``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole
 optimisation is one compiled ``lax.scan`` over steps.
 
@@ -31,10 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _compile, _dispatch, _model
-from jaxssm._linalg import LAPACK, symmetrize
-from jaxssm._types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
-from jaxssm._validation import (
+from jaxssm._args.validation import (
     check_num_iters,
     check_trainable_covariances,
     check_update,
@@ -44,6 +41,11 @@ from jaxssm._validation import (
     validate_observations,
     validate_params,
 )
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.linalg import LAPACK, symmetrize
+from jaxssm._base.types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
+from jaxssm._schedules import dispatch as _dispatch
 
 if TYPE_CHECKING:
     import optax

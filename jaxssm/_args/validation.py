@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssm import _model
-from jaxssm._types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, PARAMETER_NAMES, TIME_VARYING_NAMES
+from jaxssm._base import model as _model
+from jaxssm._base.types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, PARAMETER_NAMES, TIME_VARYING_NAMES
 
 __all__ = [
     "validate_params",

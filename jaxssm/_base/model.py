@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxssm._types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, TIME_VARYING_NAMES
+from jaxssm._base.types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, TIME_VARYING_NAMES
 
 __all__ = [
     "is_time_varying",

@@ -9,13 +9,13 @@ returns a static schedule name:
   recursion for shorter ones (there the fast path saves milliseconds and costs seconds of
   compilation). The rule depends on the shape only, so it is static.
 * ``"steady"`` (``steady_state=True``): the fast path whenever the series holds its three
-  regions (:func:`jaxssm._steady.transient_bound` > 0).
+  regions (:func:`jaxssm._schedules.steady.transient_bound` > 0).
 * ``"sequential"`` (``steady_state=False``): the full ``lax.scan`` recursion.
 * ``"parallel"`` (``method="parallel"``, ``steady_state=None`` or ``False``): the
   associative scan over every step.
 * ``"parallel_steady"`` (``method="parallel"``, ``steady_state=True``): the steady-state
   schedule with its mean recursions over the series as log-depth associative scans of
-  their affine maps (:func:`jaxssm._steady._doubling_recursion`) and the full associative
+  their affine maps (:func:`jaxssm._schedules.steady._doubling_recursion`) and the full associative
   scan as its fallback. Opt-in: whether it beats the full associative scan on an
   accelerator is measured by ``benchmarks/gpu.sh`` and not yet known.
 
@@ -32,8 +32,13 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _compile, _model, _parallel, _sequential, _stats, _steady
-from jaxssm._types import LGSSM, FilterResult, SmootherResult, SufficientStats
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult, SufficientStats
+from jaxssm._blocks import stats as _stats
+from jaxssm._schedules import parallel as _parallel
+from jaxssm._schedules import sequential as _sequential
+from jaxssm._schedules import steady as _steady
 
 __all__ = [
     "MIN_STEADY_STEPS",
@@ -87,7 +92,7 @@ def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
 def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None):
     """Run the full recursion of the sequential or the parallel schedule for one result.
 
-    ``params`` and ``ys`` are reduced (:func:`jaxssm._model.reduce`); ``e`` and ``v`` are
+    ``params`` and ``ys`` are reduced (:func:`jaxssm._base.model.reduce`); ``e`` and ``v`` are
     the observation offsets and augmented inputs the statistics need.
     """
     mod = _parallel if is_parallel(schedule) else _sequential
@@ -104,7 +109,7 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None
 
 
 def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol, e=None, v=None):
-    """Run the gap-aware steady-state path (:func:`jaxssm._steady.gappy_forward`) for one kind."""
+    """Run the gap-aware steady-state path for one kind."""
     if kind == "filter":
         return _steady.gappy_filter(params, ys, point, converged, rtol)[0]
     # The statistics recompute the predicted covariances (half the pass's [N, D, D] memory).
@@ -146,9 +151,9 @@ def _steady_or_full(
     """Return the fast path's result if it applies, else the gap-aware recursion's.
 
     This is the one ``lax.cond`` of the steady-state schedule. The fast path
-    (:mod:`jaxssm._steady`'s three regions) applies when the covariances converged within
+    (:mod:`jaxssm._schedules.steady`'s three regions) applies when the covariances converged within
     ``T`` steps and every entry of ``ys`` is observed. Otherwise the gap-aware recursion
-    runs (:func:`jaxssm._steady.gappy_filter`): full masked steps at the start, at every
+    runs (:func:`jaxssm._schedules.steady.gappy_filter`): full masked steps at the start, at every
     missing entry and after it until the covariance is back at the fixed point, steady
     steps elsewhere; when the transient did not end within ``T`` steps it takes the full
     step everywhere, i.e. it is the full sequential recursion. The fast path is given
@@ -167,7 +172,7 @@ def _steady_or_full(
     holds one of the two paths instead of both.
 
     On ``schedule="parallel_steady"`` the fast path's mean recursions are log-depth scans
-    and the fallback is the full associative scan (:mod:`jaxssm._parallel`) instead of the
+    and the fallback is the full associative scan (:mod:`jaxssm._schedules.parallel`) instead of the
     gap-aware recursion, which is sequential.
     """
     parallel = is_parallel(schedule)
@@ -269,7 +274,7 @@ def run(
             ``ok`` false is not the answer: the caller reruns with ``"cond"``.
 
     A model with inputs or offsets is reduced to the schedules' form
-    (:func:`jaxssm._model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
+    (:func:`jaxssm._base.model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
     recursion (``schedule="steady"`` is then an error).
     """
     varying = _model.has_time_varying_matrices(params)

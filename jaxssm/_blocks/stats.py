@@ -16,7 +16,7 @@ still cannot lower ``log p(y_obs)``. Trailing all-NaN rows are not part of the s
 sums run to the last row with an observed entry, and ``num_steps`` is that length, so a
 ragged batch padded with NaN rows pools as sequences of their own lengths.
 
-Inputs and offsets: the schedules run on ``ys - e`` (:func:`jaxssm._model.reduce`), so the
+Inputs and offsets: the schedules run on ``ys - e`` (:func:`jaxssm._base.model.reduce`), so the
 statistics functions take the observation offsets ``e [N, Dy]`` and add them back to the
 (imputed) observations, and the augmented inputs ``v [N, Du + 1]`` for the sums ``U``,
 ``XU``, ``XpU`` and ``YU`` of :class:`~jaxssm.SufficientStats`; both ``None`` for the plain
@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxssm import steps
-from jaxssm._linalg import LAPACK, symmetrize
-from jaxssm._types import SmootherResult, SufficientStats
+from jaxssm._base.linalg import LAPACK, symmetrize
+from jaxssm._base.types import SmootherResult, SufficientStats
 
 __all__ = [
     "data_sums",

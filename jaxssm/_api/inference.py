@@ -1,7 +1,7 @@
 """Public inference entry points: filter, smoother and log-likelihood.
 
 Each checks its arguments (shapes and dtypes at trace time; covariance values when
-concrete), resolves the schedule (:mod:`jaxssm._dispatch`) and calls the jitted dispatcher.
+concrete), resolves the schedule (:mod:`_schedules.dispatch`) and calls the jitted dispatcher.
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
-from jaxssm import _dispatch, _model, sharding
-from jaxssm._types import LGSSM, FilterResult, SmootherResult
-from jaxssm._validation import validate_inputs, validate_observations, validate_params
+from jaxssm import sharding
+from jaxssm._args.validation import validate_inputs, validate_observations, validate_params
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
+from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
 

@@ -8,10 +8,11 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _compile, _model
-from jaxssm._draws import psd_cholesky
-from jaxssm._types import LGSSM
-from jaxssm._validation import check_time_varying_length, validate_inputs, validate_params
+from jaxssm._args.validation import check_time_varying_length, validate_inputs, validate_params
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM
+from jaxssm._blocks.draws import psd_cholesky
 
 __all__ = ["sample"]
 
@@ -61,7 +62,7 @@ def sample(
         key: a JAX PRNG key (no default: sampling is explicit).
         params: an :class:`~jaxssm.LGSSM`; ``P0``, ``Q``, ``R`` may be singular (positive
             semi-definite): the noise is drawn with a semidefinite Cholesky factor
-            (:func:`jaxssm._draws.psd_cholesky`), so singular directions get none.
+            (:func:`jaxssm._blocks.draws.psd_cholesky`), so singular directions get none.
         num_steps: ``N >= 1``, a Python int (it fixes the output shapes); time-varying
             fields of ``params`` must have this length.
         inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.

@@ -43,10 +43,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssm import _compile, _model
-from jaxssm._linalg import LAPACK, symmetrize
-from jaxssm._types import LGSSM, SufficientStats
-from jaxssm._validation import check_update, validate_params
+from jaxssm._args.validation import check_update, validate_params
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.linalg import LAPACK, symmetrize
+from jaxssm._base.types import LGSSM, SufficientStats
 from jaxssm.steps import LOG_2PI
 
 __all__ = ["m_step", "expected_log_joint"]
@@ -135,7 +136,7 @@ def _update_side(params: LGSSM, stats: SufficientStats, side: str, update) -> di
 
 
 def _m_step(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> LGSSM:
-    """Unchecked M-step; ``update`` already checked (:func:`jaxssm._validation.check_update`).
+    """Unchecked M-step; ``update`` already checked (:func:`jaxssm._args.validation.check_update`).
 
     The closed forms are applied in the order (A, B, b), Q, (H, D, d), R, m0, P0 whatever
     the order of ``update``.

@@ -1,8 +1,8 @@
 """The sequential schedule: Kalman filter and RTS smoother as ``lax.scan`` over the steps.
 
 Both are written over :mod:`jaxssm.steps` and are unchecked (no validation); the public
-entry points (:mod:`jaxssm._inference`) and the dispatcher (:mod:`jaxssm._dispatch`) call
-them inside ``jit``. They take a reduced model (:func:`jaxssm._model.reduce`): time-varying
+entry points (:mod:`_api.inference`) and the dispatcher (:mod:`_schedules.dispatch`) call
+them inside ``jit``. They take a reduced model (:func:`jaxssm._base.model.reduce`): time-varying
 fields are per-step inputs of the scans, ``b`` (if set) is the state offset of each step.
 """
 
@@ -11,8 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _model, steps
-from jaxssm._types import LGSSM, FilterResult, SmootherResult
+from jaxssm import steps
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
 
 __all__ = ["filter", "smooth"]
 

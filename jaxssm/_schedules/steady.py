@@ -35,7 +35,7 @@ the covariance changed by more than ``rtol`` on the correlation scale (default
 was measured, is in ``docs/numerics.md`` of the source repository.
 
 This module assumes convergence: the functions that return results take the covariance side
-as an argument, and :mod:`jaxssm._dispatch` decides, on device, whether to use them or the
+as an argument, and :mod:`jaxssm._schedules.dispatch` decides, on device, whether to use them or the
 full recursion. All functions are unchecked and meant to be called inside ``jit``.
 
 References:
@@ -52,9 +52,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxssm import _stats, steps
-from jaxssm._linalg import LAPACK
-from jaxssm._types import LGSSM, FilterResult, SmootherResult, SteadyInfo, SufficientStats
+from jaxssm import steps
+from jaxssm._base.linalg import LAPACK
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult, SteadyInfo, SufficientStats
+from jaxssm._blocks import stats as _stats
 
 __all__ = [
     "DEFAULT_MAX_TRANSIENT",
@@ -164,7 +165,7 @@ class SmootherSide(NamedTuple):
         start_covs: ``P^s_k``, ``k = 0..T-1``, ``[T, D, D]`` (``X`` after the transient).
         start_sum: ``sum_{k=0..T} P^s_k`` (``P^s_T = X``), ``[D, D]``.
         start_cross: ``sum_{k=1..T} P^s_k G_{k-1}^T``, ``[D, D]``.
-        info: :class:`~jaxssm._types.SteadyInfo`.
+        info: :class:`~jaxssm._base.types.SteadyInfo`.
 
     The EM statistics read the sums only, so under ``jit`` XLA drops the ``[T, D, D]``
     buffers of the smoother's two loops from a program that does not return them.
@@ -360,7 +361,7 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
     A, Q, H, R = params.A, params.Q, params.H, params.R
 
     # Everything per step inside the loop (no vmapped LAPACK calls afterwards): independent
-    # batched LAPACK calls in one program have hung jaxlib 0.10 on CPU (jaxssm._linalg).
+    # batched LAPACK calls in one program have hung jaxlib 0.10 on CPU (jaxssm._base.linalg).
     step = functools.partial(_filter_step, float(rtol))
     outs, small, settled, cov, _ = _settling_scan(step, (A, Q, H, R), params.P0, T, chunk)
     pred_covs, covs, chols, obs_factors, smoother_gains = outs
@@ -781,7 +782,7 @@ def _smoother_means(
 
 
 # ---------------------------------------------------------------------------------------------
-# Results (assuming convergence; jaxssm._dispatch decides)
+# Results (assuming convergence; jaxssm._schedules.dispatch decides)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -854,7 +855,7 @@ def stats(
 
     The covariance sums come from the smoother side's loops (:class:`SmootherSide`), so
     its ``[T, D, D]`` buffers are not read. ``e``, ``v``: the observation offsets and
-    augmented inputs (:mod:`jaxssm._stats`). ``form``: the mean recursions' form over the
+    augmented inputs (:mod:`jaxssm._blocks.stats`). ``form``: the mean recursions' form over the
     series (:func:`_linear_recursion`'s ``block``; the same for :func:`filter`,
     :func:`smooth` and :func:`log_likelihood`).
     """
@@ -1192,7 +1193,7 @@ def gappy_stats(
 
     The backward pass of :func:`gappy_smooth`, with the covariance sums of the statistics
     accumulated in its carry (a settled chunk adds ``count x`` its steady terms) and the
-    imputed observation moments (:func:`jaxssm._stats.imputation_step`) of each row formed
+    imputed observation moments (:func:`jaxssm._blocks.stats.imputation_step`) of each row formed
     where its smoothed moments are at hand.
     """
     A, H, R = params.A, params.H, params.R

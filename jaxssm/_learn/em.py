@@ -10,10 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm import _compile, _dispatch, _model, _stats
-from jaxssm._mstep import _m_step, check_m_step
-from jaxssm._types import LGSSM, EMInfo, EMStatus, SufficientStats
-from jaxssm._validation import (
+from jaxssm._args.validation import (
     check_num_iters,
     check_tol,
     check_update,
@@ -23,6 +20,12 @@ from jaxssm._validation import (
     validate_observations,
     validate_params,
 )
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM, EMInfo, EMStatus, SufficientStats
+from jaxssm._blocks import stats as _stats
+from jaxssm._learn.mstep import _m_step, check_m_step
+from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["e_step", "fit_em"]
 
@@ -135,12 +138,12 @@ def _fit(
 ) -> tuple[_State, jax.Array]:
     """Unchecked EM loop; every keyword argument is static. Returns the state and the trace.
 
-    ``fallback`` is :func:`jaxssm._dispatch.run`'s. With ``"defer"`` an iteration whose
+    ``fallback`` is :func:`jaxssm._schedules.dispatch.run`'s. With ``"defer"`` an iteration whose
     E-step the fast path does not cover stops the loop before it (status ``_DEFERRED``,
     ``count`` = that iteration); ``resume=(state, trace)`` then starts a loop at
     iteration ``state.count`` from that state and trace. ``observed``: the caller knows
     that every entry of ``ys`` is observed, so the statistics that depend on the data alone
-    (:func:`jaxssm._stats.data_sums`) are computed once, before the loop, and replace the
+    (:func:`jaxssm._blocks.stats.data_sums`) are computed once, before the loop, and replace the
     E-step's own (which XLA then drops as unused).
     """
     dtype = params.A.dtype

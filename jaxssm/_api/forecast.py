@@ -34,11 +34,15 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxssm import _compile, _dispatch, _model, _parallel, steps
-from jaxssm._draws import check_key, check_num_steps, gaussian_draw, psd_cholesky
-from jaxssm._linalg import BATCHED, symmetrize
-from jaxssm._types import LGSSM, FilterResult
-from jaxssm._validation import validate_inputs, validate_observations, validate_params
+from jaxssm import steps
+from jaxssm._args.validation import validate_inputs, validate_observations, validate_params
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.linalg import BATCHED, symmetrize
+from jaxssm._base.types import LGSSM, FilterResult
+from jaxssm._blocks.draws import check_key, check_num_steps, gaussian_draw, psd_cholesky
+from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import parallel as _parallel
 
 __all__ = ["Forecast", "FilterDiagnostics", "forecast", "forecast_sample", "filter_diagnostics"]
 

@@ -27,13 +27,13 @@ N(x_k; E_k x_{k+1} + g_k, L_k)``: ``E_k`` is the RTS gain ``G_k``,
 step (:func:`jaxssm.steps.smooth_step`) taken from a zero "next" mean and covariance. The
 last element is the final filtered distribution (``E_N = 0``).
 
-Time-varying fields (:func:`jaxssm._model.split`) are vmapped over with the data; a state
+Time-varying fields (:func:`jaxssm._base.model.split`) are vmapped over with the data; a state
 offset ``c_k`` (the reduced model's ``b``) enters the filtering element of its step as the
 update of ``N(A x + c_k, Q)``: ``b_k = c_k + K (y_k - H c_k)``, ``eta_k`` from
 ``y_k - H c_k``.
 
 The per-step algebra is that of :mod:`jaxssm.steps`, with the linear algebra of
-:data:`jaxssm._linalg.BATCHED` (safe to vmap over time on CPU, the backend's kernels
+:data:`jaxssm._base.linalg.BATCHED` (safe to vmap over time on CPU, the backend's kernels
 elsewhere). No matrix is inverted: the innovation and predicted covariances are factored by
 Cholesky, and the ``(I + C_i J_j)`` term of the filtering operator is
 solved with partial pivoting (it is not symmetric). Every covariance-like output is
@@ -52,10 +52,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxssm import _model, steps
-from jaxssm._linalg import BATCHED as LA
-from jaxssm._linalg import symmetrize
-from jaxssm._types import LGSSM, FilterResult, SmootherResult
+from jaxssm import steps
+from jaxssm._base import model as _model
+from jaxssm._base.linalg import BATCHED as LA
+from jaxssm._base.linalg import symmetrize
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
 
 __all__ = ["FilterElement", "SmoothElement", "filter", "smooth"]
 

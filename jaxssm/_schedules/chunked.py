@@ -3,7 +3,7 @@ r"""The chunked (time-sharded) schedule: per-chunk work, an exact combine across
 The series ``y_1..y_N`` is cut into ``C`` contiguous chunks of ``L = ceil(N / C)`` steps
 (the last one padded by repeating the last row; see below). The filter runs in three phases:
 
-1. **Local.** Each chunk builds its filtering elements (:mod:`jaxssm._parallel`: the first
+1. **Local.** Each chunk builds its filtering elements (:mod:`jaxssm._schedules.parallel`: the first
    chunk's first element conditions on ``(m0, P0)``, every other element is generic) and
    their local prefixes, either sequentially (``within="sequential"``: one ``lax.scan`` of
    the associative operator) or as a local associative scan (``within="associative"``).
@@ -13,7 +13,7 @@ The series ``y_1..y_N`` is cut into ``C`` contiguous chunks of ``L = ceil(N / C)
    distribution of the state just before it; for chunk 0 the identity element.
 3. **Finish.** Each chunk combines its incoming prefix with each of its local prefixes
    (batched over the chunk's steps), which gives its filtered moments; the predicted
-   moments and the per-step log-likelihood follow as in :func:`jaxssm._parallel.filter`.
+   moments and the per-step log-likelihood follow as in :func:`jaxssm._schedules.parallel.filter`.
 
 The smoother does the same backwards over the smoothing elements, whose suffixes within a
 chunk map the first state of the next chunk to each state of the chunk; the exclusive
@@ -51,10 +51,11 @@ from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxssm import _parallel, steps
-from jaxssm._linalg import symmetrize
-from jaxssm._parallel import FilterElement, SmoothElement
-from jaxssm._types import LGSSM, FilterResult, SmootherResult
+from jaxssm import steps
+from jaxssm._base.linalg import symmetrize
+from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
+from jaxssm._schedules import parallel as _parallel
+from jaxssm._schedules.parallel import FilterElement, SmoothElement
 
 __all__ = ["WITHIN", "chunk_length", "run"]
 
@@ -81,14 +82,14 @@ def _cat(head, tail):
 
 
 def _identity_filter(params: LGSSM) -> FilterElement:
-    """Return the identity of :func:`jaxssm._parallel._filter_combine`: ``(I, 0, 0, 0, 0)``."""
+    """Return the identity of :func:`_schedules.parallel._filter_combine`: ``(I, 0, 0, 0, 0)``."""
     zeros = jnp.zeros_like(params.A)
     eye = jnp.eye(params.A.shape[0], dtype=params.A.dtype)
     return FilterElement(eye, jnp.zeros_like(params.m0), zeros, jnp.zeros_like(params.m0), zeros)
 
 
 def _identity_smooth(params: LGSSM) -> SmoothElement:
-    """Return the identity of :func:`jaxssm._parallel._smooth_combine`: ``(I, 0, 0)``."""
+    """Return the identity of :func:`jaxssm._schedules.parallel._smooth_combine`: ``(I, 0, 0)``."""
     eye = jnp.eye(params.A.shape[0], dtype=params.A.dtype)
     return SmoothElement(eye, jnp.zeros_like(params.m0), jnp.zeros_like(params.A))
 
@@ -106,7 +107,7 @@ def _symmetrized(params: LGSSM) -> LGSSM:
 def _chunk_filter_elements(params: LGSSM, ys: jax.Array, chunk: jax.Array) -> FilterElement:
     """Build the filtering elements of one chunk ``ys [L, Dy]`` (``[L, ...]`` leaves).
 
-    Chunk 0 gets :func:`jaxssm._parallel._filter_elements` (its first element conditions on
+    Chunk 0 gets :func:`_schedules.parallel._filter_elements` (its first element conditions on
     the prior); any other chunk the same elements with the first one generic.
     """
     elems = _parallel._filter_elements(params, ys)
