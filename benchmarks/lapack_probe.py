@@ -33,7 +33,8 @@ import numpy as np
 import jaxssm as ssm
 from jaxssm._schedules import dispatch as _dispatch
 from jaxssm._base import linalg as _linalg
-from jaxssm._schedules import parallel as _parallel
+from jaxssm._base import batching as _batching
+from jaxssm._blocks import elements as _elements
 
 N, D, kind, untiled = int(sys.argv[1]), 21, sys.argv[2], sys.argv[3] == "1"
 rng = np.random.default_rng(0)
@@ -53,9 +54,9 @@ def run():
     return out if kind == "log_likelihood" else out.log_likelihood, c, time.perf_counter() - t
 loop_ll, loop_c, loop_t = run()
 print("loop form: compile %.1f s, run %.3f s" % (loop_c, loop_t), flush=True)
-_parallel.LA = _linalg.LAPACK   # the backend's kernels, vmapped over time
+_elements.LA = _linalg.LAPACK   # the backend's kernels, vmapped over time
 if untiled:  # one vmap over all N steps instead of tiles of 32 (as other libraries do)
-    _parallel._CPU_TILE = 10**9
+    _batching.CPU_TILE = 10**9
 print("compiling", flush=True)
 ll, c, t = run()
 print("ok: LAPACK form compile %.1f s, run %.3f s (loop form %.1f s, %.3f s), rel. diff %.1e"

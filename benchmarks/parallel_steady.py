@@ -27,11 +27,12 @@ one may not).
   relative error of the smoothed means against ``sequential`` is reported too.
 - **EM statistics** (one E-step) on the three parallel rows.
 - **The mean recursion alone**, ``x_i = F x_{i-1} + b_i`` over ``[N, D]`` with the fast
-  path's filter matrix ``F = A - K H A``, in its three forms (``jaxssm._schedules.steady``'s
-  ``_linear_recursion``): the plain ``lax.scan`` (one step per row), the blocked form
-  (``sqrt(N)`` blocks: ``2 sqrt(N)`` loop steps) and the doubling scan (``ceil(log2 N)``
-  ``[N, D] @ [D, D]`` products). On a CPU the plain scan wins; the other two are the forms
-  for accelerators, where every loop step costs a kernel launch (``benchmarks/gpu.sh``).
+  path's filter matrix ``F = A - K H A``, in its three forms
+  (``jaxssm._schedules.recursions.linear_recursion``): the plain ``lax.scan`` (one step per
+  row), the blocked form (``sqrt(N)`` blocks: ``2 sqrt(N)`` loop steps) and the doubling
+  scan (``ceil(log2 N)`` ``[N, D] @ [D, D]`` products). On a CPU the plain scan wins; the
+  other two are the forms for accelerators, where every loop step costs a kernel launch
+  (``benchmarks/gpu.sh``).
 
 Model: ``workloads.random_dense_model(21)`` (dense, spectral radius 0.95, ``H = I``) and data
 drawn from it by ``workloads.simulate``.
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
 
     import jaxssm as ssm
     from jaxssm._base import compile as _compile
-    from jaxssm._schedules import steady as _steady
+    from jaxssm._schedules import recursions as _recursions
+    from jaxssm._schedules import settle as _settle
 
     options = _compile.options()
 
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     model = workloads.random_dense_model(D)
     params = ssm.LGSSM(*(jnp.asarray(x, jnp.float64) for x in model))
     ys = jnp.asarray(workloads.simulate(model, N))
-    info = jax.jit(lambda p: _steady.smoother_side(p, _steady.transient_bound(N)).info)(params)
+    info = jax.jit(lambda p: _settle.smoother_side(p, _settle.transient_bound(N)).info)(params)
     result = dict(
         machine=workloads.machine_info(),
         N=N,
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
     for schedule in SCHEDULES[2:]:
         result["em"].append(cell("stats", "E-step", schedule)[1])
 
-    side = jax.jit(lambda p: _steady.filter_side(p, _steady.transient_bound(N)))(params)
+    side = jax.jit(lambda p: _settle.filter_side(p, _settle.transient_bound(N)))(params)
     F = params.A - side.gain @ params.H @ params.A
     b = ys @ side.gain.T
     x0 = params.m0
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
     plain = None
     for name, block in forms:
         t = workloads.time_call(
-            lambda F, b, x, blk=block: _steady._linear_recursion(F, b, x, block=blk),
+            lambda F, b, x, blk=block: _recursions.linear_recursion(F, b, x, block=blk),
             F,
             b,
             x0,

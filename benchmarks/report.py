@@ -132,9 +132,9 @@ HEADER = """\
 - {noise_note}
 - Schedules: {schedules}. jaxssm's default sequential functions switch to the steady-state fast
   path once the filter covariances have converged (exact to within the library's 1e-10
-  agreement tolerance; see jaxssm/_steady.py); `steady_state=False` forces the full recursion,
-  which does the same work as the peers. Peers have no steady-state path: the steady rows are
-  compared with their sequential cells.
+  agreement tolerance; see jaxssm/_schedules/settle.py); `steady_state=False` forces the full
+  recursion, which does the same work as the peers. Peers have no steady-state path: the
+  steady rows are compared with their sequential cells.
 - Ratio = jaxssm time / peer time on the same operation, schedule and dtype in this run (below
   1: jaxssm is faster). On CPU the ratio of process CPU times (all threads, median over the same
   runs) follows in parentheses: it is less sensitive to other load on a shared machine than wall

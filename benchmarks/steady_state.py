@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import workloads  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
-from jaxssm import _steady  # noqa: E402  the one internal: the fast path's diagnostics
+from jaxssm._schedules import settle as _settle  # noqa: E402  the one internal: the fast path's diagnostics
 
 DYNAMAX_EM_ITERATION_S = 1.6  # ENVIRONMENT.md: dynamax 1.0.3, N = 44,484, D = 21, f64, CPU
 UPDATE = ("A", "Q")
@@ -71,7 +71,7 @@ def steady_info(params: ssm.LGSSM, num_steps: int):
     itself (``num_transient``, ``filter_transient``, ``smoother_transient``, ``converged``:
     False means the full recursion ran).
     """
-    return _steady.smoother_side(params, _steady.transient_bound(num_steps)).info
+    return _settle.smoother_side(params, _settle.transient_bound(num_steps)).info
 
 
 def exercise_start(Y: np.ndarray, seed: int):
@@ -252,8 +252,8 @@ def main() -> None:
 
     header = workloads.machine_info()
     header.update(dtype="float64", runs=args.runs, jaxssm=ssm.__version__)
-    header.update(default_max_transient=_steady.DEFAULT_MAX_TRANSIENT)
-    header.update(default_rtol=_steady.default_rtol(jnp.float64))
+    header.update(default_max_transient=_settle.DEFAULT_MAX_TRANSIENT)
+    header.update(default_rtol=_settle.default_rtol(jnp.float64))
     header["dynamax_em_iteration_s_quoted"] = DYNAMAX_EM_ITERATION_S
     print(json.dumps(header))
     results = {"header": header, "workloads": [run_workload(w, args) for w in args.workloads]}

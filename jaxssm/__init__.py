@@ -25,7 +25,8 @@ from jaxssm._api.inference import (
 )
 from jaxssm._api.posterior import posterior_sample
 from jaxssm._api.sampling import sample
-from jaxssm._args.validation import CallbackError, check_values, validate_params
+from jaxssm._args.callbacks import CallbackError
+from jaxssm._args.validation import check_values, validate_params
 from jaxssm._base.types import (
     LGSSM,
     PARAMETER_NAMES,

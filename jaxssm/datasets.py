@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
+from jaxssm._args.checks import check_int
 from jaxssm._base.types import LGSSM
 
 __all__ = [
@@ -170,14 +171,9 @@ def sarcos_stand_in(num_steps: int = TRAIN_NUM_STEPS) -> SarcosData:
     Raises:
         ValueError: ``num_steps`` is not a positive int.
     """
-    if (
-        isinstance(num_steps, (bool, np.bool_))
-        or not isinstance(num_steps, (int, np.integer))
-        or num_steps < 1
-    ):
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    num_steps = check_int(num_steps, "num_steps")
     test = load_sarcos("test")
-    index = _reflected_index(int(num_steps), test.inputs.shape[0])
+    index = _reflected_index(num_steps, test.inputs.shape[0])
     return SarcosData(
         inputs=test.inputs[index],
         torques=test.torques[index],

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from jaxssm._args.checks import check_int
+
 __all__ = ["plot_data", "plot_estimate", "plot_fit", "plot_forecast", "QUANTITIES"]
 
 #: Titles of the three axes, in column-block order.
@@ -280,8 +282,7 @@ def plot_forecast(
             f"forecast.obs_means must have {Y.shape[1]} columns (those of Y), "
             f"got shape {means.shape}"
         )
-    if isinstance(history, bool) or not isinstance(history, int) or history < 1:
-        raise ValueError(f"history must be a positive int, got {history!r}")
+    history = check_int(history, "history")
     num_rows, h = Y.shape[0], means.shape[0]
     start = max(0, num_rows - history)
     fig, axs = plt.subplots(3, 1, figsize=(10, 9), sharex=True, layout="constrained")

@@ -84,6 +84,8 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+from jaxssm._args.checks import check_int
+
 __all__ = ["iwp", "ioup", "matern", "matern_stationary_cov"]
 
 _ORDERS = ("blocked", "interleaved")
@@ -92,14 +94,6 @@ _ORDERS = ("blocked", "interleaved")
 # ---------------------------------------------------------------------------------------------
 # Argument checks
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_order(order: Any) -> str:
@@ -384,8 +378,8 @@ def iwp(
     References:
         S. Sarkka and A. Solin, *Applied Stochastic Differential Equations*, 2019, ch. 6.
     """
-    nu = _check_int(num_derivatives, "num_derivatives", 0)
-    dim = _check_int(dim, "dim", 1)
+    nu = check_int(num_derivatives, "num_derivatives", minimum=0)
+    dim = check_int(dim, "dim")
     order = _check_order(order)
     _check_scalar(dt, "dt", sign="positive")
     _check_scalar(diffusion, "diffusion", sign="nonnegative")
@@ -428,8 +422,8 @@ def ioup(
     References:
         S. Sarkka and A. Solin, *Applied Stochastic Differential Equations*, 2019, ch. 6.
     """
-    nu = _check_int(num_derivatives, "num_derivatives", 0)
-    dim = _check_int(dim, "dim", 1)
+    nu = check_int(num_derivatives, "num_derivatives", minimum=0)
+    dim = check_int(dim, "dim")
     order = _check_order(order)
     _check_scalar(dt, "dt", sign="positive")
     _check_scalar(drift, "drift")
@@ -483,8 +477,8 @@ def matern(
         Gaussian process regression models", IEEE MLSP, 2010.
         S. Sarkka and A. Solin, *Applied Stochastic Differential Equations*, 2019, ch. 6, 12.
     """
-    p = _check_int(num_derivatives, "num_derivatives", 0)
-    dim = _check_int(dim, "dim", 1)
+    p = check_int(num_derivatives, "num_derivatives", minimum=0)
+    dim = check_int(dim, "dim")
     order = _check_order(order)
     _check_scalar(dt, "dt", sign="positive")
     _check_scalar(lengthscale, "lengthscale", sign="positive")
@@ -529,8 +523,8 @@ def matern_stationary_cov(
         J. Hartikainen and S. Sarkka, "Kalman filtering and smoothing solutions to temporal
         Gaussian process regression models", IEEE MLSP, 2010.
     """
-    p = _check_int(num_derivatives, "num_derivatives", 0)
-    dim = _check_int(dim, "dim", 1)
+    p = check_int(num_derivatives, "num_derivatives", minimum=0)
+    dim = check_int(dim, "dim")
     order = _check_order(order)
     _check_scalar(lengthscale, "lengthscale", sign="positive")
     _check_scalar(variance, "variance", sign="nonnegative")

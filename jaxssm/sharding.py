@@ -37,7 +37,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from jaxssm._args.validation import check_plain_model, validate_observations, validate_params
+from jaxssm._args.checks import check_int
+from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
 from jaxssm._schedules import chunked as _chunked
@@ -133,8 +134,8 @@ def _schedule_args(mesh, axis_name, num_chunks, within):
                 f"got {num_chunks}"
             )
         return mesh, axis_name, size
-    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
-        raise ValueError(f"without a mesh, num_chunks must be a positive int, got {num_chunks!r}")
+    hint = "without a mesh, num_chunks is the number of chunks (or pass mesh=)"
+    num_chunks = check_int(num_chunks, "num_chunks", hint=hint)
     return None, None, num_chunks
 
 
@@ -144,9 +145,8 @@ _run = partial(_compile.jit, static_argnums=(0, 3, 4, 5, 6))(_chunked.run)
 def _chunked_schedule(kind, params, ys, mesh, axis_name, num_chunks, within):
     """Check the arguments of :func:`chunked_filter` / :func:`chunked_smoother` and run."""
     mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
-    params = validate_params(params)
-    check_plain_model(params, f"chunked_{'filter' if kind == 'filter' else 'smoother'}")
-    ys = validate_observations(ys, params)
+    where = f"chunked_{'filter' if kind == 'filter' else 'smoother'}"
+    params, ys, _, _ = prologue(params, ys, plain=where)
     return _run(kind, params, ys, num_chunks, mesh, axis_name, within)
 
 

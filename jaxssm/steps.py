@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxssm._base.linalg import LAPACK, LOOPS, Linalg, symmetrize
+from jaxssm._base.linalg import LAPACK, Linalg, pivot_tolerance, psd_solve, symmetrize
 
 __all__ = [
     "LOG_2PI",
@@ -186,6 +186,14 @@ def mask_observation(y: jax.Array, H: jax.Array, R: jax.Array) -> MaskedObservat
 
     The NaNs are replaced with :func:`jax.numpy.where`, so gradients with respect to the
     parameters and the observed entries are finite.
+
+    Args:
+        y: observation ``[Dy]``, NaN where missing.
+        H: observation matrix ``[Dy, D]``.
+        R: observation-noise covariance ``[Dy, Dy]``.
+
+    Returns:
+        :class:`MaskedObservation` ``(y, H, R, observed, num_observed)``.
     """
     observed = ~jnp.isnan(y)
     both = observed[:, None] & observed[None, :]
@@ -247,6 +255,14 @@ def log_normal_whitened(
 
     ``-z^T z / 2 - sum log diag L - n log(2 pi) / 2`` with ``n = num_observed`` (default
     ``Dy``): after :func:`mask_observation`, the density of the observed entries.
+
+    Args:
+        z: whitened residual ``[Dy]``.
+        chol: lower Cholesky factor ``L`` of ``S``, ``[Dy, Dy]``.
+        num_observed: how many entries the density is over (a scalar), or ``None`` for all.
+
+    Returns:
+        The log-density, a scalar.
     """
     n = z.shape[-1] if num_observed is None else num_observed
     return -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diagonal(chol))) - 0.5 * n * LOG_2PI
@@ -289,64 +305,39 @@ def update(
 # --- smoothing --------------------------------------------------------------------------------
 
 
-def _pivot_tolerance(P: jax.Array) -> float:
-    """Relative pivot below which :func:`smoother_gain` treats ``P`` as singular: ``D eps``."""
-    return P.shape[-1] * float(jnp.finfo(P.dtype).eps)
-
-
-def _semidefinite_solve(P: jax.Array, B: jax.Array) -> jax.Array:
-    r"""``P^g B`` for a symmetric PSD ``P [n, n]``, exact on the range of ``P``.
-
-    A Cholesky factorisation that skips the pivots at round-off (the Schur complement
-    ``c_j <= n eps P_jj``; for a PSD matrix its whole column then vanishes) gives
-    ``P = M \Pi M^T`` with ``M`` unit lower triangular on the skipped columns and ``\Pi`` the
-    0/1 diagonal of the kept pivots; ``P^g = M^{-T} \Pi M^{-1}`` is a generalised inverse
-    (``P P^g P = P``), so ``X = P^g B`` solves ``P X = B`` whenever ``B``'s columns lie in the
-    range of ``P``. Factorisation and solves are ``fori_loop``\ s (:data:`_base.linalg.LOOPS`):
-    no LAPACK call, so under ``vmap`` (where ``lax.cond`` runs both branches) it cannot run
-    batched LAPACK kernels concurrently with the Cholesky branch (the CPU deadlock of
-    ``docs/numerics.md``).
-    """
-    n = P.shape[-1]
-    idx = jnp.arange(n)
-    diag = jnp.diagonal(P)
-    tol = _pivot_tolerance(P)
-
-    def body(j, carry):
-        L, keep = carry
-        # Columns >= j of L are still zero, so L @ L[j] sums over k < j only.
-        c = P[:, j] - L @ L[j]
-        ok = c[j] > tol * diag[j]
-        d = jnp.sqrt(jnp.where(ok, c[j], jnp.ones_like(c[j])))
-        col = jnp.where(idx > j, c / d, jnp.where(idx == j, d, jnp.zeros_like(d)))
-        return L.at[:, j].set(jnp.where(ok, col, jnp.zeros_like(col))), keep.at[j].set(ok)
-
-    L, keep = jax.lax.fori_loop(0, n, body, (jnp.zeros_like(P), jnp.zeros(n, bool)))
-    M = L + jnp.diag(jnp.where(keep, jnp.zeros_like(diag), jnp.ones_like(diag)))
-    Y = LOOPS.solve_lower(M, B)
-    return LOOPS.solve_lower_t(M, jnp.where(keep[:, None], Y, jnp.zeros_like(Y)))
-
-
 def smoother_gain(
     cov: jax.Array, next_pred_cov: jax.Array, A: jax.Array, la: Linalg = LAPACK
 ) -> jax.Array:
     r"""Return the RTS gain ``G_k = P_k A^T (P_{k+1}^-)^{-1}``, ``[D, D]``.
 
-    A Cholesky solve when ``P_{k+1}^-`` is positive definite (every pivot of its factor
-    above ``D eps`` times its diagonal entry). Otherwise (a singular predicted covariance:
-    singular ``Q`` or ``P0``, noise-free components) a solve that is exact on its range,
-    ``G_k = P_k A^T (P_{k+1}^-)^g`` with a generalised inverse (:func:`_semidefinite_solve`):
-    ``P_k A^T`` always lies in that range, so the smoothed moments and the cross-covariances
-    ``P_{k+1}^s G_k^T`` are exact. The choice is a ``lax.cond`` (under ``vmap`` both run).
+    A Cholesky solve when ``P_{k+1}^-`` is positive definite: every pivot of its factor
+    above the pivot rule of :func:`jaxssm._base.linalg.pivot_tolerance` for the equilibrated
+    matrix (``D eps`` times its diagonal entry, independent of the units of each state
+    component). Otherwise (a singular predicted covariance: singular ``Q`` or ``P0``,
+    noise-free components) a solve that is exact on its range,
+    ``G_k = P_k A^T (P_{k+1}^-)^g`` with a generalised inverse built on the same rule
+    (:func:`jaxssm._base.linalg.psd_solve`): ``P_k A^T`` always lies in that range, so the
+    smoothed moments and the cross-covariances ``P_{k+1}^s G_k^T`` are exact. The choice is
+    a ``lax.cond`` (under ``vmap`` both branches run); the generalised-inverse branch calls
+    no LAPACK kernel, whatever ``la`` is.
+
+    Args:
+        cov: filtered covariance ``P_k``, ``[D, D]``.
+        next_pred_cov: predicted covariance ``P_{k+1}^-``, ``[D, D]``.
+        A: transition matrix of step ``k + 1``, ``[D, D]``.
+        la: the linear algebra of the Cholesky branch.
+
+    Returns:
+        ``G_k``, ``[D, D]``.
     """
     C = A @ cov
     L = la.cholesky(next_pred_cov)
     pivots = jnp.diagonal(L)
-    ok = jnp.all(pivots * pivots > _pivot_tolerance(next_pred_cov) * jnp.diagonal(next_pred_cov))
+    ok = jnp.all(pivots * pivots > pivot_tolerance(next_pred_cov, equilibrate=True))
     return jax.lax.cond(
         ok,
         lambda: la.cho_solve(L, C).T,
-        lambda: _semidefinite_solve(next_pred_cov, C).T,
+        lambda: psd_solve(next_pred_cov, C).T,
     )
 
 

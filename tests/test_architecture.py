@@ -17,30 +17,32 @@ import jaxssm
 
 PACKAGE = Path(jaxssm.__file__).parent
 
-# Folders hold layers: _base (types, model, compile options, linear algebra), _args
-# (argument handling), _blocks (per-step algebra, associative elements, statistics),
-# _schedules (sequential, steady-state, parallel, chunked; the dispatcher), _api
-# (inference entry points), _learn (M-step, EM, MLE, fitting); leaves on top.
+# Folders hold layers: _base (types, model, compile options, platform rule, linear algebra,
+# batching), _args (argument handling), _blocks (per-step algebra, associative elements,
+# statistics), _schedules (sequential, steady-state, parallel, chunked; the dispatcher),
+# _api (inference entry points), _learn (M-step, EM, MLE, fitting); leaves on top.
 LAYERS = [
-    ["_version", "_base.types", "_base.compile"],
+    ["_version", "_base.types", "_base.compile", "_base.platform"],
     ["_base.model"],
     ["_base.linalg", "_base.batching"],
-    ["_args.checks"],
+    ["_args.checks", "_args.schedule"],
     ["_args.callbacks", "_args.validation"],
     ["_args.prologue"],
-    ["steps", "_blocks.elements", "_blocks.draws"],
-    ["_blocks.stats"],
+    ["steps", "_blocks.draws"],
+    ["_blocks.elements", "_blocks.stats"],
     [
         "_schedules.sequential",
         "_schedules.parallel",
         "_schedules.settle",
         "_schedules.recursions",
     ],
-    ["_schedules.steady", "_schedules.gappy"],
+    ["_schedules.steady"],
+    ["_schedules.gappy"],
     ["_schedules.chunked"],
     ["_schedules.dispatch"],
     ["sharding"],
     ["_api.inference", "_api.sampling", "_api.posterior", "_api.forecast", "_learn.mstep"],
+    ["_learn.accelerate"],
     ["_learn.em", "_learn.mle", "_learn.score", "_learn.initialize"],
     ["_learn.fit", "_learn.errors"],
     ["priors", "datasets"],

@@ -26,8 +26,9 @@ from helpers import to_params
 from reference import random_model, simulate
 
 import jaxssm as ssm
+from jaxssm._args import schedule as _schedule
 from jaxssm._schedules import dispatch as _dispatch
-from jaxssm._schedules import steady as _steady
+from jaxssm._schedules import settle as _settle
 
 VALID = [
     ("sequential", None, "auto"),
@@ -55,7 +56,7 @@ def fast_problem():
 
 @pytest.mark.parametrize("method, steady_state, schedule", VALID)
 def test_resolve_table(method, steady_state, schedule):
-    assert _dispatch.resolve(method, steady_state) == schedule
+    assert _dispatch.resolve(method, steady_state).name == schedule
 
 
 @pytest.mark.parametrize("method", ["associative", "Sequential", "", None, 1, ("sequential",)])
@@ -71,10 +72,10 @@ def test_resolve_rejects_non_bool_steady_state(steady_state):
 
 
 def test_resolve_names_every_schedule():
-    assert _dispatch.resolve("parallel", True) == "parallel_steady"
+    assert _dispatch.resolve("parallel", True).name == "parallel_steady"
     assert _dispatch.resolve("parallel", None) == _dispatch.resolve("parallel", False)
-    assert _dispatch.resolve("parallel", None) == "parallel"
-    assert [_dispatch.resolve("sequential", s) for s in (None, True, False)] == [
+    assert _dispatch.resolve("parallel", None).name == "parallel"
+    assert [_dispatch.resolve("sequential", s).name for s in (None, True, False)] == [
         "auto",
         "steady",
         "sequential",
@@ -147,7 +148,7 @@ def test_entry_points_hand_their_arguments_to_resolve(entry_points, name, monkey
         seen.append((method, steady_state))
         raise RuntimeError("stop here")  # nothing after resolve needs to run
 
-    monkeypatch.setattr(_dispatch, "resolve", spy)
+    monkeypatch.setattr(_schedule, "resolve", spy)
     calls = [dict(method="parallel")]
     if name in TAKES_STEADY_STATE:
         calls += [dict(steady_state=True), dict(steady_state=False), dict()]
@@ -263,7 +264,7 @@ def test_short_series_rule(kind):
 def test_steady_state_true_on_short_series(kind):
     # True takes the fast path on any N with transient_bound(N) > 0 (N >= 3), and the full
     # recursion, chosen at trace time, below that.
-    assert _steady.transient_bound(3) == 1 and _steady.transient_bound(2) == 0
+    assert _settle.transient_bound(3) == 1 and _settle.transient_bound(2) == 0
     for N in (3, 45, 600):
         assert _lowered(kind, "steady", N) != _lowered(kind, "sequential", N), N
         assert _lowered(kind, "auto", N) == _lowered(kind, "sequential", N), N
@@ -281,7 +282,7 @@ def test_max_transient_and_rtol_reach_the_fast_path():
         return jax.jit(lambda p, y: _dispatch.filter(p, y, "steady", **options)).lower(params, ys)
 
     assert low().as_text() == base
-    assert low(max_transient=_steady.DEFAULT_MAX_TRANSIENT).as_text() == base
+    assert low(max_transient=_settle.DEFAULT_MAX_TRANSIENT).as_text() == base
     assert low(max_transient=64).as_text() != base
     assert low(rtol=1e-6).as_text() != base
     with pytest.raises(ValueError, match="max_transient must be a positive int"):

@@ -213,7 +213,7 @@ def corrupt_m_step(monkeypatch):
     patch in), and its cache entry is keyed by an object no other call passes, so the patch
     cannot leak into other tests. The callback records ``(iteration, log-likelihood)``.
     """
-    real = _em._m_step
+    real = _em.m_step_unchecked
 
     def wrong(params, stats, update):
         new = real(params, stats, update)
@@ -225,7 +225,7 @@ def corrupt_m_step(monkeypatch):
         seen.append((int(i), float(ll)))
 
     record.seen = seen
-    monkeypatch.setattr(_em, "_m_step", wrong)
+    monkeypatch.setattr(_em, "m_step_unchecked", wrong)
     yield record
 
 

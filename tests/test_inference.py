@@ -22,7 +22,7 @@ from helpers import assert_close, to_params
 from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
-from jaxssm._schedules import steady as _steady
+from jaxssm._schedules import settle as _settle
 
 RTOL = 1e-10
 N = 45
@@ -50,7 +50,7 @@ def problem():
     rng, model = fast_model(0, 3, 2)
     _, ys = simulate(rng, model, N)
     params = to_params(model)
-    info = jax.jit(lambda p: _steady.smoother_side(p, _steady.transient_bound(N)).info)(params)
+    info = jax.jit(lambda p: _settle.smoother_side(p, _settle.transient_bound(N)).info)(params)
     assert bool(info.converged), "steady_state=True must run the fast path on this model"
     return model, params, jnp.asarray(ys), dense_posterior(model, ys)
 

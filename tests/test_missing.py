@@ -26,7 +26,8 @@ from reference import (
 
 import jaxssm as ssm
 from jaxssm._blocks import stats as _stats
-from jaxssm._schedules import steady as _steady
+from jaxssm._schedules import gappy as _gappy
+from jaxssm._schedules import settle as _settle
 
 RTOL = 1e-10
 N = 12
@@ -177,9 +178,9 @@ def test_long_series_with_gaps_on_the_default_path_matches_the_full_recursion():
     assert int(s1.num_steps) == int(s2.num_steps) == 2097
     np.testing.assert_allclose(float(l1), float(l2), rtol=RTOL)
     # And it did skip covariance work: most steps took the steady branch.
-    side = _steady.smoother_side(params, _steady.transient_bound(2100))
-    point = _steady.steady_point(side)
-    _, steady = jax.jit(_steady.gappy_filter)(params, y, point, side.info.converged)
+    side = _settle.smoother_side(params, _settle.transient_bound(2100))
+    point = _gappy.steady_point(side)
+    _, steady = jax.jit(_gappy.gappy_filter)(params, y, point, side.info.converged)
     assert bool(side.info.converged) and int(jnp.sum(steady)) > 1000, int(jnp.sum(steady))
 
 

@@ -17,7 +17,7 @@
 - float32 against float64: 1e-4 x the largest mean (absolute) and 1e-5 for log p(y).
 - A structural guard: the compiled CPU programs of the parallel schedule (filter, smoother
   and gradient) contain no LAPACK custom call, the trigger of the jaxlib 0.10.x CPU hang
-  described in jaxssm/_linalg.py; the sequential schedule's does (so the guard can fail).
+  described in jaxssm/_base/linalg.py; the sequential schedule's does (so the guard can fail).
 
 The loop-form linear algebra itself (jaxssm._base.linalg.LOOPS) is tested in test_linalg.py, the
 public entry points with method="parallel" in test_inference.py and test_dispatch.py.
@@ -35,6 +35,7 @@ from reference import dense_posterior, random_model, simulate
 
 import jaxssm as ssm
 from jaxssm import steps
+from jaxssm._blocks import elements as el
 from jaxssm._schedules import parallel as P
 
 RTOL = 1e-10
@@ -174,9 +175,9 @@ def test_operators_are_associative():
     model = random_model(rng, 3, 2)
     _, ys = simulate(rng, model, 4)
     params = to_params(model)
-    e = jax.jit(P._filter_elements)(params, jnp.asarray(ys))
+    e = jax.jit(P.filter_elements)(params, jnp.asarray(ys))
     a, b, c = (jax.tree_util.tree_map(lambda x, i=i: x[i], e) for i in (0, 2, 3))
-    combine = jax.jit(P._filter_combine)
+    combine = jax.jit(el.filter_combine)
     left = combine(combine(a, b), c)
     right = combine(a, combine(b, c))
     for x, y in zip(left, right, strict=True):
@@ -185,9 +186,9 @@ def test_operators_are_associative():
     E = rng.standard_normal((3, 3, 3)) * 0.5
     g = rng.standard_normal((3, 3))
     L = np.einsum("kij,klj->kil", E, E) + np.eye(3)
-    s = [P.SmoothElement(*(jnp.asarray(x[i]) for x in (E, g, L))) for i in range(3)]
+    s = [el.SmoothElement(*(jnp.asarray(x[i]) for x in (E, g, L))) for i in range(3)]
     # Arguments are (later, earlier): s[2] is the latest.
-    combine = jax.jit(P._smooth_combine)
+    combine = jax.jit(el.smooth_combine)
     left = combine(s[2], combine(s[1], s[0]))
     right = combine(combine(s[2], s[1]), s[0])
     for x, y in zip(left, right, strict=True):
@@ -200,7 +201,7 @@ def _elements_and_steps(params, ys, x):
     pairs = {}
     # Generic element: (b, C) is the update of N(0, Q) with y_k; A_k x + b_k is the update of
     # N(A x, Q) for any x, so A_k = d(mean)/dx.
-    elem = P._filter_element(params, ys[1])
+    elem = el.filter_element(params, ys[1])
     upd = steps.update(zeros, params.Q, params.H, params.R, ys[1])
     pairs["b"] = (elem.b, upd.mean)
     pairs["C"] = (elem.C, upd.cov)
@@ -212,18 +213,18 @@ def _elements_and_steps(params, ys, x):
         upd_x.log_likelihood - upd.log_likelihood,
     )
     # First element: predict + update from (m0, P0).
-    first = P._first_filter_element(params, ys[0])
+    first = el.first_filter_element(params, ys[0])
     pred = steps.predict(params.m0, params.P0, params.A, params.Q)
     upd0 = steps.update(pred.mean, pred.cov, params.H, params.R, ys[0])
     pairs["first b"] = (first.b, upd0.mean)
     pairs["first C"] = (first.C, upd0.cov)
     pairs["log-likelihood"] = (
-        P._log_likelihood_step(pred.mean, pred.cov, params.H, params.R, ys[0]),
+        el.log_likelihood_step(pred.mean, pred.cov, params.H, params.R, ys[0]),
         upd0.log_likelihood,
     )
     # Smoothing element: an RTS step from a zero next mean and covariance.
     pred1 = steps.predict(upd0.mean, upd0.cov, params.A, params.Q)
-    se = P._smooth_element(upd0.mean, upd0.cov, pred1.mean, pred1.cov, params.A)
+    se = el.smooth_element(upd0.mean, upd0.cov, pred1.mean, pred1.cov, params.A)
     st = steps.smooth_step(
         upd0.mean, upd0.cov, pred1.mean, pred1.cov, zeros, jnp.zeros_like(params.A), params.A
     )

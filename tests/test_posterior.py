@@ -20,7 +20,8 @@ import reference
 from helpers import assert_close, to_params
 
 import jaxssm as ssm
-from jaxssm._blocks.draws import check_key, psd_cholesky
+from jaxssm._args.checks import check_key
+from jaxssm._base.linalg import psd_cholesky
 
 N, D, DY = 5, 2, 1
 NUM_DRAWS = 20_000

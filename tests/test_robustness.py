@@ -15,7 +15,7 @@ from helpers import to_params
 from reference import random_model, simulate
 
 import jaxssm as ssm
-from jaxssm._schedules import steady as _steady
+from jaxssm._schedules import settle as _settle
 
 SCHEDULES = {
     "steady": dict(steady_state=True),
@@ -48,8 +48,8 @@ def test_log_likelihood_is_scale_invariant(schedule, s):
     expected = ref - N * ys.shape[1] * np.log(s)
     assert abs(got - expected) <= 1e-12 * abs(expected) + 1e-9, (got, expected)
     if schedule == "steady":  # positive control: the fast path ran at this scale
-        T = _steady.transient_bound(N)
-        fs = _steady.filter_side(p_s, T)
+        T = _settle.transient_bound(N)
+        fs = _settle.filter_side(p_s, T)
         assert bool(fs.converged) and int(fs.transient) > 0
 
 

@@ -16,7 +16,7 @@ the covariance settles with the covariance, at rate k rho^k). EM after 4 iterati
 1e-3 for the statistics, 1e-4 for log p(y) (float32 resolution over 2,400 steps).
 
 Every fast-path test asserts that the fast path actually ran (``SteadyInfo.converged``, from
-``_steady.smoother_side(params, _steady.transient_bound(N, max_transient)).info``) and every
+``settle.smoother_side(params, settle.transient_bound(N, max_transient)).info``) and every
 fallback test that it did not, so no comparison passes by running the full recursion on both
 sides. The public ``steady_state`` keyword (default on for N >= MIN_STEADY_STEPS) is checked
 at the end: on equals off, on a series long enough for the fast path to be used.
@@ -41,7 +41,7 @@ from reference import (
 
 import jaxssm as ssm
 from jaxssm._schedules import dispatch as _dispatch
-from jaxssm._schedules import steady as st
+from jaxssm._schedules import recursions, settle
 
 RTOL = 1e-10
 N_LONG = 2400
@@ -57,8 +57,8 @@ full_smooth = partial(_dispatch.smooth, schedule="sequential")
 full_stats = partial(_dispatch.stats, schedule="sequential")
 
 
-def _info(params, n, max_transient=st.DEFAULT_MAX_TRANSIENT):
-    return st.smoother_side(params, st.transient_bound(n, max_transient)).info
+def _info(params, n, max_transient=settle.DEFAULT_MAX_TRANSIENT):
+    return settle.smoother_side(params, settle.transient_bound(n, max_transient)).info
 
 
 steady_info = jax.jit(_info, static_argnums=(1, 2))
@@ -117,7 +117,7 @@ def assert_tree_close(a, b, rtol):
 def test_fast_path_matches_full_recursion(seed):
     model, params, ys = long_case(seed)
     info = steady_info(params, N_LONG)
-    T = st.transient_bound(N_LONG, st.DEFAULT_MAX_TRANSIENT)
+    T = settle.transient_bound(N_LONG, settle.DEFAULT_MAX_TRANSIENT)
     assert bool(info.converged), "the fast path must run on this stable model"
     assert 0 < int(info.filter_transient) < T and 0 < int(info.smoother_transient) < T
 
@@ -143,21 +143,23 @@ def test_fast_path_matches_full_recursion(seed):
 def test_fast_path_from_the_fixed_point_and_with_a_long_transient():
     """The rows the covariance loops did not compute never reach a result.
 
-    The loops leave the rows of the chunks after the settled one unwritten, and every reader
-    takes the steady quantities there (``_steady.transient_rows``). Two edges: a prior at the
+    The loops leave the rows of the rounds after the settled one unwritten, and every reader
+    takes the steady quantities there (``settle.transient_rows``). Two edges: a prior at the
     filter's fixed point (no filter transient: every row is steady, and ``covs[0]`` must
-    still be ``P0``), and a slowly mixing model whose transient spans several chunks.
+    still be ``P0``), and a slowly mixing model whose transient spans several rounds.
     """
     model, params, ys = long_case(4)
-    T = st.transient_bound(N_LONG, st.DEFAULT_MAX_TRANSIENT)
-    P_inf = jax.jit(st.filter_side, static_argnums=1)(params, T).cov
+    T = settle.transient_bound(N_LONG, settle.DEFAULT_MAX_TRANSIENT)
+    P_inf = jax.jit(settle.filter_side, static_argnums=1)(params, T).cov
     rho = jnp.max(jnp.abs(jnp.linalg.eigvals(params.A)))
     slow = params._replace(A=params.A * (0.999 / rho), R=params.R * 1e3)  # transient ~160
     for case, p in (("fixed-point prior", params._replace(P0=P_inf)), ("long transient", slow)):
         info = steady_info(p, N_LONG)
         assert bool(info.converged), case
         if case == "long transient":
-            assert int(info.filter_transient) > 3 * st._chunk(T), int(info.filter_transient)
+            assert int(info.filter_transient) > 3 * settle.round_length(T), int(
+                info.filter_transient
+            )
         else:
             assert int(info.filter_transient) <= 1, int(info.filter_transient)
         full_s = full_smooth(p, ys)
@@ -227,14 +229,14 @@ def test_fallback_on_short_series_against_dense_oracle(N):
     model = random_model(rng, 2, 3, mean_scale=3.0)
     _, ys = simulate(rng, model, N)
     params = to_params(model)
-    T = st.transient_bound(N, st.DEFAULT_MAX_TRANSIENT)
+    T = settle.transient_bound(N, settle.DEFAULT_MAX_TRANSIENT)
     if N == 6:
         info = steady_info(params, N)
         assert T == 2 and info.num_transient == 2 and not bool(info.converged)
     else:
         assert T == 0
         with pytest.raises(ValueError, match="T must be a positive multiple"):
-            st.smoother_side(params, T)
+            settle.smoother_side(params, T)
     check_against_dense(model, ys, params, f"fallback, N = {N}", check_filter=False)
 
 
@@ -254,8 +256,8 @@ def undetectable_case():
 def test_fallback_when_the_covariance_does_not_settle():
     model, params, ys = undetectable_case()
     assert not bool(steady_info(params, N_LONG).converged)
-    T = st.transient_bound(N_LONG)
-    assert not bool(jax.jit(st.filter_side, static_argnums=1)(params, T).converged)
+    T = settle.transient_bound(N_LONG)
+    assert not bool(jax.jit(settle.filter_side, static_argnums=1)(params, T).converged)
     stats, ll = steady_stats(params, ys)
     full_s = full_smooth(params, ys)
     assert_results_close(steady_smooth(params, ys), full_s, RTOL, "smoother")
@@ -367,20 +369,20 @@ def test_float32_runs_and_is_finite():
     ],
 )
 def test_transient_bound(N, bound, expected):
-    assert st.transient_bound(N, bound) == expected
+    assert settle.transient_bound(N, bound) == expected
 
 
 def test_transient_bound_default_and_tolerance():
-    assert st.DEFAULT_MAX_TRANSIENT == 1000
-    assert st.transient_bound(44_483) == 992
-    assert st.default_rtol(jnp.float64) == pytest.approx(1e4 * 2.220446049250313e-16)
-    assert st.default_rtol(jnp.float32) == pytest.approx(1e4 * 1.1920929e-07)
+    assert settle.DEFAULT_MAX_TRANSIENT == 1000
+    assert settle.transient_bound(44_483) == 992
+    assert settle.default_rtol(jnp.float64) == pytest.approx(1e4 * 2.220446049250313e-16)
+    assert settle.default_rtol(jnp.float32) == pytest.approx(1e4 * 1.1920929e-07)
 
 
 @pytest.mark.parametrize("bad", [0, -3, True, 2.5, None])
 def test_transient_bound_rejects_bad_bounds(bad):
     with pytest.raises(ValueError, match="max_transient must be a positive int"):
-        st.transient_bound(100, bad)
+        settle.transient_bound(100, bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,7 +482,7 @@ def test_linear_recursion_forms_match_a_numpy_loop(reverse, block):
     the entries, and a wrong row order or a block-boundary slip would show at O(1).
     """
     args, expected = _recursion_case(60, reverse)
-    got = st._linear_recursion(*args, reverse, block)
+    got = recursions.linear_recursion(*args, reverse, block)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
 
 
@@ -490,7 +492,7 @@ def test_doubling_recursion_at_every_number_of_levels(n, reverse):
     """The doubling scan's last level exactly at (64) and one past (65) a power of two, no
     level at all (n = 1), and ten levels (n = 1000); a missing level shows at O(1)."""
     args, expected = _recursion_case(n, reverse)
-    got = st._linear_recursion(*args, reverse, "doubling")
+    got = recursions.linear_recursion(*args, reverse, "doubling")
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-13)
 
 
@@ -526,7 +528,7 @@ def test_parallel_steady_schedule_against_the_full_recursion():
     assert_close(ll, full_s.log_likelihood, RTOL)
     # The compiled fast path holds no sequential scan over the series: its loops run over at
     # most T steps (a scan of N - T steps would show as a while loop with that trip count).
-    T = st.transient_bound(N_LONG)
+    T = settle.transient_bound(N_LONG)
     hlo = (
         jax.jit(lambda p, y: _dispatch.run("stats", p, y, "parallel_steady", fallback="defer"))
         .lower(params, ys)
@@ -558,7 +560,7 @@ def test_linear_recursion_is_a_plain_scan_on_cpu_and_blocked_elsewhere():
     from jax import export
 
     F, b, x0 = jnp.eye(3) * 0.5, jnp.ones((50, 3)), jnp.ones(3)
-    fn = jax.jit(lambda F, b, x: st._linear_recursion(F, b, x))
+    fn = jax.jit(lambda F, b, x: recursions.linear_recursion(F, b, x))
     loops = {
         p: export.export(fn, platforms=[p])(F, b, x0).mlir_module().count("stablehlo.while")
         for p in ("cpu", "cuda")

@@ -16,7 +16,7 @@ from helpers import to_params
 from reference import random_model
 
 import jaxssm as ssm
-from jaxssm._args import validation as _validation
+from jaxssm._args import checks as _checks
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ def test_update_rule_is_the_same_everywhere(good, bad, error):
     ids=repr,
 )
 def test_check_update_returns_names_in_lgssm_order(update, expected):
-    assert _validation.check_update(update) == expected
+    assert _checks.check_update(update) == expected
 
 
 # --- steady_state ---------------------------------------------------------------------------

@@ -35,14 +35,17 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxssm import steps
-from jaxssm._args.validation import validate_inputs, validate_observations, validate_params
+from jaxssm._args.checks import check_int, check_key
+from jaxssm._args.prologue import prologue
+from jaxssm._args.schedule import Schedule
+from jaxssm._args.validation import validate_inputs
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
-from jaxssm._base.linalg import BATCHED, symmetrize
+from jaxssm._base.batching import batched
+from jaxssm._base.linalg import BATCHED, psd_cholesky, symmetrize
 from jaxssm._base.types import LGSSM, FilterResult
-from jaxssm._blocks.draws import check_key, check_num_steps, gaussian_draw, psd_cholesky
+from jaxssm._blocks.draws import gaussian_draw
 from jaxssm._schedules import dispatch as _dispatch
-from jaxssm._schedules import parallel as _parallel
 
 __all__ = ["Forecast", "FilterDiagnostics", "forecast", "forecast_sample", "filter_diagnostics"]
 
@@ -108,7 +111,7 @@ def _predict_ahead(
 
 @partial(_compile.jit, static_argnames=("num_steps", "schedule"))
 def _forecast(
-    params: LGSSM, ys: jax.Array, num_steps: int, schedule: str, inputs=None, future=None
+    params: LGSSM, ys: jax.Array, num_steps: int, schedule: Schedule, inputs=None, future=None
 ) -> Forecast:
     filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
     c, e = _model.offsets(params, future, num_steps)
@@ -117,7 +120,7 @@ def _forecast(
 
 @partial(_compile.jit, static_argnames=("num_steps", "schedule"))
 def _forecast_sample(
-    key, params: LGSSM, ys: jax.Array, num_steps: int, schedule: str, inputs=None, future=None
+    key, params: LGSSM, ys: jax.Array, num_steps: int, schedule: Schedule, inputs=None, future=None
 ):
     filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
     c, e = _model.offsets(params, future, num_steps)
@@ -169,9 +172,10 @@ def forecast(
         TypeError, ValueError: a bad ``num_steps`` (the message names it), or as
             :func:`~jaxssm.kalman_filter`.
     """
-    num_steps = check_num_steps(num_steps)
-    schedule = _dispatch.resolve(method, steady_state)
-    params, ys, inputs, future = _check_forecast(params, ys, num_steps, inputs, future_inputs)
+    num_steps = check_int(num_steps, "num_steps", hint=_HORIZON)
+    params, ys, inputs, future, schedule = _check_forecast(
+        params, ys, num_steps, inputs, future_inputs, method, steady_state
+    )
     return _forecast(params, ys, num_steps, schedule, inputs, future)
 
 
@@ -205,31 +209,28 @@ def forecast_sample(
         ``(xs [h, D], ys [h, Dy])``.
     """
     key = check_key(key)
-    num_steps = check_num_steps(num_steps)
-    schedule = _dispatch.resolve(method, steady_state)
-    params, ys, inputs, future = _check_forecast(params, ys, num_steps, inputs, future_inputs)
+    num_steps = check_int(num_steps, "num_steps", hint=_HORIZON)
+    params, ys, inputs, future, schedule = _check_forecast(
+        params, ys, num_steps, inputs, future_inputs, method, steady_state
+    )
     return _forecast_sample(key, params, ys, num_steps, schedule, inputs, future)
 
 
-def _check_forecast(params, ys, num_steps, inputs, future_inputs):
+_HORIZON = "the horizon, a Python int (it fixes the output shapes)"
+
+
+def _check_forecast(params, ys, num_steps, inputs, future_inputs, method, steady_state):
     """Validate a forecast's arguments; the model must be time-invariant beyond ``N``."""
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    varying = _model.time_varying_names(params)
-    if varying:
-        raise ValueError(
-            f"forecast needs the model of the steps after N, but {', '.join(varying)} vary "
-            "over time (known for steps 1..N only); give time-invariant matrices, with "
-            "changing offsets through B, D and future_inputs"
-        )
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, schedule = prologue(
+        params, ys, inputs, method=method, steady_state=steady_state, time_invariant="forecast"
+    )
     future = validate_inputs(
         future_inputs,
         params,
         jax.ShapeDtypeStruct((num_steps, ys.shape[-1]), ys.dtype),
         name="future_inputs",
     )
-    return params, ys, inputs, future
+    return params, ys, inputs, future, schedule
 
 
 # --- diagnostics --------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def _diagnostics(
         p = _model.merge(fixed, v)
         return _diagnose_step(m, P, y, p.H, p.R)
 
-    return FilterDiagnostics(*_parallel._batched(step)(pred_means, pred_covs, ys, varying))
+    return FilterDiagnostics(*batched(step)(pred_means, pred_covs, ys, varying))
 
 
 def filter_diagnostics(
@@ -285,9 +286,7 @@ def filter_diagnostics(
             :func:`~jaxssm.kalman_filter`.
         ValueError: ``filtered`` does not match ``params`` and ``ys`` in shape.
     """
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, _ = prologue(params, ys, inputs)
     if not isinstance(filtered, FilterResult):
         raise TypeError(f"filtered must be a jaxssm.FilterResult, got {type(filtered).__name__}")
     N, D = ys.shape[0], params.A.shape[-1]

@@ -1,7 +1,8 @@
 """Public inference entry points: filter, smoother and log-likelihood.
 
-Each checks its arguments (shapes and dtypes at trace time; covariance values when
-concrete), resolves the schedule (:mod:`_schedules.dispatch`) and calls the jitted dispatcher.
+Each checks its arguments (:func:`jaxssm._args.prologue.prologue`: shapes and dtypes at trace
+time, covariance values when concrete), resolves the schedule and calls the jitted dispatcher
+(:mod:`jaxssm._schedules.dispatch`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxssm import sharding
-from jaxssm._args.validation import validate_inputs, validate_observations, validate_params
+from jaxssm._args import schedule as _schedule
+from jaxssm._args.prologue import prologue
+from jaxssm._args.schedule import Schedule
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
 from jaxssm._schedules import dispatch as _dispatch
@@ -18,7 +21,7 @@ from jaxssm._schedules import dispatch as _dispatch
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
 
 
-def _time_sharded(schedule: str, params, ys, inputs):
+def _time_sharded(schedule: Schedule, params, ys, inputs):
     """``(mesh, axis)`` when ``method="parallel"`` should run the time-sharded schedule.
 
     That is for a concrete ``ys`` split over time on a mesh axis
@@ -26,7 +29,7 @@ def _time_sharded(schedule: str, params, ys, inputs):
     time-varying fields (the chunked schedule's scope); otherwise ``None``, and the
     ordinary parallel schedule runs.
     """
-    if schedule != "parallel" or inputs is not None or not isinstance(params, LGSSM):
+    if schedule.name != "parallel" or inputs is not None or not isinstance(params, LGSSM):
         return None
     return sharding.time_sharding(ys) if _model.is_plain(params) else None
 
@@ -73,12 +76,10 @@ def kalman_filter(
         A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers", IEEE TAC
         66(1), 2021.
     """
-    schedule = _dispatch.resolve(method, steady_state)
+    schedule = _schedule.resolve(method, steady_state)
     if on := _time_sharded(schedule, params, ys, inputs):
         return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1])
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, _ = prologue(params, ys, inputs, schedule=schedule)
     return _dispatch.filter(params, ys, schedule, inputs=inputs)
 
 
@@ -110,12 +111,10 @@ def rts_smoother(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 8.2; Sarkka and
         Garcia-Fernandez (2021).
     """
-    schedule = _dispatch.resolve(method, steady_state)
+    schedule = _schedule.resolve(method, steady_state)
     if on := _time_sharded(schedule, params, ys, inputs):
         return sharding.chunked_smoother(params, ys, mesh=on[0], axis_name=on[1])
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, _ = prologue(params, ys, inputs, schedule=schedule)
     return _dispatch.smooth(params, ys, schedule, inputs=inputs)
 
 
@@ -135,8 +134,7 @@ def rts_smoother_from_filter(
     Returns:
         :class:`~jaxssm.SmootherResult`, as :func:`~jaxssm.rts_smoother`.
     """
-    schedule = _dispatch.resolve(method, False)
-    params = validate_params(params)
+    params, _, _, schedule = prologue(params, method=method, steady_state=False)
     if not isinstance(filtered, FilterResult):
         raise TypeError(f"filtered must be a jaxssm.FilterResult, got {type(filtered).__name__}")
     D = params.A.shape[-1]
@@ -175,10 +173,8 @@ def log_likelihood(
     Raises:
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
     """
-    schedule = _dispatch.resolve(method, steady_state)
+    schedule = _schedule.resolve(method, steady_state)
     if on := _time_sharded(schedule, params, ys, inputs):
         return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1]).log_likelihood
-    params = validate_params(params)
-    ys = validate_observations(ys, params, allow_batch=True)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, _ = prologue(params, ys, inputs, schedule=schedule, allow_batch=True)
     return _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)

@@ -7,10 +7,10 @@ Both schedules draw from the backward factorisation of the posterior,
     p(x_{0:N} | y_{1:N}) = N(x_N; m_N, P_N) \prod_{k=0}^{N-1} N(x_k; E_k x_{k+1} + g_k, L_k),
 
 with the RTS gain ``E_k = G_k = P_k A^T (P_{k+1}^-)^{-1}``, ``g_k = m_k - G_k m_{k+1}^-`` and
-``L_k = P_k - G_k P_{k+1}^- G_k^T`` (the smoothing elements of :mod:`jaxssm._schedules.parallel`),
+``L_k = P_k - G_k P_{k+1}^- G_k^T`` (the smoothing elements of :mod:`jaxssm._blocks.elements`),
 built from the filtered moments and ``A`` only through :mod:`jaxssm.steps`. With standard
 normal ``u_0..u_N`` and ``F_k F_k^T = L_k``, ``F_N F_N^T = P_N``
-(:func:`jaxssm._blocks.draws.psd_cholesky`, singular covariances allowed):
+(:func:`jaxssm._base.linalg.psd_cholesky`, singular covariances allowed):
 
 * **sequential** (forward filtering, backward sampling; Carter and Kohn 1994,
   Fruhwirth-Schnatter 1994): a reverse ``lax.scan`` of ``x_N = m_N + F_N u_N``,
@@ -42,13 +42,17 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxssm import steps
-from jaxssm._args.validation import validate_inputs, validate_observations, validate_params
+from jaxssm._args.checks import check_key
+from jaxssm._args.prologue import prologue
+from jaxssm._args.schedule import Schedule
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
+from jaxssm._base.batching import batched
+from jaxssm._base.linalg import psd_cholesky
 from jaxssm._base.types import LGSSM, FilterResult
-from jaxssm._blocks.draws import check_key, gaussian_draw, psd_cholesky
+from jaxssm._blocks.draws import gaussian_draw
+from jaxssm._blocks.elements import smooth_element
 from jaxssm._schedules import dispatch as _dispatch
-from jaxssm._schedules import parallel as _parallel
 
 __all__ = ["posterior_sample"]
 
@@ -95,10 +99,10 @@ def _parallel_draw(params: LGSSM, filtered: FilterResult, u: jax.Array) -> jax.A
 
     def element(mean, cov, next_pred_mean, next_pred_cov, noise, A_k):
         A = params.A if A_k is None else A_k
-        el = _parallel._smooth_element(mean, cov, next_pred_mean, next_pred_cov, A)
+        el = smooth_element(mean, cov, next_pred_mean, next_pred_cov, A)
         return _Affine(el.E, el.g + psd_cholesky(el.L) @ noise)
 
-    body = _parallel._batched(element)(
+    body = batched(element)(
         filtered.means[:-1],
         filtered.covs[:-1],
         filtered.pred_means,
@@ -116,11 +120,11 @@ def _parallel_draw(params: LGSSM, filtered: FilterResult, u: jax.Array) -> jax.A
 
 @partial(_compile.jit, static_argnames="schedule")
 def _posterior_sample(
-    key: jax.Array, params: LGSSM, ys: jax.Array, schedule: str, inputs=None
+    key: jax.Array, params: LGSSM, ys: jax.Array, schedule: Schedule, inputs=None
 ) -> jax.Array:
     filtered = _dispatch.filter(params, ys, schedule, inputs=inputs)
     u = _noise(key, filtered)
-    if _dispatch.is_parallel(schedule):
+    if schedule.parallel:
         return _parallel_draw(params, filtered, u)
     return _sequential(params, filtered, u)
 
@@ -170,8 +174,7 @@ def posterior_sample(
         Methods* (2012), section 4.9.
     """
     key = check_key(key)
-    schedule = _dispatch.resolve(method, steady_state)
-    params = validate_params(params)
-    ys = validate_observations(ys, params)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, schedule = prologue(
+        params, ys, inputs, method=method, steady_state=steady_state
+    )
     return _posterior_sample(key, params, ys, schedule, inputs)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import operator
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 
-from jaxssm._args.validation import check_time_varying_length, validate_inputs, validate_params
+from jaxssm._args.checks import check_int
+from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
+from jaxssm._base.linalg import psd_cholesky
 from jaxssm._base.types import LGSSM
-from jaxssm._blocks.draws import psd_cholesky
 
 __all__ = ["sample"]
 
@@ -62,7 +62,7 @@ def sample(
         key: a JAX PRNG key (no default: sampling is explicit).
         params: an :class:`~jaxssm.LGSSM`; ``P0``, ``Q``, ``R`` may be singular (positive
             semi-definite): the noise is drawn with a semidefinite Cholesky factor
-            (:func:`jaxssm._blocks.draws.psd_cholesky`), so singular directions get none.
+            (:func:`jaxssm._base.linalg.psd_cholesky`), so singular directions get none.
         num_steps: ``N >= 1``, a Python int (it fixes the output shapes); time-varying
             fields of ``params`` must have this length.
         inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
@@ -70,14 +70,6 @@ def sample(
     Returns:
         ``(xs, ys)`` with ``xs [N+1, D]`` (row 0 is ``x_0``) and ``ys [N, Dy]``.
     """
-    try:
-        n = operator.index(num_steps)
-    except TypeError:
-        raise TypeError(f"num_steps must be a Python int, got {type(num_steps).__name__}") from None
-    if n < 1:
-        raise ValueError(f"num_steps must be >= 1, got {n}")
-    params = validate_params(params)
-    template = jax.ShapeDtypeStruct((n, params.H.shape[-2]), params.A.dtype)
-    check_time_varying_length(params, n, "num_steps")
-    inputs = validate_inputs(inputs, params, template)
+    n = check_int(num_steps, "num_steps", hint="it fixes the output shapes")
+    params, _, inputs, _ = prologue(params, inputs=inputs, num_steps=n)
     return _sample(key, params, n, inputs)

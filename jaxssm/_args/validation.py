@@ -1,17 +1,20 @@
-"""Argument checks shared by every public entry point.
+r"""Checks of the model and the data: parameters, observations and inputs.
 
 Shapes and dtypes are checked at trace time, so errors name the argument and the expected
-shape under ``jit`` and ``vmap`` as well. Value checks (finite fields; symmetric, positive
-semi-definite covariances, within tolerances relative to each matrix's scale) run on
-concrete (untraced) values; under transformations they are opt-in (:func:`check_values`).
+shape under ``jit`` and ``vmap`` as well. Value checks run on concrete (untraced) values;
+under transformations they are opt-in (:func:`check_values`, with ``checkify``):
+
+* every field finite; ``ys`` free of ``inf`` (NaN marks a missing entry);
+* ``P0``, ``Q``, ``R`` symmetric, ``max |S - S^T| <= sqrt(eps) max |S|``, and positive
+  *semi*-definite, ``lambda_min(S) >= -10 n eps max |lambda(S)|`` (:func:`psd_tolerance`):
+  singular covariances are valid;
+* with a singular ``R``, the step-1 innovation covariance
+  ``S_1 = H (A P0 A^T + Q) H^T + R`` positive definite (else ``y_1`` has no density).
 """
 
 from __future__ import annotations
 
 import math
-import operator
-import sys
-from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -27,14 +30,9 @@ __all__ = [
     "validate_observations",
     "validate_inputs",
     "check_plain_model",
-    "check_update",
-    "check_num_iters",
-    "check_tol",
-    "check_callback",
-    "GuardedCallback",
-    "CallbackError",
-    "guard_callback",
-    "run_with_callback",
+    "check_time_invariant",
+    "check_time_varying_length",
+    "psd_tolerance",
 ]
 
 _COVARIANCES = ("P0", "Q", "R")
@@ -248,7 +246,7 @@ def _check_first_innovation(fields: dict) -> None:
     ``S_1 = H (A P0 A^T + Q) H^T + R`` does not depend on the data; if it is singular the
     filter's Cholesky factor is NaN, so say so here. Every ``S_k >= H Q H^T + R``, so all
     steps are fine when that is positive definite; otherwise ``S_k`` for ``k >= 2`` depends
-    on the filtered covariances and is not checked (``docs/numerics.md``).
+    on the filtered covariances and is not checked.
     """
     if not all(_is_concrete(fields[n]) for n in ("P0", "A", "Q", "H", "R")):
         return
@@ -383,6 +381,11 @@ def validate_observations(
 
     Returns:
         ``ys`` as a JAX array.
+
+    Raises:
+        TypeError: ``ys`` is not floating point, or not in the parameters' dtype.
+        ValueError: a wrong shape, ``N = 0``, a time-varying field of another length, or an
+            ``inf`` entry.
     """
     ys = _as_float_array(name, ys)
     Dy = params.H.shape[-2]
@@ -432,6 +435,17 @@ def check_plain_model(params: LGSSM, where: str) -> None:
         )
 
 
+def check_time_invariant(params: LGSSM, where: str) -> None:
+    """Refuse time-varying fields where the model is needed beyond the data's ``N`` steps."""
+    varying = _model.time_varying_names(params)
+    if varying:
+        raise ValueError(
+            f"{where} needs the model of the steps after N, but {', '.join(varying)} vary "
+            "over time (known for steps 1..N only); give time-invariant matrices, with "
+            "changing offsets through B, D and future_inputs"
+        )
+
+
 def check_time_varying_length(params: LGSSM, num_steps: int, source: str) -> None:
     """Every time-varying field must have ``num_steps`` entries (``source`` names the N)."""
     for field in _model.time_varying_names(params):
@@ -449,6 +463,18 @@ def validate_inputs(inputs, params: LGSSM, ys: jax.Array, *, name: str = "inputs
     A model with ``B`` or ``D`` needs ``inputs`` ``[N, Du]`` (``[B, N, Du]`` for a batch
     ``ys [B, N, Dy]``), finite, in the parameters' dtype. ``inputs`` for a model with neither
     is an error (they would be ignored).
+
+    Args:
+        inputs: ``u_1..u_N``, or ``None``.
+        params: parameters already passed through :func:`validate_params`.
+        ys: the checked observations, or any value with their ``shape`` and ``ndim`` (a
+            :class:`jax.ShapeDtypeStruct` for a series still to be drawn).
+        name: the argument's name for error messages.
+
+    Raises:
+        TypeError: ``inputs`` is not floating point, or not in the parameters' dtype.
+        ValueError: ``inputs`` missing where needed, given where not, of the wrong shape, or
+            with a non-finite entry.
     """
     uses = [n for n in ("B", "D") if getattr(params, n) is not None]
     if inputs is None:
@@ -482,171 +508,3 @@ def validate_inputs(inputs, params: LGSSM, ys: jax.Array, *, name: str = "inputs
     if _is_concrete(inputs):
         _check_finite(name, np.asarray(inputs))
     return inputs
-
-
-def check_update(update) -> tuple[str, ...]:
-    """Check an ``update=`` argument and return its names in :class:`~jaxssm.LGSSM` order.
-
-    The one rule for EM, MLE and the command line: a parameter name or an iterable of
-    names from ``("m0", "P0", "A", "Q", "H", "R", "B", "b", "D", "d")``, at least one, none
-    repeated.
-
-    Raises:
-        TypeError: ``update`` is neither a str nor an iterable of str.
-        ValueError: it is empty, repeats a name or names an unknown parameter.
-    """
-    valid = ", ".join(repr(n) for n in PARAMETER_NAMES)
-    if isinstance(update, str):
-        names: tuple = (update,)
-    elif isinstance(update, Mapping):  # {"A": False} would silently mean "A"
-        raise TypeError(
-            f"update must be a parameter name or an iterable of names from ({valid}), "
-            f"got a {type(update).__name__}"
-        )
-    else:
-        try:
-            names = tuple(update)
-        except TypeError:
-            raise TypeError(
-                f"update must be a parameter name or an iterable of names from ({valid}), "
-                f"got {type(update).__name__}"
-            ) from None
-    for n in names:
-        if not isinstance(n, str):
-            raise TypeError(f"update must hold parameter names (str) from ({valid}), got {n!r}")
-        if n not in PARAMETER_NAMES:
-            raise ValueError(f"update names an unknown parameter {n!r}; valid names: {valid}")
-    if not names:
-        raise ValueError(f"update must name at least one parameter from ({valid}), got {update!r}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"update must not repeat names from ({valid}), got {list(names)}")
-    return tuple(n for n in PARAMETER_NAMES if n in names)
-
-
-def check_num_iters(num_iters) -> int:
-    """Return ``num_iters`` as a positive Python int, or raise naming it."""
-    if isinstance(num_iters, bool):
-        raise TypeError(f"num_iters must be a positive int, got {num_iters!r}")
-    try:
-        n = operator.index(num_iters)
-    except TypeError:
-        raise TypeError(
-            f"num_iters must be a positive int, got {type(num_iters).__name__}"
-        ) from None
-    if n < 1:
-        raise ValueError(f"num_iters must be a positive int, got {n}")
-    return int(n)
-
-
-def check_tol(tol, name: str = "tol") -> float | None:
-    """Return ``tol`` as a finite float >= 0 (or None), or raise naming it."""
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be None or a finite float >= 0, got {tol!r}")
-    if not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"{name} must be None or a finite float >= 0, got {tol!r}")
-    return float(tol)
-
-
-def check_callback(callback) -> Callable | None:
-    """Return ``callback`` if it is None or callable, or raise naming it."""
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    return callback
-
-
-def _print_progress(label, iteration, log_likelihood, num_iters):
-    print(
-        f"{label} {int(iteration) + 1}/{num_iters}: log-likelihood {float(log_likelihood):.6f}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-class CallbackError(RuntimeError):
-    """A user ``callback`` of :func:`~jaxssm.fit_em` or :func:`~jaxssm.fit_mle` raised.
-
-    The message names the callback and the iteration; the original exception is chained
-    (``__cause__``).
-    """
-
-
-# The first exception each guarded callback raised, by the callback's key: a compiled loop
-# holds the *first* of several equal GuardedCallback objects, so the key, not the object,
-# is what the caller can look up. Host-side only; cleared before and after every fit.
-_CALLBACK_ERRORS: dict = {}
-
-
-def _callback_name(fn) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-
-
-class GuardedCallback:
-    """Hashable per-iteration host callback (equal for equal arguments: the jit cache reuses it).
-
-    ``GuardedCallback(label, num_iters, user, progress)(i, ll)`` prints ``label i+1/num_iters:
-    log-likelihood ll`` to stderr when ``progress``, then calls ``user(i, ll)`` if given. An
-    exception from ``user`` is recorded and re-raised as :class:`CallbackError` naming the
-    callback; :func:`run_with_callback` turns the runtime error that stops the compiled loop
-    back into that :class:`CallbackError`, chained to the original exception.
-    """
-
-    def __init__(self, label: str, num_iters: int, user: Callable | None, progress: bool):
-        self.key = (label, num_iters, user, bool(progress))
-
-    def __call__(self, i, ll):
-        label, num_iters, user, progress = self.key
-        if progress:
-            _print_progress(label, i, ll, num_iters)
-        if user is None:
-            return
-        try:
-            user(i, ll)
-        except Exception as error:
-            message = (
-                f"callback {_callback_name(user)} raised {type(error).__name__} at "
-                f"{label} {int(i) + 1}/{num_iters}: {error}"
-            )
-            _CALLBACK_ERRORS.setdefault(self.key, (message, error))
-            raise CallbackError(message) from error
-
-    def __eq__(self, other):
-        return isinstance(other, GuardedCallback) and self.key == other.key
-
-    def __hash__(self):
-        return hash(self.key)
-
-
-def guard_callback(
-    label: str, num_iters: int, callback: Callable | None, progress: bool
-) -> GuardedCallback | None:
-    """Check ``callback`` and wrap it (with the progress printer); None when there is neither."""
-    callback = check_callback(callback)
-    if callback is None and not progress:
-        return None
-    return GuardedCallback(label, num_iters, callback, progress)
-
-
-def run_with_callback(callback: GuardedCallback | None, run: Callable):
-    """Call ``run()`` and wait for it; a raising user callback surfaces as :class:`CallbackError`.
-
-    Under an outer transformation (traced results) nothing is awaited; the compiled loop then
-    stops with a runtime error whose message is the :class:`CallbackError`'s.
-    """
-    if callback is None:
-        return run()
-    _CALLBACK_ERRORS.pop(callback.key, None)
-    try:
-        out = run()
-        leaves = jax.tree_util.tree_leaves(out)
-        if not any(isinstance(x, jax.core.Tracer) for x in leaves):
-            jax.block_until_ready(out)
-    except Exception:
-        recorded = _CALLBACK_ERRORS.pop(callback.key, None)
-        if recorded is None:
-            raise
-        message, original = recorded
-        raise CallbackError(message) from original
-    _CALLBACK_ERRORS.pop(callback.key, None)
-    return out

@@ -2,12 +2,9 @@ r"""``jit`` for the library's own entry points, with per-program XLA options for
 
 jaxssm's top-level programs (the EM loop, the filter/smoother dispatch, ...) are compiled with
 one per-program option, :data:`CPU_OPTIONS`: XLA's CPU compiler emits fused element-wise
-kernels through its older LLVM emitters instead of the MLIR fusion emitters. On the 2-core
-CPU these programs were measured on, that compiles them in about two thirds of the time and
-with a fraction of the memory (``fit_em(100)`` on the SARCOS-sized series: about 50 MB of
-peak RSS in XLA's compiler instead of about 250 MB), with the same run time and the same
-results to round-off. ``benchmarks/compile_options.py`` measures it side by side;
-``docs/numerics.md`` ("Compilation") has the numbers.
+kernels through its older LLVM emitters instead of the MLIR fusion emitters, which compiles
+them faster and with less compile-time memory, with the same run time and the same results to
+round-off (the measurements are in the documentation's benchmark pages).
 
 What this is and is not:
 

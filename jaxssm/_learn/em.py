@@ -10,21 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm._args.validation import (
-    check_num_iters,
-    check_tol,
-    check_update,
-    guard_callback,
-    run_with_callback,
-    validate_inputs,
-    validate_observations,
-    validate_params,
-)
+from jaxssm._args import schedule as _schedule
+from jaxssm._args.callbacks import guard_callback, run_with_callback
+from jaxssm._args.checks import check_int, check_tol, check_update
+from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, EMInfo, EMStatus, SufficientStats
 from jaxssm._blocks import stats as _stats
-from jaxssm._learn.mstep import _m_step, check_m_step
+from jaxssm._learn.mstep import check_m_step, m_step_unchecked
 from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["e_step", "fit_em"]
@@ -46,7 +40,7 @@ def e_step(
     method: str = "sequential",
     steady_state: bool | None = None,
 ) -> tuple[SufficientStats, jax.Array]:
-    r"""E-step of EM: RTS smoother, then the exercise's statistics (normalised by N).
+    r"""E-step of EM: RTS smoother, then the sufficient statistics (normalised by N).
 
     .. math::
 
@@ -88,10 +82,9 @@ def e_step(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3;
         R. H. Shumway and D. S. Stoffer (1982).
     """
-    schedule = _dispatch.resolve(method, steady_state)
-    params = validate_params(params)
-    ys = validate_observations(ys, params, allow_batch=True)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, schedule = prologue(
+        params, ys, inputs, method=method, steady_state=steady_state, allow_batch=True
+    )
     return _dispatch.stats(params, ys, schedule, inputs=inputs)
 
 
@@ -162,7 +155,7 @@ def _fit(
                 & jnp.isfinite(state.best_ll)
                 & (ll - state.best_ll <= tol * jnp.abs(state.best_ll))
             )
-        new_params = _m_step(state.params, stats, update)
+        new_params = m_step_unchecked(state.params, stats, update)
         keep = jax.tree.map(
             lambda a, b: jnp.where(decreased, a, b), state.best, state.params
         )  # the best evaluated parameters
@@ -312,8 +305,7 @@ def _fallback_for(params: LGSSM, ys: jax.Array, inputs: jax.Array | None) -> str
     ``params`` and ``inputs`` with every entry observed: the fast path alone, the host
     resuming with the fallback if an iteration needs it (rare: a transient longer than the
     bound). Under a transformation (traced arrays): both paths in one program, chosen on
-    device. A program with one path compiles in about half the time of both (measured in
-    ``benchmarks/em_floor.py``).
+    device. A program with one path compiles in less time than one with both.
     """
     if isinstance(ys, jax.core.Tracer):
         return "cond"
@@ -427,13 +419,12 @@ def fit_em(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3.
     """
     names = check_update(update)
-    schedule = _dispatch.resolve(method, steady_state)
-    num_iters = check_num_iters(num_iters)
+    schedule = _schedule.resolve(method, steady_state)
+    num_iters = check_int(num_iters, "num_iters")
     tol = check_tol(tol)
-    params = validate_params(params)
-    ys = validate_observations(ys, params, allow_batch=True)
-    params = _model.start_absent(params, names, inputs)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, _ = prologue(
+        params, ys, inputs, schedule=schedule, allow_batch=True, update=names
+    )
     extended = _model.uses_input_sums(params, inputs)
     check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
     fallback = _fallback_for(params, ys, inputs)

@@ -31,16 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm._args.validation import (
-    check_num_iters,
-    check_trainable_covariances,
-    check_update,
-    guard_callback,
-    run_with_callback,
-    validate_inputs,
-    validate_observations,
-    validate_params,
-)
+from jaxssm._args import schedule as _schedule
+from jaxssm._args.callbacks import guard_callback, run_with_callback
+from jaxssm._args.checks import check_int, check_update
+from jaxssm._args.prologue import prologue
+from jaxssm._args.validation import check_trainable_covariances, validate_params
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.linalg import LAPACK, symmetrize
@@ -338,18 +333,17 @@ def fit_mle(
         the energy function ``-log p(y | theta)`` and its gradient).
     """
     update = check_update(update)
-    schedule = _dispatch.resolve(method, steady_state)
-    num_iters = check_num_iters(num_iters)
+    schedule = _schedule.resolve(method, steady_state)
+    num_iters = check_int(num_iters, "num_iters")
     if not all(callable(getattr(optimizer, f, None)) for f in ("init", "update")):
         raise TypeError(
             "optimizer must be an optax.GradientTransformation (with init and update), "
             f"got {type(optimizer).__name__}"
         )
     callback = guard_callback("MLE step", num_iters, callback, progress)
-    params = validate_params(params)
-    ys = validate_observations(ys, params, allow_batch=True)
-    params = _model.start_absent(params, update, inputs)
-    inputs = validate_inputs(inputs, params, ys)
+    params, ys, inputs, _ = prologue(
+        params, ys, inputs, schedule=schedule, allow_batch=True, update=update
+    )
     check_trainable_covariances(params, update)
     _check_time_invariant(params, update)
     theta0 = _to_unconstrained(params, update)

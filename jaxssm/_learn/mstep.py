@@ -1,8 +1,8 @@
-r"""EM M-step (closed forms) and the EM objective Q(theta, theta_n) of the exercise.
+r"""EM M-step (closed forms) and the EM objective Q(theta, theta_n).
 
 With the statistics of :func:`~jaxssm.e_step` computed at ``theta_n`` (normalised by N), the
-expected complete-data log-likelihood (the exercise's equation (2), with the factor N on the
-transition and observation traces that its derivation uses) is
+expected complete-data log-likelihood (with the factor N on the transition and observation
+traces, the statistics being averages over the N steps) is
 
 .. math::
 
@@ -43,14 +43,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssm._args.validation import check_update, validate_params
+from jaxssm._args.checks import check_update
+from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.linalg import LAPACK, symmetrize
 from jaxssm._base.types import LGSSM, SufficientStats
 from jaxssm.steps import LOG_2PI
 
-__all__ = ["m_step", "expected_log_joint"]
+__all__ = ["m_step", "m_step_unchecked", "expected_log_joint"]
 
 
 def _residual_cov(second: jax.Array, cross: jax.Array, M: jax.Array, prev: jax.Array):
@@ -135,8 +136,8 @@ def _update_side(params: LGSSM, stats: SufficientStats, side: str, update) -> di
     return out
 
 
-def _m_step(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> LGSSM:
-    """Unchecked M-step; ``update`` already checked (:func:`jaxssm._args.validation.check_update`).
+def m_step_unchecked(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> LGSSM:
+    """Unchecked M-step; ``update`` already checked (:func:`jaxssm._args.checks.check_update`).
 
     The closed forms are applied in the order (A, B, b), Q, (H, D, d), R, m0, P0 whatever
     the order of ``update``.
@@ -153,7 +154,7 @@ def _m_step(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> L
     return params._replace(**new)
 
 
-_m_step_jit = _compile.jit(_m_step, static_argnames="update")
+_m_step_jit = _compile.jit(m_step_unchecked, static_argnames="update")
 
 
 def _check_stats(stats: SufficientStats, params: LGSSM) -> SufficientStats:
@@ -289,7 +290,7 @@ def m_step(
         systems" (1996); S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3.
     """
     names = check_update(update)
-    params = validate_params(params, check_values=False)
+    params = prologue(params, check_values=False).params
     stats = _check_stats(stats, params)
     check_m_step(params, names, None if stats.U is None else stats.U.shape[0] - 1)
     return _m_step_jit(params, stats, update=names)
@@ -333,8 +334,8 @@ def expected_log_joint(
     r"""Evaluate the EM objective ``Q(theta, theta_n) = E[log p(x_0:N, y_1:N | theta)]``.
 
     The expectation is under ``p(x_0:N | y_1:N, theta_n)``, summarised by ``stats`` (from
-    ``e_step(theta_n, ys)``); ``params`` is ``theta``. This is the exercise's equation (2) in
-    terms of the N-normalised statistics: the transition and observation terms are multiplied
+    ``e_step(theta_n, ys)``); ``params`` is ``theta``. In terms of the N-normalised
+    statistics: the transition and observation terms are multiplied
     by ``N = stats.num_steps``, the initial-state term is not:
 
     .. math::
@@ -361,7 +362,7 @@ def expected_log_joint(
     Returns:
         A scalar with the parameters' dtype.
     """
-    params = validate_params(params, check_values=False)
+    params = prologue(params, check_values=False).params
     stats = _check_stats(stats, params)
     if _model.time_varying_names(params):
         raise ValueError(

@@ -3,8 +3,8 @@ r"""The chunked (time-sharded) schedule: per-chunk work, an exact combine across
 The series ``y_1..y_N`` is cut into ``C`` contiguous chunks of ``L = ceil(N / C)`` steps
 (the last one padded by repeating the last row; see below). The filter runs in three phases:
 
-1. **Local.** Each chunk builds its filtering elements (:mod:`jaxssm._schedules.parallel`: the first
-   chunk's first element conditions on ``(m0, P0)``, every other element is generic) and
+1. **Local.** Each chunk builds its filtering elements (:mod:`jaxssm._blocks.elements`: the
+   first chunk's first element conditions on ``(m0, P0)``, every other element is generic) and
    their local prefixes, either sequentially (``within="sequential"``: one ``lax.scan`` of
    the associative operator) or as a local associative scan (``within="associative"``).
    The last prefix is the chunk's *summary*.
@@ -13,7 +13,8 @@ The series ``y_1..y_N`` is cut into ``C`` contiguous chunks of ``L = ceil(N / C)
    distribution of the state just before it; for chunk 0 the identity element.
 3. **Finish.** Each chunk combines its incoming prefix with each of its local prefixes
    (batched over the chunk's steps), which gives its filtered moments; the predicted
-   moments and the per-step log-likelihood follow as in :func:`jaxssm._schedules.parallel.filter`.
+   moments and the per-step log-likelihood follow as in
+   :func:`jaxssm._schedules.parallel.filter`.
 
 The smoother does the same backwards over the smoothing elements, whose suffixes within a
 chunk map the first state of the next chunk to each state of the chunk; the exclusive
@@ -52,10 +53,19 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxssm import steps
+from jaxssm._base.batching import batched
 from jaxssm._base.linalg import symmetrize
 from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
-from jaxssm._schedules import parallel as _parallel
-from jaxssm._schedules.parallel import FilterElement, SmoothElement
+from jaxssm._blocks.elements import (
+    FilterElement,
+    SmoothElement,
+    filter_combine,
+    filter_element,
+    log_likelihood_step,
+    smooth_combine,
+    smooth_element,
+)
+from jaxssm._schedules.parallel import filter_elements
 
 __all__ = ["WITHIN", "chunk_length", "run"]
 
@@ -82,20 +92,20 @@ def _cat(head, tail):
 
 
 def _identity_filter(params: LGSSM) -> FilterElement:
-    """Return the identity of :func:`_schedules.parallel._filter_combine`: ``(I, 0, 0, 0, 0)``."""
+    """Return ``(I, 0, 0, 0, 0)``, the identity of :func:`filter_combine`."""
     zeros = jnp.zeros_like(params.A)
     eye = jnp.eye(params.A.shape[0], dtype=params.A.dtype)
     return FilterElement(eye, jnp.zeros_like(params.m0), zeros, jnp.zeros_like(params.m0), zeros)
 
 
 def _identity_smooth(params: LGSSM) -> SmoothElement:
-    """Return the identity of :func:`jaxssm._schedules.parallel._smooth_combine`: ``(I, 0, 0)``."""
+    """Return ``(I, 0, 0)``, the identity of :func:`smooth_combine`."""
     eye = jnp.eye(params.A.shape[0], dtype=params.A.dtype)
     return SmoothElement(eye, jnp.zeros_like(params.m0), jnp.zeros_like(params.A))
 
 
 def _symmetrized(params: LGSSM) -> LGSSM:
-    # As _parallel.filter: exactly symmetric inputs are unchanged, gradients come out symmetric.
+    # As parallel.filter: exactly symmetric inputs are unchanged, gradients come out symmetric.
     return params._replace(P0=symmetrize(params.P0), Q=symmetrize(params.Q), R=symmetrize(params.R))
 
 
@@ -107,21 +117,21 @@ def _symmetrized(params: LGSSM) -> LGSSM:
 def _chunk_filter_elements(params: LGSSM, ys: jax.Array, chunk: jax.Array) -> FilterElement:
     """Build the filtering elements of one chunk ``ys [L, Dy]`` (``[L, ...]`` leaves).
 
-    Chunk 0 gets :func:`_schedules.parallel._filter_elements` (its first element conditions on
-    the prior); any other chunk the same elements with the first one generic.
+    Chunk 0 gets :func:`jaxssm._schedules.parallel.filter_elements` (its first element
+    conditions on the prior); any other chunk the same elements with the first one generic.
     """
-    elems = _parallel._filter_elements(params, ys)
-    generic0 = _parallel._filter_element(params, ys[0])
+    elems = filter_elements(params, ys)
+    generic0 = filter_element(params, ys[0])
     return _tree_map(lambda e, g: e.at[0].set(jnp.where(chunk == 0, e[0], g)), elems, generic0)
 
 
 def _filter_prefixes(elems: FilterElement, within: str) -> FilterElement:
     """Inclusive prefixes of one chunk's elements (sequential scan or associative scan)."""
     if within == "associative":
-        return lax.associative_scan(_parallel._batched(_parallel._filter_combine), elems)
+        return lax.associative_scan(batched(filter_combine), elems)
 
     def body(acc, elem):
-        acc = _parallel._filter_combine(acc, elem)
+        acc = filter_combine(acc, elem)
         return acc, acc
 
     first = _first(elems)
@@ -136,7 +146,7 @@ def _filter_local(params, ys, chunk, within):
 
 def _exclusive_filter(params: LGSSM, totals: FilterElement, chunk: jax.Array) -> FilterElement:
     """Combine of the summaries of chunks ``0..chunk-1`` (identity for chunk 0)."""
-    inclusive = lax.associative_scan(jax.vmap(_parallel._filter_combine), totals)
+    inclusive = lax.associative_scan(jax.vmap(filter_combine), totals)
     before = _tree_map(lambda x: x[jnp.maximum(chunk - 1, 0)], inclusive)
     return _tree_map(lambda i, b: jnp.where(chunk == 0, i, b), _identity_filter(params), before)
 
@@ -144,7 +154,7 @@ def _exclusive_filter(params: LGSSM, totals: FilterElement, chunk: jax.Array) ->
 def _filter_finish(params, ys, chunk, prefixes, incoming, num_steps):
     """Finish one chunk: filtered and predicted moments, summed log-likelihood of real steps."""
     L = ys.shape[0]
-    done = _parallel._batched(lambda p: _parallel._filter_combine(incoming, p))(prefixes)
+    done = batched(lambda p: filter_combine(incoming, p))(prefixes)
     means, covs = done.b, done.C
     # The filtered moments before each step: the incoming ones (the prior for chunk 0), then
     # the chunk's own.
@@ -155,9 +165,9 @@ def _filter_finish(params, ys, chunk, prefixes, incoming, num_steps):
     pred = jax.vmap(steps.predict, in_axes=(0, 0, None, None))(
         prev_means, prev_covs, params.A, params.Q
     )
-    lls = _parallel._batched(
-        lambda m, Pc, y: _parallel._log_likelihood_step(m, Pc, params.H, params.R, y)
-    )(pred.mean, pred.cov, ys)
+    lls = batched(lambda m, Pc, y: log_likelihood_step(m, Pc, params.H, params.R, y))(
+        pred.mean, pred.cov, ys
+    )
     real = chunk * L + jnp.arange(L) < num_steps
     ll = jnp.sum(jnp.where(real, lls, jnp.zeros_like(lls)))
     return means, covs, pred.mean, pred.cov, ll
@@ -172,9 +182,9 @@ def _chunk_smooth_elements(params, means, covs, chunk, num_steps) -> SmoothEleme
     """Smoothing elements of one chunk's steps (``[L, ...]``); step ``N``'s is the last one."""
     L = means.shape[0]
     pred = jax.vmap(steps.predict, in_axes=(0, 0, None, None))(means, covs, params.A, params.Q)
-    body = _parallel._batched(
-        lambda m, Pc, mp, Pp: _parallel._smooth_element(m, Pc, mp, Pp, params.A)
-    )(means, covs, pred.mean, pred.cov)
+    body = batched(lambda m, Pc, mp, Pp: smooth_element(m, Pc, mp, Pp, params.A))(
+        means, covs, pred.mean, pred.cov
+    )
     last = SmoothElement(jnp.zeros_like(covs), means, covs)
     is_last = chunk * L + jnp.arange(L) + 1 == num_steps
 
@@ -187,10 +197,10 @@ def _chunk_smooth_elements(params, means, covs, chunk, num_steps) -> SmoothEleme
 def _smooth_suffixes(elems: SmoothElement, within: str) -> SmoothElement:
     """Suffixes of one chunk's smoothing elements, as functions of the next chunk's first state."""
     if within == "associative":
-        return lax.associative_scan(jax.vmap(_parallel._smooth_combine), elems, reverse=True)
+        return lax.associative_scan(jax.vmap(smooth_combine), elems, reverse=True)
 
     def body(acc, elem):
-        acc = _parallel._smooth_combine(acc, elem)
+        acc = smooth_combine(acc, elem)
         return acc, acc
 
     last = _tree_map(lambda x: x[-1], elems)
@@ -206,7 +216,7 @@ def _smooth_local(params, means, covs, chunk, num_steps, within):
 
 def _exclusive_smooth(params: LGSSM, totals: SmoothElement, chunk: jax.Array) -> SmoothElement:
     """Combine of the summaries of the chunks after ``chunk`` (identity for the last)."""
-    inclusive = lax.associative_scan(jax.vmap(_parallel._smooth_combine), totals, reverse=True)
+    inclusive = lax.associative_scan(jax.vmap(smooth_combine), totals, reverse=True)
     num_chunks = totals.E.shape[0]
     after = _tree_map(lambda x: x[jnp.minimum(chunk + 1, num_chunks - 1)], inclusive)
     is_last = chunk == num_chunks - 1
@@ -214,7 +224,7 @@ def _exclusive_smooth(params: LGSSM, totals: SmoothElement, chunk: jax.Array) ->
 
 
 def _smooth_finish(suffixes: SmoothElement, incoming: SmoothElement):
-    done = jax.vmap(lambda s: _parallel._smooth_combine(incoming, s))(suffixes)
+    done = jax.vmap(lambda s: smooth_combine(incoming, s))(suffixes)
     return done.g, done.L
 
 
@@ -356,6 +366,10 @@ def run(
             whose ``axis_name`` axis holds one chunk per device (``jax.shard_map``).
         axis_name: the mesh axis the time axis is split over.
         within: ``"sequential"`` or ``"associative"`` (see the module docstring).
+
+    Returns:
+        The :class:`~jaxssm.FilterResult` or :class:`~jaxssm.SmootherResult` of the whole
+        series (``N + 1`` rows), equal to the sequential one up to round-off.
     """
     params = _symmetrized(params)
     N = ys.shape[0]

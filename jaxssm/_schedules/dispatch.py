@@ -1,8 +1,9 @@
 """Which schedule runs: the one place that owns ``method``, ``steady_state`` and the fallback.
 
 Public entry points take ``method="sequential" | "parallel"`` and
-``steady_state=None | True | False`` and hand them to :func:`resolve`, which checks them and
-returns a static schedule name:
+``steady_state=None | True | False`` and hand them to :func:`resolve`
+(:mod:`jaxssm._args.schedule`), which checks them and returns a static
+:class:`~jaxssm._args.schedule.Schedule`; the functions here take it or its name:
 
 * ``"auto"`` (``method="sequential"``, ``steady_state=None``, the default): the steady-state
   fast path for series of at least :data:`MIN_STEADY_STEPS` steps, the full sequential
@@ -32,12 +33,15 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from jaxssm._args.schedule import METHODS, Schedule, is_parallel, resolve, schedule_name
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, FilterResult, SmootherResult, SufficientStats
 from jaxssm._blocks import stats as _stats
+from jaxssm._schedules import gappy as _gap
 from jaxssm._schedules import parallel as _parallel
 from jaxssm._schedules import sequential as _sequential
+from jaxssm._schedules import settle as _settle
 from jaxssm._schedules import steady as _steady
 
 __all__ = [
@@ -58,26 +62,8 @@ __all__ = [
 #: With ``steady_state=None``, series shorter than this run the full recursion.
 MIN_STEADY_STEPS = 2048
 
-METHODS = ("sequential", "parallel")
-
 #: How the steady-state schedule covers what its fast path does not (see :func:`run`).
 FALLBACKS = ("cond", "defer", "gappy")
-
-
-def resolve(method: str, steady_state: bool | None) -> str:
-    """Check ``method`` and ``steady_state`` and return the static schedule name."""
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
-    if steady_state is not None and not isinstance(steady_state, bool):
-        raise TypeError(f"steady_state must be None, True or False, got {steady_state!r}")
-    if method == "parallel":
-        return "parallel_steady" if steady_state else "parallel"
-    return {None: "auto", True: "steady", False: "sequential"}[steady_state]
-
-
-def is_parallel(schedule: str) -> bool:
-    """Whether ``schedule`` (a name from :func:`resolve`) is one of the associative scans."""
-    return schedule.startswith("parallel")
 
 
 def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
@@ -85,7 +71,7 @@ def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
     if schedule == "auto" and num_steps < MIN_STEADY_STEPS:
         return 0
     if schedule in ("auto", "steady", "parallel_steady"):
-        return _steady.transient_bound(num_steps, max_transient)
+        return _settle.transient_bound(num_steps, max_transient)
     return 0
 
 
@@ -111,15 +97,15 @@ def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None
 def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol, e=None, v=None):
     """Run the gap-aware steady-state path for one kind."""
     if kind == "filter":
-        return _steady.gappy_filter(params, ys, point, converged, rtol)[0]
+        return _gap.gappy_filter(params, ys, point, converged, rtol)[0]
     # The statistics recompute the predicted covariances (half the pass's [N, D, D] memory).
     keep = kind == "smooth"
-    fwd = _steady.gappy_forward(params, ys, point, converged, rtol, keep_pred_covs=keep)
+    fwd = _gap.gappy_forward(params, ys, point, converged, rtol, keep_pred_covs=keep)
     if kind == "log_likelihood":
         return fwd.log_likelihood
     if kind == "smooth":
-        return _steady.gappy_smooth(params, fwd, point, converged, rtol)
-    stats = _steady.gappy_stats(params, ys, fwd, point, converged, rtol, e, v)
+        return _gap.gappy_smooth(params, fwd, point, converged, rtol)
+    stats = _gap.gappy_stats(params, ys, fwd, point, converged, rtol, e, v)
     return stats, fwd.log_likelihood
 
 
@@ -179,12 +165,12 @@ def _steady_or_full(
     if fallback == "gappy" and parallel:
         return _full(kind, params, ys, "parallel", e, v)
     if kind in ("filter", "log_likelihood"):
-        side = _steady.filter_side(params, T, rtol)
+        side = _settle.filter_side(params, T, rtol)
         converged = side.converged
     else:
-        side = _steady.smoother_side(params, T, rtol)
+        side = _settle.smoother_side(params, T, rtol)
         converged = side.info.converged
-    point = _steady.steady_point(side)
+    point = _gap.steady_point(side)
 
     def fallback_fn(p, y, pt, c):
         """Run the gap-aware recursion, or the full associative scan on a parallel schedule."""
@@ -243,8 +229,8 @@ def run(
     kind: str,
     params: LGSSM,
     ys: jax.Array,
-    schedule: str = "auto",
-    max_transient: int = _steady.DEFAULT_MAX_TRANSIENT,
+    schedule: Schedule | str = "auto",
+    max_transient: int = _settle.DEFAULT_MAX_TRANSIENT,
     rtol: float | None = None,
     inputs: jax.Array | None = None,
     prepared: tuple[jax.Array, jax.Array] | None = None,
@@ -259,7 +245,8 @@ def run(
         params: an :class:`~jaxssm.LGSSM` (unchecked).
         ys: ``[N, Dy]``; for ``"log_likelihood"`` and ``"stats"`` also a batch
             ``[B, N, Dy]`` (log-likelihoods summed, statistics pooled).
-        schedule: a name from :func:`resolve`.
+        schedule: a :class:`~jaxssm._args.schedule.Schedule` from :func:`resolve`, or its
+            name.
         max_transient: the steady-state path's bound on each transient.
         rtol: its convergence tolerance (``None``: ``1e4 * eps``).
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
@@ -277,6 +264,7 @@ def run(
     (:func:`jaxssm._base.model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
     recursion (``schedule="steady"`` is then an error).
     """
+    schedule = schedule_name(schedule)
     varying = _model.has_time_varying_matrices(params)
     if varying and schedule in ("steady", "parallel_steady"):
         names = ", ".join(_model.time_varying_names(params))
@@ -338,7 +326,9 @@ def stats(
 
 
 @partial(_compile.jit, static_argnames="schedule")
-def smooth_filtered(params: LGSSM, filtered: FilterResult, schedule: str) -> SmootherResult:
+def smooth_filtered(
+    params: LGSSM, filtered: FilterResult, schedule: Schedule | str
+) -> SmootherResult:
     """RTS backward pass over a :class:`~jaxssm.FilterResult` (sequential or parallel).
 
     The backward pass uses ``A`` only (the offsets are in the filter's predicted means).

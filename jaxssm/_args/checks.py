@@ -1,0 +1,185 @@
+"""The small argument rules of the entry points: counts, tolerances, ``update=``, keys, callbacks.
+
+Each function checks one argument, returns it in the form the library uses (a Python
+``int``, a ``float``, a tuple of names) and raises naming the argument otherwise. They run on
+the host, before anything is traced: the values they check fix shapes, loop lengths or
+static options, so they must be concrete.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping
+
+import jax
+import numpy as np
+
+from jaxssm._base.types import PARAMETER_NAMES
+
+__all__ = [
+    "IntTypeError",
+    "check_int",
+    "check_tol",
+    "check_update",
+    "check_key",
+    "check_callback",
+]
+
+
+class IntTypeError(TypeError, ValueError):
+    """An argument that must be an int is not one (a bool, a float, ``None``, a traced value).
+
+    A :class:`TypeError`, and also a :class:`ValueError`: some public functions
+    (:func:`jaxssm.priors.iwp`, :func:`jaxssm.datasets.sarcos_stand_in`,
+    :func:`jaxssm.sharding.chunked_filter`, ...) document a ``ValueError`` for any bad count,
+    others a ``TypeError`` for a count of the wrong type; one class keeps both contracts
+    (as numpy's ``AxisError`` is both a ``ValueError`` and an ``IndexError``).
+    """
+
+
+def _describe(value) -> str:
+    if isinstance(value, jax.core.Tracer):
+        return "a traced value (it must be known when the program is built: a Python int)"
+    if value is None or isinstance(value, (bool, int, float, complex, str, np.generic)):
+        return repr(value)
+    shape = getattr(value, "shape", None)
+    return type(value).__name__ + ("" if shape is None else f" of shape {tuple(shape)}")
+
+
+def check_int(value, name: str, *, minimum: int = 1, hint: str = "") -> int:
+    """Return ``value`` as a Python ``int`` of at least ``minimum``, or raise naming ``name``.
+
+    The one rule for counts (``num_iters``, ``num_steps``, ``num_chunks``, ``max_transient``,
+    ...): a Python or numpy integer, or a concrete integer array of shape ``()``; never a
+    bool, a float (even ``2.0``) or a traced value.
+
+    Args:
+        value: the argument.
+        name: its name, for the message.
+        minimum: the smallest value allowed (``1``: a positive int).
+        hint: a sentence appended to the message (what the argument does, what to pass).
+
+    Returns:
+        ``int(value)``.
+
+    Raises:
+        IntTypeError: ``value`` is not an integer (a ``TypeError`` and a ``ValueError``).
+        ValueError: ``value < minimum``.
+    """
+    if minimum == 1:
+        kind = "a positive int"
+    elif minimum == 0:
+        kind = "a non-negative int"
+    else:
+        kind = f"an int >= {minimum}"
+    tail = f"; {hint}" if hint else ""
+    number = None
+    if not isinstance(value, (bool, np.bool_, jax.core.Tracer)):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            pass
+    if number is None:
+        raise IntTypeError(
+            f"{name} must be {kind} ({name} must be a Python int, got {_describe(value)}){tail}"
+        )
+    if number < minimum:
+        raise ValueError(f"{name} must be {kind} ({name} must be >= {minimum}, got {number}){tail}")
+    return int(number)
+
+
+def check_tol(tol, name: str = "tol") -> float | None:
+    """Return ``tol`` as a finite float ``>= 0`` (or ``None``), or raise naming ``name``.
+
+    Raises:
+        TypeError: ``tol`` is not a real number (a bool is not one).
+        ValueError: ``tol`` is negative, NaN or infinite.
+    """
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be None or a finite float >= 0, got {tol!r}")
+    if not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"{name} must be None or a finite float >= 0, got {tol!r}")
+    return float(tol)
+
+
+def check_update(update) -> tuple[str, ...]:
+    """Check an ``update=`` argument and return its names in :class:`~jaxssm.LGSSM` order.
+
+    The one rule for EM, MLE and the command line: a parameter name or an iterable of
+    names from ``("m0", "P0", "A", "Q", "H", "R", "B", "b", "D", "d")``, at least one, none
+    repeated.
+
+    Raises:
+        TypeError: ``update`` is neither a str nor an iterable of str.
+        ValueError: it is empty, repeats a name or names an unknown parameter.
+    """
+    valid = ", ".join(repr(n) for n in PARAMETER_NAMES)
+    if isinstance(update, str):
+        names: tuple = (update,)
+    elif isinstance(update, Mapping):  # {"A": False} would silently mean "A"
+        raise TypeError(
+            f"update must be a parameter name or an iterable of names from ({valid}), "
+            f"got a {type(update).__name__}"
+        )
+    else:
+        try:
+            names = tuple(update)
+        except TypeError:
+            raise TypeError(
+                f"update must be a parameter name or an iterable of names from ({valid}), "
+                f"got {type(update).__name__}"
+            ) from None
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"update must hold parameter names (str) from ({valid}), got {n!r}")
+        if n not in PARAMETER_NAMES:
+            raise ValueError(f"update names an unknown parameter {n!r}; valid names: {valid}")
+    if not names:
+        raise ValueError(f"update must name at least one parameter from ({valid}), got {update!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"update must not repeat names from ({valid}), got {list(names)}")
+    return tuple(n for n in PARAMETER_NAMES if n in names)
+
+
+def check_key(key, name: str = "key"):
+    """Check that ``key`` is one JAX PRNG key and return it.
+
+    Accepts a typed key (``jax.random.key(seed)``, dtype ``key<...>``, shape ``()``) or a raw
+    one (``jax.random.PRNGKey(seed)``, unsigned 32-bit, shape ``[2]`` for the default
+    implementation). There is no default key: sampling is explicit.
+
+    Raises:
+        TypeError: ``key`` is ``None`` or not a PRNG key.
+        ValueError: ``key`` is a batch of keys (vmap over keys instead).
+    """
+    hint = "jax.random.key(seed) or jax.random.PRNGKey(seed)"
+    if key is None:
+        raise TypeError(f"{name} must be a JAX PRNG key ({hint}); there is no default key")
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", ()))
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape:
+            raise ValueError(
+                f"{name} must be a single PRNG key, got a batch of shape {shape} "
+                "(jax.vmap over keys draws many)"
+            )
+        return key
+    if dtype is not None and np.dtype(dtype) == np.uint32 and len(shape) == 1:
+        return key
+    if dtype is not None and np.dtype(dtype) == np.uint32 and len(shape) > 1:
+        raise ValueError(
+            f"{name} must be a single PRNG key, got a batch of raw keys of shape {shape} "
+            "(jax.vmap over keys draws many)"
+        )
+    got = f"dtype {np.dtype(dtype)} and shape {shape}" if dtype is not None else type(key).__name__
+    raise TypeError(f"{name} must be a JAX PRNG key ({hint}), got {got}")
+
+
+def check_callback(callback) -> Callable | None:
+    """Return ``callback`` if it is ``None`` or callable, or raise a ``TypeError`` naming it."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    return callback
