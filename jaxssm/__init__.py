@@ -39,8 +39,10 @@ from jaxssm._base.types import (
     UnconstrainedParams,
 )
 from jaxssm._learn.em import e_step, fit_em
+from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mle import fit_mle, from_unconstrained, to_unconstrained
 from jaxssm._learn.mstep import expected_log_joint, m_step
+from jaxssm._learn.score import score
 from jaxssm._version import __version__
 
 __all__ = [
@@ -67,6 +69,8 @@ __all__ = [
     "e_step",
     "m_step",
     "expected_log_joint",
+    "score",
+    "initialize",
     "fit_em",
     "EMInfo",
     "EMStatus",

@@ -1,1 +1,1 @@
-"""_api."""
+"""Public inference entry points: filter, smoother, likelihood, sampling, posterior, forecast."""

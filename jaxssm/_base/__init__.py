@@ -1,1 +1,1 @@
-"""_base."""
+"""Bottom layer: the value types, the model's static structure, compile options, linear algebra."""

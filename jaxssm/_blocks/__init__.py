@@ -1,1 +1,1 @@
-"""_blocks."""
+"""Building blocks over the step algebra: associative elements, EM statistics, Gaussian draws."""

@@ -1,1 +1,1 @@
-"""_schedules."""
+"""Schedules over time (sequential, steady-state, parallel, chunked) and the one dispatcher."""
