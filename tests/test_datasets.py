@@ -487,13 +487,18 @@ def test_exercise_setup_float64_needs_x64():
     assert params.Q.dtype == ys.dtype == jnp.float32  # dtype=None follows x64 mode
 
 
-def test_datasets_imports_only_types_from_the_package():
+def test_datasets_imports_only_types_and_argument_checks_from_the_package():
+    # datasets is a leaf that loads data: it needs the parameter type and the one integer
+    # check of the argument layer, none of the numerical modules.
     tree = ast.parse(Path(datasets.__file__).read_text())
     imported = {
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in imported if m.split(".")[0] == "jaxssm"} == {"jaxssm._base.types"}
+    assert {m for m in imported if m.split(".")[0] == "jaxssm"} == {
+        "jaxssm._base.types",
+        "jaxssm._args.checks",
+    }
     assert {"ExerciseSetup", "exercise_setup", "load_array", "cache_dir"} <= set(datasets.__all__)
 
 
