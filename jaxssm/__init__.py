@@ -39,6 +39,7 @@ from jaxssm._base.types import (
     UnconstrainedParams,
 )
 from jaxssm._learn.em import e_step, fit_em
+from jaxssm._learn.fit import FitInfo, FitStatus, fit
 from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mle import fit_mle, from_unconstrained, to_unconstrained
 from jaxssm._learn.mstep import expected_log_joint, m_step
@@ -72,6 +73,9 @@ __all__ = [
     "score",
     "initialize",
     "fit_em",
+    "fit",
+    "FitInfo",
+    "FitStatus",
     "EMInfo",
     "EMStatus",
     "fit_mle",

@@ -49,6 +49,8 @@ LAYERS = [
     ["priors", "datasets"],
     ["plotting"],
     ["__init__"],
+    ["_cli.options"],
+    ["_cli.data", "_cli.run", "_cli.outputs"],
     ["cli"],
     ["__main__"],
 ]

@@ -1,17 +1,20 @@
 """The `jaxssm` command (the exercise set-up it runs is tested in test_datasets.py).
 
 Numbers are checked against independent computations, not against the command's own output:
-the fitted parameters in ``params.npz`` against a direct ``fit_em`` call on the set-up the
-command should have built (rtol 1e-12: the same EM loop on the same inputs, compiled once
-with the command's progress callback and once without, so equal up to round-off from a
-different fusion of the kernels; this checks the command's wiring of data, seed and options,
-fit_em itself is tested in test_em.py), and the log-likelihood trace against the
-plain numpy Kalman filter of ``tests/reference.py`` (rtol 1e-9: float64 round-off accumulated
-over 199 steps of explicit solves).
+the fitted parameters in ``params.npz`` against a direct ``fit`` / ``fit_em`` call on the
+set-up the command should have built (rtol 1e-12: the same loop on the same inputs; for EM
+compiled once with the command's progress callback and once without, so equal up to
+round-off from a different fusion of the kernels; this checks the command's wiring of data,
+start, seed and options; fit and fit_em themselves are tested in test_fit.py and
+test_em.py), and the log-likelihood trace against the plain numpy Kalman filter of
+``tests/reference.py`` (rtol 1e-9: float64 round-off accumulated over 199 steps of explicit
+solves).
 
-Everything runs on 200 rows of the bundled SARCOS test split with 2-3 iterations, so the
-default suite stays fast; the time-parallel schedule is marked slow. The command's handling
-of EM's early stops is checked with a stand-in for ``fit_em`` (no compilation).
+Everything runs on 200 rows of the bundled SARCOS test split with a few E-steps (the
+default ``--method fit`` with a small ``--max-iters``; ``--method em`` with 2-3
+iterations), so the default suite stays fast; the time-parallel schedule is marked slow. The
+command's reports of how fit and EM stopped are checked with stand-ins for ``fit`` and
+``fit_em`` (no compilation).
 """
 
 from __future__ import annotations
@@ -33,9 +36,15 @@ from helpers import assert_close
 
 import jaxssm as ssm
 from jaxssm import cli, datasets
+from jaxssm._cli.data import enable_compilation_cache
+from jaxssm._cli.options import DEFAULT_MAX_ITERS, DEFAULT_TOL
+from jaxssm._cli.outputs import OUTPUT_FILES
 
 NUM_ROWS = 200
 ITERS = 3
+MAX_ITERS = 30  # E-steps of the real default-path runs: not converged, but fast
+#: The exercise's plain EM from its white-noise start (the command's behaviour before fit).
+EM = ["--method", "em", "--start", "white"]
 EXERCISE_R = np.kron(np.diag([0.01, 0.01, 1.0]), np.eye(7))
 
 
@@ -60,10 +69,10 @@ def run_main(argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def read_trace(path):
+def read_trace(path, step_name="iteration"):
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["iteration", "log_likelihood"]
+    assert rows[0] == [step_name, "log_likelihood"]
     iterations = [int(r[0]) for r in rows[1:]]
     values = np.array([float(r[1]) for r in rows[1:]])
     return iterations, values
@@ -95,7 +104,7 @@ def summary_fields(path):
 @pytest.fixture(scope="module")
 def em_run(tmp_path_factory, small_file):
     out = tmp_path_factory.mktemp("em") / "out"
-    argv = ["fit", "--data", small_file, "--iters", ITERS, "--seed", 7, "--out", out]
+    argv = ["fit", "--data", small_file, *EM, "--iters", ITERS, "--seed", 7, "--out", out]
     code, stdout, stderr = run_main(argv)
     return code, stdout, stderr, out
 
@@ -103,7 +112,7 @@ def em_run(tmp_path_factory, small_file):
 def test_fit_writes_outputs(em_run):
     code, stdout, stderr, out = em_run
     assert code == 0, stderr
-    for name in cli.OUTPUT_FILES:
+    for name in OUTPUT_FILES:
         assert (out / name).is_file(), name
     assert str(out) in stdout
     assert "Traceback" not in stderr
@@ -156,7 +165,8 @@ def test_fit_trace_matches_the_numpy_filter(em_run, sarcos_rows):
 
 def test_fit_default_out_no_plot_and_force(tmp_path, monkeypatch, small_file):
     monkeypatch.chdir(tmp_path)
-    code, stdout, stderr = run_main(["fit", "--data", small_file, "--iters", ITERS, "--no-plot"])
+    argv = ["fit", "--data", small_file, "--method", "em", "--iters", ITERS, "--no-plot"]
+    code, stdout, stderr = run_main(argv)
     assert code == 0, stderr
     (out,) = tmp_path.glob("jaxssm-fit-*")
     assert str(out) in stdout
@@ -168,7 +178,8 @@ def test_fit_default_out_no_plot_and_force(tmp_path, monkeypatch, small_file):
     assert "--no-plot" in summary_fields(out / "summary.txt")["plot window"]
     # An existing non-empty folder: refused without --force, written into with it.
     (out / "notes.txt").write_text("mine")
-    argv = ["fit", "--data", small_file, "--iters", ITERS, "--out", out, "--no-plot"]
+    argv = ["fit", "--data", small_file, "--method", "em", "--iters", ITERS, "--out", out]
+    argv.append("--no-plot")
     assert run_main(argv)[0] == 2
     code, _, stderr = run_main([*argv, "--force"])
     assert code == 0, stderr
@@ -178,7 +189,8 @@ def test_fit_default_out_no_plot_and_force(tmp_path, monkeypatch, small_file):
 def test_fit_without_matplotlib_skips_the_plot(tmp_path, monkeypatch, small_file):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     out = tmp_path / "out"
-    code, _, stderr = run_main(["fit", "--data", small_file, "--iters", ITERS, "--out", out])
+    argv = ["fit", "--data", small_file, "--method", "em", "--iters", ITERS, "--out", out]
+    code, _, stderr = run_main(argv)
     assert code == 0, stderr
     assert not (out / "fit.png").exists() and (out / "params.npz").is_file()
     assert "matplotlib is not installed" in stderr and "jaxssm[plot]" in stderr
@@ -186,7 +198,7 @@ def test_fit_without_matplotlib_skips_the_plot(tmp_path, monkeypatch, small_file
 
 def test_fit_float32_and_update(tmp_path, small_file, sarcos_rows):
     out = tmp_path / "out"
-    argv = ["fit", "--data", small_file, "--iters", 2, "--dtype", "float32", "--out", out]
+    argv = ["fit", "--data", small_file, *EM, "--iters", 2, "--dtype", "float32", "--out", out]
     code, _, stderr = run_main([*argv, "--update", " Q", "--no-plot"])
     assert code == 0, stderr
     start = start_params(sarcos_rows, 0, jnp.float32).params
@@ -202,7 +214,8 @@ def test_fit_float32_and_update(tmp_path, small_file, sarcos_rows):
 
 def test_fit_mle_adam(tmp_path, small_file, sarcos_rows):
     out = tmp_path / "out"
-    argv = ["fit", "--data", small_file, "--method", "mle", "--iters", 2, "--lr", 0.01]
+    argv = ["fit", "--data", small_file, "--method", "mle", "--start", "white", "--iters", 2]
+    argv += ["--lr", 0.01]
     # optax.adam itself fails under the suite's strict dtype promotion (`b1 ** count`, a
     # Python float and an int32); the command runs with JAX's default, standard promotion.
     with jax.numpy_dtype_promotion("standard"):
@@ -229,8 +242,8 @@ def test_fit_parallel_schedule_matches_sequential(tmp_path, small_file):
     runs = {}
     for schedule in ("sequential", "parallel"):
         out = tmp_path / schedule
-        argv = ["fit", "--data", small_file, "--iters", 2, "--schedule", schedule, "--out", out]
-        code, _, stderr = run_main(argv)
+        argv = ["fit", "--data", small_file, *EM, "--iters", 2, "--schedule", schedule]
+        code, _, stderr = run_main([*argv, "--out", out])
         assert code == 0, stderr
         runs[schedule] = read_trace(out / "log_likelihood.csv")[1]
     assert_close(runs["parallel"], runs["sequential"], rtol=1e-9)
@@ -272,6 +285,13 @@ def bad_files(tmp_path_factory, sarcos_rows):
         (["fit", "--window", "60:50"], 2, "START:STOP"),
         (["fit", "--data", "{small}", "--window", "100:300"], 2, "200 rows"),
         (["fit", "--lr", "0.1"], 2, "--method mle only"),
+        (["fit", "--optimizer", "adam"], 2, "--method mle only"),
+        (["fit", "--start", "zeros"], 2, "--start"),
+        (["fit", "--max-iters", "2"], 2, "--max-iters"),
+        (["fit", "--max-iters", "many"], 2, "--max-iters"),
+        (["fit", "--iters", "5"], 2, "--iters applies to --method em and mle only"),
+        (["fit", "--method", "em", "--max-iters", "50"], 2, "--max-iters applies to --method"),
+        (["fit", "--method", "fit", "--tol", "-1"], 2, "--tol"),
         (["fit", "--method", "mle", "--optimizer", "lbfgs", "--lr", "0.1"], 2, "adam only"),
         (["fit", "--lr", "-1", "--method", "mle"], 2, "positive"),
         (["fit", "--dtype", "float16"], 2, "--dtype"),
@@ -287,12 +307,15 @@ def test_bad_input_one_line_error(argv, code, needle, bad_files, small_file):
     assert "Traceback" not in stderr and stdout == ""
 
 
-@pytest.mark.parametrize("method", ["em", "mle"])
+@pytest.mark.parametrize("start", ["data", "white"])
+@pytest.mark.parametrize("method", ["fit", "em", "mle"])
 @pytest.mark.parametrize("names, bad", [("A,X", "'X'"), ("A,,Q", "''"), ("A,A", "A"), ("", "''")])
-def test_bad_update_is_a_usage_error(tmp_path, small_file, method, names, bad):
-    # The library's rule decides (fit_em / fit_mle reject the names before compiling).
+def test_bad_update_is_a_usage_error(tmp_path, small_file, method, start, names, bad):
+    # The library's rule decides (initialize, fit, fit_em, fit_mle reject the names before
+    # compiling).
     out = tmp_path / "out"
-    argv = ["fit", "--data", small_file, "--method", method, "--update", names, "--out", out]
+    argv = ["fit", "--data", small_file, "--method", method, "--start", start]
+    argv += ["--update", names, "--out", out]
     code, stdout, stderr = run_main(argv)
     assert code == 2, stderr
     error = stderr.strip().splitlines()[-1]
@@ -310,7 +333,7 @@ def _fake_fit_em(trace, ll_after, count, status, decrease=0.0):
     """A stand-in for ssm.fit_em that reports a given run (and calls back per E-step)."""
 
     def fit_em(params, ys, *, num_iters, update, method, callback, tol=None):
-        assert tol == cli.DEFAULT_TOL  # the command's default reaches fit_em
+        assert tol == DEFAULT_TOL  # the command's default reaches fit_em
         for i in range(count):
             callback(np.int32(i), np.float64(trace[i]))
         lls = np.full(num_iters, np.nan)
@@ -351,7 +374,7 @@ def test_fit_reports_how_em_stopped(tmp_path, monkeypatch, small_file, case, exp
     monkeypatch.setattr(ssm, "fit_em", _fake_fit_em(*case))
     out = tmp_path / "out"
     code, _, stderr = run_main(
-        ["fit", "--data", small_file, "--iters", 4, "--out", out, "--no-plot"]
+        ["fit", "--data", small_file, *EM, "--iters", 4, "--out", out, "--no-plot"]
     )
     assert code == 0, stderr
     iterations, values = read_trace(out / "log_likelihood.csv")
@@ -367,7 +390,7 @@ def test_fit_fails_on_a_non_finite_fit(tmp_path, monkeypatch, small_file):
     fake = _fake_fit_em([np.nan], -np.inf, 1, ssm.EMStatus.DECREASED, np.inf)
     monkeypatch.setattr(ssm, "fit_em", fake)
     out = tmp_path / "out"
-    code, stdout, stderr = run_main(["fit", "--data", small_file, "--out", out])
+    code, stdout, stderr = run_main(["fit", "--data", small_file, *EM, "--out", out])
     assert code == 1
     assert stderr.strip().splitlines()[-1] == (
         "jaxssm fit: error: EM failed: the fitted log-likelihood is -inf"
@@ -375,12 +398,18 @@ def test_fit_fails_on_a_non_finite_fit(tmp_path, monkeypatch, small_file):
     assert stdout == "" and not out.exists()
 
 
-def test_cli_uses_public_names_only():
-    tree = ast.parse(Path(cli.__file__).read_text())
+CLI_FILES = [Path(cli.__file__), *sorted((Path(cli.__file__).parent / "_cli").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", CLI_FILES, ids=lambda p: p.name)
+def test_cli_uses_public_names_only(path):
+    # The command is a user of the library: its public names, and its own _cli modules.
+    tree = ast.parse(path.read_text())
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     package = {m for m in modules if m and m.split(".")[0] == "jaxssm"}
-    assert package == {"jaxssm", "jaxssm.plotting"}, package
+    own = {m for m in package if m.startswith("jaxssm._cli.")}
+    assert package - own <= {"jaxssm", "jaxssm.plotting"}, package
     used = {
         (node.value.id, node.attr)
         for node in ast.walk(tree)
@@ -388,6 +417,12 @@ def test_cli_uses_public_names_only():
     }
     assert {attr for name, attr in used if name == "ssm"} <= set(ssm.__all__)
     assert {attr for name, attr in used if name == "datasets"} <= set(datasets.__all__)
+
+
+def test_cli_modules_stay_small():
+    # Issue 30: every library module holds one idea in at most 600 lines.
+    for path in CLI_FILES:
+        assert len(path.read_text().splitlines()) <= 600, path
 
 
 def test_train_split_missing_is_one_line(monkeypatch, tmp_path):
@@ -420,6 +455,9 @@ def test_version_help_and_no_command(capsys):
     for option in (
         "--data",
         "--iters",
+        "--max-iters",
+        "--start",
+        "--tol",
         "--method",
         "--schedule",
         "--dtype",
@@ -433,6 +471,11 @@ def test_version_help_and_no_command(capsys):
         "--optimizer",
     ):
         assert option in help_text
+    words = " ".join(help_text.split())
+    # What the code draws (jaxssm.datasets.exercise_setup), not the exercise's Uniform(0, 1).
+    assert "Uniform[eps, 1)" in words and "Uniform(0, 1)" not in words
+    assert "data (default, the fastest route to the answer)" in words
+    assert "fit (default)" in words
     assert cli.main([]) == 2
 
 
@@ -441,33 +484,22 @@ def test_version_help_and_no_command(capsys):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 def test_python_m_jaxssm_fit(tmp_path, small_file):
+    # The default path (--method fit from the data start) in a real process.
     out = tmp_path / "out"
+    argv = ["fit", "--max-iters", "6", "--data", str(small_file), "--out", str(out)]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jaxssm",
-            "fit",
-            "--iters",
-            "2",
-            "--data",
-            str(small_file),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=170,
+        [sys.executable, "-m", "jaxssm", *argv], capture_output=True, text=True, timeout=230
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert str(out) in proc.stdout
-    for name in cli.OUTPUT_FILES:
+    for name in OUTPUT_FILES:
         assert (out / name).is_file(), name
-    iterations, values = read_trace(out / "log_likelihood.csv")
-    assert iterations == [0, 1, 2] and values[-1] > values[0]
+    steps, values = read_trace(out / "log_likelihood.csv", "e_step")
+    assert steps[0] == 0 and steps[-1] == 6 and values[-1] > values[0]
+    assert "max_iters" in summary_fields(out / "summary.txt")["status"].lower()
     with np.load(out / "params.npz") as z:
         assert z["Q"].dtype == np.float64  # --dtype float64 (the default) enabled x64 there
 
@@ -488,7 +520,7 @@ def _fake_fit_em_tol(seen):
 @pytest.mark.parametrize(
     "argv, expected, shown",
     [
-        ([], cli.DEFAULT_TOL, "--tol 1e-08"),
+        ([], DEFAULT_TOL, "--tol 1e-08"),
         (["--tol", "1e-3"], 1e-3, "--tol 0.001"),
         (["--tol", "0"], None, "--tol 0"),  # 0: run all iterations
     ],
@@ -498,7 +530,7 @@ def test_tol_reaches_fit_em(tmp_path, monkeypatch, small_file, argv, expected, s
     monkeypatch.setattr(ssm, "fit_em", _fake_fit_em_tol(seen))
     out = tmp_path / "out"
     code, _, stderr = run_main(
-        ["fit", "--data", small_file, "--iters", 2, "--out", out, "--no-plot", *argv]
+        ["fit", "--data", small_file, *EM, "--iters", 2, "--out", out, "--no-plot", *argv]
     )
     assert code == 0, stderr
     assert seen == [expected]
@@ -511,7 +543,7 @@ def test_tol_reaches_fit_em(tmp_path, monkeypatch, small_file, argv, expected, s
         (["--tol", "-1"], "--tol"),
         (["--tol", "nan"], "--tol"),
         (["--tol", "x"], "--tol"),
-        (["--tol", "1e-3", "--method", "mle"], "--tol applies to --method em only"),
+        (["--tol", "1e-3", "--method", "mle"], "--tol applies to --method fit and em only"),
     ],
 )
 def test_bad_tol_is_a_usage_error(tmp_path, small_file, argv, match):
@@ -561,8 +593,8 @@ def test_readme_em_numbers_come_from_the_snippet():
 def test_fit_with_torques_as_inputs(tmp_path, small_file, sarcos_rows):
     """--inputs torques learns (A, B, Q) with the rows' torques driving the state."""
     out = tmp_path / "out"
-    argv = ["fit", "--data", small_file, "--iters", ITERS, "--inputs", "torques", "--out", out]
-    code, _, stderr = run_main([*argv, "--no-plot"])
+    argv = ["fit", "--data", small_file, *EM, "--iters", ITERS, "--inputs", "torques"]
+    code, _, stderr = run_main([*argv, "--out", out, "--no-plot"])
     assert code == 0, stderr
     setup = start_params(sarcos_rows, 0)
     u = jnp.asarray(sarcos_rows[1:, 21:])
@@ -600,15 +632,238 @@ def test_compilation_cache_folder(monkeypatch, tmp_path):
     try:
         jax.config.update("jax_compilation_cache_dir", None)
         monkeypatch.setenv("JAXSSM_COMPILATION_CACHE", "off")
-        assert cli._enable_compilation_cache() is None
+        assert enable_compilation_cache() is None
         assert jax.config.jax_compilation_cache_dir is None
         monkeypatch.delenv("JAXSSM_COMPILATION_CACHE")
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-        assert cli._enable_compilation_cache() == tmp_path / "cache" / "jaxssm" / "xla"
+        assert enable_compilation_cache() == tmp_path / "cache" / "jaxssm" / "xla"
         assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "jaxssm" / "xla")
         monkeypatch.setenv("JAXSSM_COMPILATION_CACHE", str(tmp_path / "mine"))
-        assert cli._enable_compilation_cache() == tmp_path / "cache" / "jaxssm" / "xla"  # kept
+        assert enable_compilation_cache() == tmp_path / "cache" / "jaxssm" / "xla"  # kept
         jax.config.update("jax_compilation_cache_dir", None)
-        assert cli._enable_compilation_cache() == tmp_path / "mine"
+        assert enable_compilation_cache() == tmp_path / "mine"
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+# ---------------------------------------------------------------------------------------------
+# The default: jaxssm.fit to convergence, from the data or the white-noise start (issue 31)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fit_run(tmp_path_factory, small_file):
+    out = tmp_path_factory.mktemp("fit") / "out"
+    code, stdout, stderr = run_main(
+        ["fit", "--data", small_file, "--max-iters", MAX_ITERS, "--out", out]
+    )
+    return code, stdout, stderr, out
+
+
+def test_default_runs_fit_from_the_data_start(fit_run, sarcos_rows):
+    code, stdout, stderr, out = fit_run
+    assert code == 0, stderr
+    for name in OUTPUT_FILES:
+        assert (out / name).is_file(), name
+    assert str(out) in stdout and "Traceback" not in stderr
+    # The same call made directly: initialize's start, then fit with the command's defaults.
+    setup = start_params(sarcos_rows, 0)
+    start = ssm.initialize(setup.params, setup.ys, update=("A", "Q"))
+    expected, info = ssm.fit(start, setup.ys, update=("A", "Q"), max_iters=MAX_ITERS)
+    assert ssm.FitStatus(int(info.status)) == ssm.FitStatus.MAX_ITERS  # 30 E-steps: not yet
+    with np.load(out / "params.npz") as z:
+        for name in ssm.LGSSM._fields[:6]:
+            assert_close(z[name], getattr(expected, name), rtol=1e-12, err_msg=name)
+        fitted = [z[name] for name in ssm.LGSSM._fields[:6]]
+        np.testing.assert_array_equal(z["R"], EXERCISE_R)  # not learned: unchanged
+    steps, values = read_trace(out / "log_likelihood.csv", "e_step")
+    assert steps[0] == 0 and steps[-1] == int(info.num_e_steps) - 1
+    assert np.all(np.diff(steps) > 0) and np.all(np.diff(values) >= -1e-9 * np.abs(values[:-1]))
+    assert_close(values[0], reference_ll(start, sarcos_rows), rtol=1e-9)
+    assert_close(values[-1], reference_ll(fitted, sarcos_rows), rtol=1e-9)
+
+    fields = summary_fields(out / "summary.txt")
+    ll = values[-1]
+    assert float(fields["log-likelihood before"]) == values[0]
+    assert float(fields["log-likelihood after"]) == ll
+    assert fields["method"] == "fit (update A,Q)"
+    assert fields["start"].startswith("data (jaxssm.initialize), ")
+    assert fields["e-steps"].startswith(
+        f"{int(info.num_e_steps)} (the loop's budget --max-iters 30"
+    )
+    assert fields["status"].startswith("MAX_ITERS (not converged: the loop used its 30 E-steps")
+    assert fields["free parameters"] == "672"  # A: 21^2, Q: 21 * 22 / 2
+    assert_close(float(fields["AIC"]), 2 * 672 - 2 * ll, rtol=1e-12)
+    assert_close(float(fields["BIC"]), 672 * np.log(NUM_ROWS - 1) - 2 * ll, rtol=1e-12)
+    assert_close(float(fields["grad_norm"].split()[0]), float(info.grad_norm), rtol=1e-5)
+    rise = float(fields["last relative change"].split()[0])
+    assert rise > 1e-8  # not converged: the log-likelihood is still rising
+    assert "E-steps" in fields["wall time"] and fields["wall time"].startswith("fit ")
+    assert "--method fit --start data --max-iters 30 --tol 1e-08 " in fields["command"]
+    # Printed: a start line and an end line (fit's loop is compiled: no bar), how far it is.
+    lines = stderr.splitlines()
+    assert lines[1].startswith("start: jaxssm.initialize's estimate from the data")
+    assert lines[2].startswith("running jaxssm.fit (compiling, then at most 30 E-steps")
+    end = lines[3]
+    assert end.startswith(f"log-likelihood {values[0]:.6g} -> {ll:.6g} in ")
+    assert f"{int(info.num_e_steps)} E-steps); not converged: " in end
+    assert "how far from converged: relative change" in end and "raise --max-iters" in end
+    assert (
+        lines[4]
+        == f"AIC {2 * 672 - 2 * ll:.6g}, BIC {float(fields['BIC']):.6g} (672 free parameters)"
+    )
+
+
+def test_start_white_runs_fit_from_the_exercise_start(tmp_path, small_file, sarcos_rows):
+    out = tmp_path / "out"
+    argv = ["fit", "--data", small_file, "--start", "white", "--seed", 3, "--max-iters", MAX_ITERS]
+    code, _, stderr = run_main([*argv, "--out", out, "--no-plot"])
+    assert code == 0, stderr
+    start = start_params(sarcos_rows, 3).params
+    expected, _ = ssm.fit(start, start_params(sarcos_rows, 3).ys, max_iters=MAX_ITERS)
+    with np.load(out / "params.npz") as z:
+        for name in ("A", "Q"):
+            assert_close(z[name], getattr(expected, name), rtol=1e-12, err_msg=name)
+    _, values = read_trace(out / "log_likelihood.csv", "e_step")
+    assert_close(values[0], reference_ll(start, sarcos_rows), rtol=1e-9)
+    fields = summary_fields(out / "summary.txt")
+    assert fields["start"] == "white (the exercise's)"
+    assert "start: jaxssm.initialize" not in stderr
+
+
+def _fake_fit(lls, ll, e_steps, status, grad_norm, seen=None):
+    """A stand-in for ssm.fit that reports a given run (and records how it was called)."""
+
+    def fit(params, ys, *, update, tol, max_iters, method, inputs=None):
+        if seen is not None:
+            seen.append(dict(params=params, update=update, tol=tol, max_iters=max_iters))
+            seen[-1].update(method=method, inputs=inputs)
+        trace = np.full(max_iters, np.nan)
+        trace[: len(lls)] = lls
+        k = 672
+        info = ssm.FitInfo(
+            log_likelihood=np.float64(ll),
+            log_likelihoods=trace,
+            num_e_steps=e_steps,
+            status=status,
+            grad_norm=np.float64(grad_norm),
+            num_free_params=k,
+            aic=np.float64(2 * k - 2 * ll),
+            bic=np.float64(k * np.log(199) - 2 * ll),
+            num_extrapolations=1,
+            num_rejected=1,
+        )
+        return params, info
+
+    return fit
+
+
+@pytest.mark.parametrize(
+    "case, status_text, note",
+    [
+        (
+            ([-10.0, -5.0, np.nan, -4.9, -4.9, -4.9, -4.9], -4.9, 8, ssm.FitStatus.CONVERGED, 1e-4),
+            "CONVERGED (the relative change and the scaled gradient both passed --tol)",
+            "; converged (relative change 0 over the last SQUAREM cycle, scaled gradient "
+            "0.0001 (predicted gain 0.5 grad_norm^2 = 5e-09 nats; tol |log p(y)| = 4.9e-08))",
+        ),
+        (
+            ([-10.0, -5.0, -4.0, -3.5], -3.5, 5, ssm.FitStatus.MAX_ITERS, 2.0),
+            "MAX_ITERS (not converged: the loop used its 4 E-steps (--max-iters))",
+            "; not converged: the loop used its 4 E-steps (--max-iters); how far from "
+            "converged: relative change 0.65 over the last SQUAREM cycle, scaled gradient 2 "
+            "(predicted gain 0.5 grad_norm^2 = 2 nats; tol |log p(y)| = 3.5e-08); raise "
+            "--max-iters",
+        ),
+        (
+            ([-10.0, -5.0, -4.0, -4.0], -4.0, 5, ssm.FitStatus.STALLED, 3.0),
+            "STALLED (not converged: stalled, the log-likelihood stopped rising",
+            "; not converged: stalled,",
+        ),
+        (
+            ([-10.0, -5.0, -4.0], -4.0, 4, ssm.FitStatus.DECREASED, 3.0),
+            "DECREASED (not converged: an EM step lowered the log-likelihood",
+            "; not converged: an EM step lowered the log-likelihood (numerical breakdown",
+        ),
+    ],
+)
+def test_fit_reports_how_it_stopped(tmp_path, monkeypatch, small_file, case, status_text, note):
+    monkeypatch.setattr(ssm, "fit", _fake_fit(*case))
+    out = tmp_path / "out"
+    budget = max(len(case[0]), 3)
+    argv = ["fit", "--data", small_file, "--max-iters", budget, "--out", out, "--no-plot"]
+    code, _, stderr = run_main(argv)
+    assert code == 0, stderr
+    lls, ll, e_steps = case[:3]
+    steps, values = read_trace(out / "log_likelihood.csv", "e_step")
+    finite = [i for i, v in enumerate(lls) if np.isfinite(v)]
+    assert steps == [*finite, e_steps - 1]  # rejected extrapolations left out, then the end
+    np.testing.assert_array_equal(values, [lls[i] for i in finite] + [ll])
+    fields = summary_fields(out / "summary.txt")
+    assert fields["status"].startswith(status_text)
+    assert fields["e-steps"].startswith(f"{e_steps} (the loop's budget --max-iters {budget}, ")
+    assert fields["e-steps"].endswith("SQUAREM: 1 extrapolations, 1 rejected)")
+    assert float(fields["grad_norm"].split()[0]) == case[4]
+    (end,) = [line for line in stderr.splitlines() if line.startswith("log-likelihood ")]
+    assert note in end
+    assert f", {e_steps} E-steps)" in fields["wall time"]
+
+
+def test_fit_fails_on_a_non_finite_result(tmp_path, monkeypatch, small_file):
+    monkeypatch.setattr(ssm, "fit", _fake_fit([-10.0], -np.inf, 4, ssm.FitStatus.DECREASED, 0))
+    out = tmp_path / "out"
+    code, stdout, stderr = run_main(["fit", "--data", small_file, "--out", out])
+    assert code == 1
+    assert stderr.strip().splitlines()[-1] == (
+        "jaxssm fit: error: fit failed: the fitted log-likelihood is -inf"
+    )
+    assert stdout == "" and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], dict(tol=DEFAULT_TOL, max_iters=DEFAULT_MAX_ITERS, update=("A", "Q"))),
+        (
+            ["--tol", "1e-3", "--max-iters", "50", "--update", "Q"],
+            dict(tol=1e-3, max_iters=50, update=("Q",)),
+        ),
+        (["--tol", "0"], dict(tol=0.0, max_iters=DEFAULT_MAX_ITERS, update=("A", "Q"))),
+    ],
+)
+def test_options_reach_fit(tmp_path, monkeypatch, small_file, argv, expected):
+    seen = []
+    monkeypatch.setattr(ssm, "fit", _fake_fit([-10.0, -5.0, -4.0], -4.0, 4, 1, 0.0, seen))
+    out = tmp_path / "out"
+    code, _, stderr = run_main(["fit", "--data", small_file, "--out", out, "--no-plot", *argv])
+    assert code == 0, stderr
+    (call,) = seen
+    assert {k: call[k] for k in expected} == expected
+    assert call["method"] == "sequential" and call["inputs"] is None
+    command = summary_fields(out / "summary.txt")["command"]
+    assert f"--max-iters {expected['max_iters']} --tol {expected['tol']:g}" in command
+
+
+@pytest.mark.parametrize("start", ["data", "white"])
+def test_start_option_builds_the_start(tmp_path, monkeypatch, small_file, sarcos_rows, start):
+    seen = []
+    monkeypatch.setattr(ssm, "fit", _fake_fit([-10.0, -5.0, -4.0], -4.0, 4, 1, 0.0, seen))
+    out = tmp_path / "out"
+    argv = ["fit", "--data", small_file, "--start", start, "--seed", 5, "--inputs", "torques"]
+    code, _, stderr = run_main([*argv, "--out", out, "--no-plot"])
+    assert code == 0, stderr
+    (call,) = seen
+    setup = start_params(sarcos_rows, 5)
+    u = jnp.asarray(sarcos_rows[1:, 21:])
+    white = setup.params._replace(B=jnp.zeros((21, 7)))
+    np.testing.assert_array_equal(np.asarray(call["inputs"]), np.asarray(u))
+    assert call["update"] == ("A", "B", "Q")
+    if start == "white":
+        expected = white
+    else:
+        expected = ssm.initialize(white, setup.ys, update=("A", "B", "Q"), inputs=u)
+        assert np.any(np.asarray(expected.B) != 0)
+    for name in ("m0", "P0", "A", "Q", "H", "R", "B"):
+        got, want = getattr(call["params"], name), getattr(expected, name)
+        assert_close(got, want, rtol=1e-12, err_msg=name)
+    assert summary_fields(out / "summary.txt")["start"].startswith(start)

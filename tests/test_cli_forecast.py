@@ -17,7 +17,8 @@ from helpers import assert_close
 from test_cli import ITERS, run_main, start_params, summary_fields
 
 import jaxssm as ssm
-from jaxssm import cli, datasets
+from jaxssm import datasets
+from jaxssm._cli.outputs import write_forecast
 
 H = 5
 NUM_ROWS = 200
@@ -48,7 +49,7 @@ def test_the_forecast_writer(tmp_path, rows):
     params, ys = start_params(rows, 7)
     args = argparse.Namespace(forecast=H, schedule="sequential", no_plot=True, method="em")
     written = []
-    note = cli._write_forecast(tmp_path, params, ys, rows[:, :21], args, written)
+    note = write_forecast(tmp_path, params, ys, rows[:, :21], args, written)
     assert note.startswith(f"{H} steps") and written == ["forecast.npz"]
     _check_written(tmp_path, params, ys)
 
@@ -57,7 +58,8 @@ def test_the_forecast_writer(tmp_path, rows):
 def test_fit_writes_the_forecast(tmp_path, data_file, rows):
     pytest.importorskip("matplotlib")
     out = tmp_path / "out"
-    argv = ["fit", "--data", data_file, "--iters", ITERS, "--seed", 7, "--out", out]
+    argv = ["fit", "--data", data_file, "--method", "em", "--iters", ITERS, "--seed", 7]
+    argv += ["--out", out]
     code, stdout, stderr = run_main([*argv, "--forecast", H])
     assert code == 0, stderr
     assert "forecast.npz" in stdout and "forecast.png" in stdout

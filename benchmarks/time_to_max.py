@@ -1,0 +1,311 @@
+#!/usr/bin/env python
+"""Time to the maximum likelihood: plain EM, SQUAREM-accelerated EM, ``fit`` and L-BFGS.
+
+The exercise's set-up on the SARCOS test split (``--standin``: the 44,484-step stand-in),
+learning ``(A, Q)`` in float64, from two starts: the exercise's white noise
+(``exercise_setup(Y, PRNGKey(--seed))``) and ``jaxssm.initialize`` (the regression start).
+Side by side in one process, each method compiled first (``lower().compile()``, or a warm-up
+call for ``fit``), then run once and timed with ``block_until_ready``:
+
+* plain EM: ``jaxssm.fit_em(num_iters=--plain-iters)``;
+* accelerated EM: ``squarem_loop`` (``jaxssm._learn.accelerate``) over the public E-step and
+  M-step, ``--accel-iters`` E-steps, no stopping rule (its whole trajectory);
+* ``jaxssm.fit`` with its defaults (stops by itself);
+* ``jaxssm.fit_mle(optimizer=optax.lbfgs())``, ``--mle-iters`` iterations;
+* a long SQUAREM run from the initialize start (``--reference-iters`` E-steps), which sets
+  the best log-likelihood (the maximum sits on the boundary where ``Q`` turns singular, and
+  every method's last approach to it is slow: the reference is itself still rising).
+
+The target is the best log-likelihood any run reaches (``best``); a method's time to it is
+the first E-step (iteration) whose running maximum is within 0.1 nat, or within ``1e-6
+|best|``, times its measured time per E-step (the loops are compiled: one E-step costs the
+same throughout). A plain-EM run that does not get there is **extrapolated**: the gap
+``best - ll(n)`` over the last half of its trace is fitted by a power law ``c n^-p``
+(log-log least squares) and solved for the target; those cells say "extrapolated".
+
+Usage (from the repository root)::
+
+    python benchmarks/time_to_max.py                 # SARCOS test split, ~15-30 min on 2 cores
+    python benchmarks/time_to_max.py --quick         # small budgets, a smoke test
+    python benchmarks/time_to_max.py --standin       # the 44,484-step stand-in
+
+Writes ``time_to_max.json`` and ``time_to_max.md`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import jaxssm as ssm  # noqa: E402
+from jaxssm._learn.accelerate import squarem_loop  # noqa: E402
+from jaxssm._learn.initialize import initialize  # noqa: E402
+
+UPDATE = ("A", "Q")
+
+
+def _timed(compiled, *args):
+    t = time.perf_counter()
+    out = jax.block_until_ready(compiled(*args))
+    return out, time.perf_counter() - t
+
+
+def run_plain(params, ys, iters):
+    fn = jax.jit(lambda p: ssm.fit_em(p, ys, num_iters=iters, update=UPDATE))
+    t = time.perf_counter()
+    compiled = fn.lower(params).compile()
+    compile_s = time.perf_counter() - t
+    (q, info), secs = _timed(compiled, params)
+    trace = np.append(np.asarray(info.log_likelihoods), float(info.log_likelihood))
+    return dict(trace=trace, e_steps=iters + 1, seconds=secs, compile_s=compile_s)
+
+
+def run_accel(params, ys, iters):
+    def em_map(p):
+        stats, ll = ssm.e_step(p, ys)
+        return ssm.m_step(p, stats, UPDATE), ll
+
+    fn = jax.jit(lambda p: squarem_loop(em_map, p, update=UPDATE, max_iters=iters))
+    t = time.perf_counter()
+    compiled = fn.lower(params).compile()
+    compile_s = time.perf_counter() - t
+    (q, info), secs = _timed(compiled, params)
+    n = int(info.num_e_steps)
+    return dict(
+        trace=np.asarray(info.log_likelihoods)[:n],
+        e_steps=n,
+        seconds=secs,
+        compile_s=compile_s,
+        rejected=int(info.num_rejected),
+        extrapolations=int(info.num_extrapolations),
+    )
+
+
+def run_fit(params, ys, max_iters):
+    t = time.perf_counter()
+    ssm.fit(params, ys, update=UPDATE, tol=1e-2, max_iters=max_iters)  # compiles both programs
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    q, info = ssm.fit(params, ys, update=UPDATE, max_iters=max_iters)
+    jax.block_until_ready(q)
+    secs = time.perf_counter() - t
+    n = int(info.num_e_steps)
+    trace = np.asarray(info.log_likelihoods)[: n - 1]
+    # 50 more plain EM iterations from fit's answer: how much is left on the table.
+    _, more = ssm.fit_em(q, ys, num_iters=50, update=UPDATE)
+    return dict(
+        trace=np.append(trace, float(info.log_likelihood)),
+        e_steps=n,
+        seconds=secs,
+        compile_s=compile_s,
+        status=info.status.name,
+        grad_norm=float(info.grad_norm),
+        final=float(info.log_likelihood),
+        gain_50_em=float(more.log_likelihood) - float(info.log_likelihood),
+        rejected=int(info.num_rejected),
+        extrapolations=int(info.num_extrapolations),
+        aic=float(info.aic),
+        bic=float(info.bic),
+        num_free_params=info.num_free_params,
+    )
+
+
+def run_lbfgs(params, ys, iters):
+    fn = jax.jit(
+        lambda p: ssm.fit_mle(p, ys, optimizer=optax.lbfgs(), num_iters=iters, update=UPDATE)
+    )
+    t = time.perf_counter()
+    compiled = fn.lower(params).compile()
+    compile_s = time.perf_counter() - t
+    (q, info), secs = _timed(compiled, params)
+    trace = np.append(np.asarray(info.log_likelihoods), float(info.log_likelihood))
+    return dict(trace=trace, e_steps=None, iterations=iters, seconds=secs, compile_s=compile_s)
+
+
+def first_within(trace, best, eps):
+    run = np.fmax.accumulate(np.where(np.isfinite(trace), trace, -np.inf))
+    hit = np.nonzero(run >= best - eps)[0]
+    return int(hit[0]) + 1 if len(hit) else None
+
+
+def extrapolate(trace, best, eps):
+    """Steps for a power-law fit ``best - ll(n) = c n^-p`` of the last half to reach ``eps``."""
+    n = np.arange(1, len(trace) + 1)
+    gap = best - np.fmax.accumulate(trace)
+    keep = (n > len(trace) // 2) & (gap > 0)
+    if keep.sum() < 10:
+        return None
+    slope, icpt = np.polyfit(np.log(n[keep]), np.log(gap[keep]), 1)
+    if slope >= 0:
+        return None
+    return float(np.exp((np.log(eps) - icpt) / slope))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--standin", action="store_true")
+    ap.add_argument("--plain-iters", type=int, default=1500)
+    ap.add_argument("--accel-iters", type=int, default=2001)
+    ap.add_argument("--fit-iters", type=int, default=4000)
+    ap.add_argument("--mle-iters", type=int, default=100)
+    ap.add_argument(
+        "--reference-iters",
+        type=int,
+        default=6000,
+        help="a long SQUAREM run from the initialize start that sets the best (0: none)",
+    )
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--starts", default="white,initialize")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    if args.quick:
+        args.plain_iters, args.accel_iters, args.fit_iters, args.mle_iters = 60, 60, 300, 5
+        args.reference_iters = 0
+
+    data = ssm.datasets.sarcos_stand_in(44485) if args.standin else ssm.datasets.load_sarcos("test")
+    white, ys = ssm.datasets.exercise_setup(
+        data.inputs, jax.random.PRNGKey(args.seed), dtype=jnp.float64
+    )
+    starts = {"white": white, "initialize": initialize(white, ys, update=UPDATE)}
+    runs = {}
+    for name in args.starts.split(","):
+        p = starts[name]
+        for method, fn, iters in (
+            ("plain EM", run_plain, args.plain_iters),
+            ("SQUAREM EM", run_accel, args.accel_iters),
+            ("fit", run_fit, args.fit_iters),
+            ("L-BFGS (fit_mle)", run_lbfgs, args.mle_iters),
+            ("SQUAREM EM, long (reference)", run_accel, args.reference_iters),
+        ):
+            if iters <= 0 or ("reference" in method and name != "initialize"):
+                continue
+            r = fn(p, ys, iters)
+            r["start_ll"] = float(ssm.log_likelihood(p, ys))
+            runs[(name, method)] = r
+            print(
+                f"{name:10s} {method:30s} {r['seconds']:8.1f} s  best {np.nanmax(r['trace']):.4f}",
+                flush=True,
+            )
+    best = max(float(np.nanmax(r["trace"])) for r in runs.values())
+
+    rows = []
+    for (start, method), r in runs.items():
+        per = r["seconds"] / len(r["trace"])
+        row = dict(
+            start=start,
+            method=method,
+            seconds=r["seconds"],
+            compile_s=r["compile_s"],
+            e_steps=r["e_steps"],
+            final=float(np.nanmax(r["trace"])),
+            gap=best - float(np.nanmax(r["trace"])),
+        )
+        for label, eps in (("0.1nat", 0.1), ("1e-6rel", 1e-6 * abs(best))):
+            k = first_within(r["trace"], best, eps)
+            if k is not None:
+                row[f"steps_{label}"], row[f"time_{label}"], row[f"how_{label}"] = (
+                    k,
+                    k * per,
+                    "measured",
+                )
+            elif method == "plain EM":
+                k = extrapolate(r["trace"], best, eps)
+                row[f"steps_{label}"] = k
+                row[f"time_{label}"] = None if k is None else k * per
+                row[f"how_{label}"] = "extrapolated" if k is not None else "not reached"
+            else:
+                row[f"steps_{label}"], row[f"time_{label}"], row[f"how_{label}"] = (
+                    None,
+                    None,
+                    "not reached",
+                )
+        for key in (
+            "status",
+            "grad_norm",
+            "gain_50_em",
+            "rejected",
+            "extrapolations",
+            "aic",
+            "bic",
+            "num_free_params",
+        ):
+            if key in r:
+                row[key] = r[key]
+        rows.append(row)
+
+    meta = dict(
+        device=f"CPU ({os.cpu_count()} cores, shared with other jobs: timings noisy)",
+        platform=platform.platform(),
+        jax=jax.__version__,
+        dtype="float64",
+        data="stand-in 44,484 steps" if args.standin else "SARCOS test split",
+        N=int(ys.shape[0]),
+        D=int(ys.shape[1]),
+        update=list(UPDATE),
+        best=best,
+        args=vars(args),
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "time_to_max_standin" if args.standin else "time_to_max"
+    (out / f"{stem}.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    (out / f"{stem}.md").write_text(render(meta, rows))
+    print(render(meta, rows))
+
+
+def _f(x, fmt="{:.1f}"):
+    return "-" if x is None else fmt.format(x)
+
+
+def render(meta, rows):
+    lines = [
+        f"# Time to the maximum likelihood ({meta['data']}, N = {meta['N']:,}, D = {meta['D']}, "
+        f"update A, Q, {meta['dtype']})",
+        "",
+        f"Device: {meta['device']}; jax {meta['jax']}. Best log-likelihood reached by any run: "
+        f"**{meta['best']:.4f}**. Time after compilation; time to target = E-steps to target x "
+        "measured time per E-step (L-BFGS: per iteration). 'extrapolated': power-law fit of "
+        "plain EM's last half (see the script).",
+        "",
+        "| start | method | E-steps run | seconds | final log-lik | gap to best "
+        "| to 0.1 nat: steps / s | to 1e-6 rel: steps / s | notes |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        notes = []
+        for key in ("status", "grad_norm", "gain_50_em", "extrapolations", "rejected"):
+            if key in r:
+                notes.append(
+                    f"{key} {r[key]:.3g}" if isinstance(r[key], float) else f"{key} {r[key]}"
+                )
+        cells = []
+        for label in ("0.1nat", "1e-6rel"):
+            s, t, how = r.get(f"steps_{label}"), r.get(f"time_{label}"), r.get(f"how_{label}")
+            c = f"{_f(s, '{:,.0f}')} / {_f(t)}"
+            if how == "extrapolated":
+                c += " (extrapolated)"
+            elif how == "not reached":
+                c = "not reached"
+            cells.append(c)
+        lines.append(
+            f"| {r['start']} | {r['method']} | {_f(r['e_steps'], '{:,}')} | {r['seconds']:.1f} | "
+            f"{r['final']:.4f} | {r['gap']:.4f} | {cells[0]} | {cells[1]} | {'; '.join(notes)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+r"""``fit``: the maximum-likelihood estimate to convergence, by safeguarded accelerated EM.
+
+One call runs SQUAREM-accelerated EM (:mod:`jaxssm._learn.accelerate`) as one compiled loop
+and stops when **both** tests pass:
+
+1. the log-likelihood's relative rise over one SQUAREM cycle (three E-steps) is at most
+   ``tol``;
+2. the **scaled gradient** is small: with :math:`g` the exact score (Fisher's identity, one
+   E-step) and :math:`\delta = M(\theta) - \theta` the EM step at the returned point,
+
+   .. math::
+
+       \|g\|_* = \sqrt{\max(0, \langle g, \delta \rangle)}, \qquad
+       \tfrac12 \|g\|_*^2 \le \mathrm{tol} \cdot |\log p(y)|.
+
+   For ``A`` given ``Q`` the EM step is exactly the Newton step under the complete-data
+   information, :math:`\delta = I_c^{-1} g`, and for a covariance it is the step whose
+   complete-data (Fisher-metric) norm is :math:`\langle g, \delta\rangle`; so
+   :math:`\|g\|_*^2 \approx g^T I_c^{-1} g`, the squared Newton decrement under the
+   complete-data information, and :math:`\tfrac12\|g\|_*^2` is the gain (in nats) that
+   such a Newton step predicts. It is invariant to the units and to any smooth
+   reparameterisation of the fields (a pairing of a gradient with a step), and needs no
+   matrix the size of the parameter vector.
+
+When the first test passes and the second does not, the loop resumes with ``tol / 100``
+(up to two more times, within ``max_iters``); if the gradient is still not small the status
+is ``FitStatus.STALLED``.
+
+**Why acceleration.** EM's rate is the largest fraction of missing information; at a
+maximum where ``Q`` turns singular (SARCOS: positions integrate velocities) it tends to one
+and plain EM crawls (module docstring of :mod:`jaxssm._learn.accelerate`). SQUAREM in
+matrix-log coordinates for the covariances extrapolates that crawl.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from jaxssm._args.checks import check_int, check_tol, check_update
+from jaxssm._args.prologue import prologue
+from jaxssm._base import compile as _compile
+from jaxssm._base import model as _model
+from jaxssm._base.types import LGSSM, EMStatus
+from jaxssm._learn.accelerate import squarem_loop
+from jaxssm._learn.em import default_decrease_rtol
+from jaxssm._learn.initialize import initialize
+from jaxssm._learn.mstep import check_m_step, m_step_unchecked
+from jaxssm._learn.score import score_from_stats
+from jaxssm._schedules import dispatch as _dispatch
+
+__all__ = ["fit", "FitInfo", "FitStatus", "num_free_params"]
+
+
+class FitStatus(enum.IntEnum):
+    """Why :func:`fit` stopped (``FitInfo.status``)."""
+
+    #: the E-step budget ``max_iters`` ran out first.
+    MAX_ITERS = 0
+    #: both the relative log-likelihood change and the scaled gradient are below ``tol``.
+    CONVERGED = 1
+    #: an EM step lowered ``log p(y)`` beyond round-off (numerical breakdown); the best
+    #: point before it is returned.
+    DECREASED = 2
+    #: the log-likelihood stopped rising (``tol / 10^4`` per cycle) while the scaled
+    #: gradient is not small.
+    STALLED = 3
+
+
+class FitInfo(NamedTuple):
+    r"""What happened in :func:`fit`.
+
+    Attributes:
+        log_likelihood: ``log p(y | params)`` of the returned parameters, a scalar.
+        log_likelihoods: ``[max_iters]``, one entry per E-step: the log-likelihood of the
+            point it evaluated (EM iterates and accepted extrapolations); NaN for rejected
+            extrapolations and unused E-steps. Finite entries never fall beyond round-off.
+        num_e_steps: E-steps run (the loops', plus one per round for the scaled gradient),
+            an int.
+        status: a :class:`FitStatus`.
+        grad_norm: the scaled gradient :math:`\|g\|_*` at the returned parameters
+            (module docstring), in ``sqrt(nats)``.
+        num_free_params: the free scalars of the fields in ``update``
+            (:func:`num_free_params`).
+        aic: ``2 k - 2 log p(y)``.
+        bic: ``k log(n) - 2 log p(y)`` with ``n`` the number of time steps with at least one
+            observed entry, summed over a batch (statsmodels' ``nobs`` convention).
+        num_extrapolations: SQUAREM extrapolations evaluated.
+        num_rejected: those rejected by the safeguard.
+    """
+
+    log_likelihood: jax.Array
+    log_likelihoods: jax.Array
+    num_e_steps: int
+    status: FitStatus
+    grad_norm: jax.Array
+    num_free_params: int
+    aic: jax.Array
+    bic: jax.Array
+    num_extrapolations: int
+    num_rejected: int
+
+
+def num_free_params(params: LGSSM, update: Iterable[str]) -> int:
+    """Count the free scalars in the fields ``update`` of ``params``.
+
+    A full matrix counts all its entries (``A``: ``D^2``, ``H``: ``Dy D``, ``B``, ``D``),
+    a covariance its ``n (n + 1) / 2`` distinct entries (``Q``, ``R``, ``P0``), a vector its
+    length (``m0``, ``b``, ``d``).
+    """
+    total = 0
+    for name in check_update(update):
+        shape = np.shape(getattr(params, name))
+        if name in ("Q", "R", "P0"):
+            total += shape[-1] * (shape[-1] + 1) // 2
+        else:
+            total += int(np.prod(shape))
+    return total
+
+
+def _em_map(params, ys, inputs, update, schedule):
+    """``theta -> (M(theta), log p(y | theta))``: one E-step and the closed-form M-step."""
+    stats, ll = _dispatch.stats(params, ys, schedule, inputs=inputs)
+    return m_step_unchecked(params, stats, update), ll
+
+
+@partial(_compile.jit, static_argnames=("update", "schedule", "max_iters", "decrease_rtol"))
+def _accelerated(params, ys, inputs, tol, budget, *, update, schedule, max_iters, decrease_rtol):
+    """Run the compiled SQUAREM loop (``tol`` and ``budget`` dynamic: rounds reuse it)."""
+    return squarem_loop(
+        lambda p: _em_map(p, ys, inputs, update, schedule),
+        params,
+        update=update,
+        max_iters=max_iters,
+        tol=tol,
+        decrease_rtol=decrease_rtol,
+        budget=budget,
+    )
+
+
+@partial(_compile.jit, static_argnames=("update", "schedule", "num_sequences"))
+def _scaled_gradient(params, ys, inputs, *, update, schedule, num_sequences):
+    """``(log p(y), ||g||_*)`` at ``params`` from one E-step (module docstring)."""
+    stats, ll = _dispatch.stats(params, ys, schedule, inputs=inputs)
+    grads = score_from_stats(params, stats, update, num_sequences)
+    step = m_step_unchecked(params, stats, update)
+    pairing = sum(
+        jnp.sum(getattr(grads, n) * (getattr(step, n) - getattr(params, n))) for n in update
+    )
+    return ll, jnp.sqrt(jnp.maximum(pairing, 0.0))
+
+
+def _observed_steps(ys: jax.Array) -> int:
+    """Time steps with at least one observed entry, summed over a batch."""
+    observed = ~np.all(np.isnan(np.asarray(ys)), axis=-1)
+    return int(observed.sum())
+
+
+def fit(
+    params: LGSSM,
+    ys: ArrayLike,
+    *,
+    update: str | Iterable[str] = ("A", "Q"),
+    inputs: ArrayLike | None = None,
+    tol: float = 1e-8,
+    max_iters: int = 10_000,
+    method: str = "sequential",
+    steady_state: bool | None = None,
+    start: str | None = None,
+    decrease_rtol: float | None = None,
+) -> tuple[LGSSM, FitInfo]:
+    r"""Estimate the fields in ``update`` by maximum likelihood, to convergence.
+
+    SQUAREM-accelerated EM (monotone: extrapolations are accepted only when they are valid
+    models that do not lower ``log p(y)``), stopped when the relative rise of the
+    log-likelihood over a cycle and the scaled gradient both pass ``tol`` (module
+    docstring). Missing entries (NaN), inputs and offsets, batches ``[B, N, Dy]``, both
+    schedules and float32/float64 are handled by the E-step and M-step it runs
+    (:func:`~jaxssm.e_step`, :func:`~jaxssm.m_step`).
+
+    Args:
+        params: the start, an :class:`~jaxssm.LGSSM`.
+        ys: observations ``[N, Dy]`` or a batch ``[B, N, Dy]``.
+        update: the fields to learn, as in :func:`~jaxssm.fit_em`.
+        inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
+        tol: the relative tolerance of both tests (default ``1e-8``: about 4e-4 nats per
+            cycle on the SARCOS exercise, whose log-likelihood is about -4e4).
+        max_iters: the budget of E-steps (static: the trace's length).
+        method: ``"sequential"`` or ``"parallel"``, the E-step's schedule.
+        steady_state: as in :func:`~jaxssm.kalman_filter`.
+        start: ``None`` (start at ``params``) or ``"data"``: first replace the fields in
+            ``update`` by :func:`~jaxssm.initialize`'s estimate from the data.
+        decrease_rtol: the decrease guard's round-off allowance (default ``sqrt(eps)``).
+
+    Returns:
+        ``(params, info)``: the fitted :class:`~jaxssm.LGSSM` and a :class:`FitInfo`.
+
+    Raises:
+        ValueError, TypeError: bad arguments, as :func:`~jaxssm.fit_em`.
+
+    References:
+        R. Varadhan and C. Roland (2008), Scand. J. Statistics 35(2) (SQUAREM);
+        A. P. Dempster, N. M. Laird and D. B. Rubin (1977) (EM's rate).
+    """
+    names = check_update(update)
+    max_iters = check_int(max_iters, "max_iters", minimum=3)
+    tol = check_tol(tol)
+    if tol is None:
+        raise TypeError("tol must be a number")
+    if start not in (None, "data"):
+        raise ValueError(f"start must be None or 'data', got {start!r}")
+    params, ys, inputs, schedule = prologue(
+        params,
+        ys,
+        inputs,
+        method=method,
+        steady_state=steady_state,
+        allow_batch=True,
+        update=names,
+    )
+    varying = _model.time_varying_names(params)
+    if varying:
+        raise ValueError(f"fit needs a time-invariant model, got time-varying {', '.join(varying)}")
+    extended = _model.uses_input_sums(params, inputs)
+    check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
+    if start == "data":
+        params = initialize(params, ys, update=names, inputs=inputs)
+    dtype = params.A.dtype
+    if decrease_rtol is None:
+        decrease_rtol = default_decrease_rtol(dtype)
+    num_sequences = ys.shape[0] if ys.ndim == 3 else 1
+    static = dict(
+        update=names, schedule=schedule, max_iters=max_iters, decrease_rtol=float(decrease_rtol)
+    )
+
+    traces, used, extrapolations, rejected = [], 0, 0, 0
+    round_tol = tol
+    status = FitStatus.MAX_ITERS
+    ll = grad_norm = None
+    for _ in range(3):  # the first round, then up to two with tol / 100 (module docstring)
+        budget = max_iters - used
+        if budget < 3:
+            break
+        params, info = _accelerated(
+            params,
+            ys,
+            inputs,
+            jnp.asarray(round_tol, dtype),
+            jnp.asarray(budget, jnp.int32),
+            **static,
+        )
+        n = int(info.num_e_steps)
+        traces.append(np.asarray(info.log_likelihoods)[:n])
+        used += n
+        extrapolations += int(info.num_extrapolations)
+        rejected += int(info.num_rejected)
+        loop_status = int(info.status)
+        ll, grad_norm = _scaled_gradient(
+            params, ys, inputs, update=names, schedule=schedule, num_sequences=num_sequences
+        )
+        used += 1  # the E-step of the scaled gradient
+        if loop_status == int(EMStatus.DECREASED):
+            status = FitStatus.DECREASED
+            break
+        if loop_status != int(EMStatus.CONVERGED):
+            status = FitStatus.MAX_ITERS
+            break
+        if 0.5 * float(grad_norm) ** 2 <= tol * abs(float(ll)):
+            status = FitStatus.CONVERGED
+            break
+        status = FitStatus.STALLED
+        round_tol = round_tol / 100.0
+    trace = np.full(max_iters, np.nan, dtype=np.dtype(dtype))
+    joined = np.concatenate(traces) if traces else np.zeros(0)
+    trace[: min(len(joined), max_iters)] = joined[:max_iters]
+    k = num_free_params(params, names)
+    num_obs = _observed_steps(ys)
+    ll_arr = jnp.asarray(ll)
+    info = FitInfo(
+        log_likelihood=ll_arr,
+        log_likelihoods=jnp.asarray(trace),
+        num_e_steps=used,
+        status=status,
+        grad_norm=grad_norm,
+        num_free_params=k,
+        aic=2.0 * k - 2.0 * ll_arr,
+        bic=k * math.log(max(num_obs, 1)) - 2.0 * ll_arr,
+        num_extrapolations=extrapolations,
+        num_rejected=rejected,
+    )
+    return params, info
