@@ -1,9 +1,8 @@
 """Plots of SARCOS-style series and their smoothed estimates (matplotlib, imported lazily).
 
-The data layout is the exercise's: ``3 J`` columns for ``J`` joints, all positions first,
-then all velocities, then all accelerations. Each function draws on three axes (positions,
-velocities, accelerations) with one colour per joint (``C0``, ``C1``, ...), as the
-exercise's ``plot_data`` / ``plot_estimate`` did.
+The data layout is SARCOS's (:mod:`jaxssm.datasets`): ``3 J`` columns for ``J`` joints, all
+positions first, then all velocities, then all accelerations. Each function draws on three
+axes (positions, velocities, accelerations) with one colour per joint (``C0``, ``C1``, ...).
 
 matplotlib is an optional dependency (the ``plot`` extra: ``pip install "jaxssm[plot]"``).
 Importing this module does not import it; the first plotting call does.

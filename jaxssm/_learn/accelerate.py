@@ -27,8 +27,7 @@ V^T`, and mapped back by the matrix exponential. The extrapolated covariance is 
 positive definite by construction, and a small eigenvalue that EM shrinks by a steady
 factor per step (a straight line in :math:`\log\lambda`) is extrapolated exactly, where
 in the matrices' own entries the extrapolation overshoots into negative eigenvalues and
-is rejected (on the SARCOS exercise three extrapolations in four were, against none in
-log coordinates). Eigenvalues are floored at :math:`\epsilon^2 \lambda_{\max}` before the
+is rejected. Eigenvalues are floored at :math:`\epsilon^2 \lambda_{\max}` before the
 logarithm.
 
 **Safeguards (monotone).** The extrapolated point is accepted only when it is a valid model
