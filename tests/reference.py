@@ -1,14 +1,28 @@
 """Independent references for the tests: plain numpy, no jaxssm code.
 
-- ``dense_posterior``: the joint Gaussian of (x_0..x_N, y_1..y_N) written out as one big
-  mean vector and covariance matrix, conditioned by plain linear algebra. Gives the exact
-  filtering and smoothing marginals, lag-one cross-covariances and log p(y_1:N).
+One dense oracle serves every model the library fits. The model of DESIGN.md with every
+term per step::
+
+    x_0 ~ N(m0, P0)
+    x_k = A_k x_{k-1} + c_k + q_k,  q_k ~ N(0, Q_k)      c_k = B_k u_k + b_k
+    y_k = H_k x_k + e_k + r_k,      r_k ~ N(0, R_k)      e_k = D_k u_k + d_k
+
+(the plain model is the case of no inputs or offsets and the same matrices every step) is
+written as one affine map of the independent Gaussian vector ``w = (x_0, q_1..q_N,
+r_1..r_N)``: ``z = (x_0..x_N, y_1..y_N) = M w + s``, with mean ``M E[w] + s`` and covariance
+``M Cov(w) M^T`` (singular covariances need no special case). Filtering, prediction,
+smoothing, the log-likelihood and the EM expectations all come from conditioning this joint
+on the observed (non-NaN) entries of the right steps.
+
+- ``dense_posterior``: that oracle's moments; ``dense_sufficient_stats``: the E-step's.
+- ``general`` / ``joint``: a model in per-step form, and the dense joint it defines.
 - ``numpy_filter`` / ``numpy_smoother``: the textbook recursions as Python loops.
-- ``random_model``: well-conditioned random models for the tests.
+- ``random_model`` / ``simulate``: well-conditioned random plain models and draws from them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -66,137 +80,237 @@ def simulate(rng: np.random.Generator, model: Model, N: int) -> tuple[np.ndarray
     return xs, ys
 
 
-class DensePosterior(NamedTuple):
-    filter_means: np.ndarray  # [N+1, D], E[x_k | y_1:k]
-    filter_covs: np.ndarray  # [N+1, D, D]
-    pred_means: np.ndarray  # [N, D], E[x_k | y_1:k-1], k = 1..N
-    pred_covs: np.ndarray  # [N, D, D]
-    smooth_means: np.ndarray  # [N+1, D], E[x_k | y_1:N]
-    smooth_covs: np.ndarray  # [N+1, D, D]
-    smooth_cross: np.ndarray  # [N, D, D], Cov(x_{k+1}, x_k | y_1:N), k = 0..N-1
-    log_likelihood: float
-    joint_mean: np.ndarray  # E[x_0..x_N | y_1:N] flattened, [(N+1) D]
-    joint_cov: np.ndarray  # Cov[x_0..x_N | y_1:N], [(N+1) D, (N+1) D]
+# ---------------------------------------------------------------------------------------------
+# The dense oracle
+# ---------------------------------------------------------------------------------------------
 
 
-def prior_moments(model: Model, N: int) -> tuple[np.ndarray, ...]:
-    """Mean and covariance of the stacked states x_0..x_N and observations y_1..y_N."""
-    m0, P0, A, Q, H, R = model
-    D, Dy = A.shape[0], H.shape[0]
-    mx = np.zeros((N + 1, D))
-    mx[0] = m0
+class GeneralModel(NamedTuple):
+    """Per-step arrays: A [N, D, D], c [N, D], Q [N, D, D], H [N, Dy, D], e [N, Dy], R [N, ...]."""
+
+    m0: np.ndarray
+    P0: np.ndarray
+    A: np.ndarray
+    c: np.ndarray
+    Q: np.ndarray
+    H: np.ndarray
+    e: np.ndarray
+    R: np.ndarray
+
+
+def general(model, N: int, inputs=None) -> GeneralModel:
+    """``model`` in per-step form over N steps.
+
+    ``model`` is a :class:`GeneralModel` (returned as it is), or LGSSM-style fields ``m0, P0,
+    A, Q, H, R`` and optionally ``B, b, D, d`` (a :class:`Model` or other named tuple, or a
+    dict; a field ``None`` is absent), each constant or with a leading N; ``inputs [N, Du]``
+    feed ``B`` and ``D``.
+    """
+    if isinstance(model, GeneralModel):
+        return model
+    f = dict(model) if isinstance(model, Mapping) else model._asdict()
+
+    def steps(name, ndim):
+        x = np.asarray(f[name], np.float64)
+        return x if x.ndim == ndim + 1 else np.broadcast_to(x, (N,) + x.shape).copy()
+
+    def given(name):
+        return f.get(name) is not None
+
+    A, Q, H, R = steps("A", 2), steps("Q", 2), steps("H", 2), steps("R", 2)
+    c = np.zeros((N, A.shape[-1]))
+    e = np.zeros((N, H.shape[-2]))
+    if given("B"):
+        c += np.einsum("nij,nj->ni", steps("B", 2), inputs)
+    if given("b"):
+        c += steps("b", 1)
+    if given("D"):
+        e += np.einsum("nij,nj->ni", steps("D", 2), inputs)
+    if given("d"):
+        e += steps("d", 1)
+    m0, P0 = np.asarray(f["m0"], np.float64), np.asarray(f["P0"], np.float64)
+    return GeneralModel(m0, P0, A, c, Q, H, e, R)
+
+
+def joint(model: GeneralModel) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``[n]`` and covariance ``[n, n]`` of ``z = (x_0..x_N, y_1..y_N)`` (flattened)."""
+    m0, P0, A, c, Q, H, e, R = model
+    N, Dy, D = H.shape
+    nw = D + N * D + N * Dy
+    nz = (N + 1) * D + N * Dy
+    M = np.zeros((nz, nw))
+    s = np.zeros(nz)
+    mw = np.zeros(nw)
+    mw[:D] = m0
+    Sw = np.zeros((nw, nw))
+    Sw[:D, :D] = P0
+    for k in range(N):
+        Sw[D + k * D : D + (k + 1) * D, D + k * D : D + (k + 1) * D] = Q[k]
+        o = D + N * D + k * Dy
+        Sw[o : o + Dy, o : o + Dy] = R[k]
+    M[:D, :D] = np.eye(D)
     for k in range(1, N + 1):
-        mx[k] = A @ mx[k - 1]
-    # Cov(x_k, x_j) = A^{k-j} Cov(x_j, x_j) for k >= j.
-    marg = [P0]
-    for _ in range(N):
-        marg.append(A @ marg[-1] @ A.T + Q)
-    Sxx = np.zeros(((N + 1) * D, (N + 1) * D))
-    for j in range(N + 1):
-        block = marg[j]
-        for k in range(j, N + 1):
-            Sxx[k * D : (k + 1) * D, j * D : (j + 1) * D] = block
-            Sxx[j * D : (j + 1) * D, k * D : (k + 1) * D] = block.T
-            block = A @ block
-    # Observations y_1..y_N select states 1..N.
-    Hbig = np.zeros((N * Dy, (N + 1) * D))
-    for k in range(1, N + 1):
-        Hbig[(k - 1) * Dy : k * Dy, k * D : (k + 1) * D] = H
-    Syy = Hbig @ Sxx @ Hbig.T + np.kron(np.eye(N), R)
-    Sxy = Sxx @ Hbig.T
-    my = Hbig @ mx.reshape(-1)
-    return mx.reshape(-1), Sxx, my, Syy, Sxy
-
-
-def _condition(mx, Sxx, my, Syy, Sxy, y):
-    """Posterior of x given y = (the rows of) y, by Cholesky solves."""
-    if y.size == 0:
-        return mx, Sxx
-    L = np.linalg.cholesky(Syy)
-    K = np.linalg.solve(L.T, np.linalg.solve(L, Sxy.T)).T
-    mean = mx + K @ (y - my)
-    cov = Sxx - K @ Sxy.T
+        rows = slice(k * D, (k + 1) * D)
+        prev = slice((k - 1) * D, k * D)
+        M[rows] = A[k - 1] @ M[prev]
+        M[rows, D + (k - 1) * D : D + k * D] += np.eye(D)
+        s[rows] = A[k - 1] @ s[prev] + c[k - 1]
+        yrows = slice((N + 1) * D + (k - 1) * Dy, (N + 1) * D + k * Dy)
+        M[yrows] = H[k - 1] @ M[rows]
+        o = D + N * D + (k - 1) * Dy
+        M[yrows, o : o + Dy] += np.eye(Dy)
+        s[yrows] = H[k - 1] @ s[rows] + e[k - 1]
+    mean = M @ mw + s
+    cov = M @ Sw @ M.T
     return mean, 0.5 * (cov + cov.T)
 
 
-def _mvn_logpdf(y, mean, cov):
-    L = np.linalg.cholesky(cov)
-    z = np.linalg.solve(L, y - mean)
-    return -0.5 * z @ z - np.sum(np.log(np.diag(L))) - 0.5 * y.size * np.log(2 * np.pi)
+def _condition(mean, cov, idx, values, keep):
+    """Moments of ``z[keep]`` given ``z[idx] = values``, and ``log p(values)``.
+
+    Cholesky solves; the conditioned entries of ``z[keep]`` are set to their values exactly
+    (with zero variance).
+    """
+    m, S = mean[keep], cov[np.ix_(keep, keep)]
+    if idx.size == 0:
+        return m, S, 0.0
+    L = np.linalg.cholesky(cov[np.ix_(idx, idx)])
+    W = np.linalg.solve(L, cov[np.ix_(idx, keep)])  # L^{-1} Cov(z[idx], z[keep])
+    v = np.linalg.solve(L, values - mean[idx])
+    ll = -0.5 * v @ v - np.sum(np.log(np.diag(L))) - 0.5 * idx.size * np.log(2 * np.pi)
+    m = m + W.T @ v
+    S = S - W.T @ W
+    known = np.full(mean.size, np.nan)
+    known[idx] = values
+    hit = ~np.isnan(known[keep])
+    m[hit] = known[keep][hit]
+    S[hit] = 0.0
+    S[:, hit] = 0.0
+    return m, 0.5 * (S + S.T), ll
 
 
-def dense_posterior(model: Model, ys: np.ndarray) -> DensePosterior:
-    """Exact filtering/smoothing marginals and log p(y) from the dense joint Gaussian."""
-    ys = np.asarray(ys, dtype=np.float64)
+class DensePosterior(NamedTuple):
+    """Exact moments given the observed entries (``y_obs``) of the right steps."""
+
+    filter_means: np.ndarray  # [N+1, D], E[x_k | y_obs of 1..k]
+    filter_covs: np.ndarray  # [N+1, D, D]
+    pred_means: np.ndarray  # [N, D], E[x_k | y_obs of 1..k-1], k = 1..N
+    pred_covs: np.ndarray  # [N, D, D]
+    smooth_means: np.ndarray  # [N+1, D], E[x_k | y_obs]
+    smooth_covs: np.ndarray  # [N+1, D, D]
+    smooth_cross: np.ndarray  # [N, D, D], Cov(x_{k+1}, x_k | y_obs), k = 0..N-1
+    log_likelihood: float  # log p(y_obs)
+    joint_mean: np.ndarray  # E[x_0..x_N | y_obs] flattened, [(N+1) D]
+    joint_cov: np.ndarray  # Cov[x_0..x_N | y_obs], [(N+1) D, (N+1) D]
+    obs_means: np.ndarray  # [N, Dy], E[y_k | y_obs] (the observed entries themselves)
+    obs_covs: np.ndarray  # [N, Dy, Dy], Cov(y_k | y_obs) (zero on observed entries)
+    obs_cross: np.ndarray  # [N, Dy, D], Cov(y_k, x_k | y_obs)
+
+    @property
+    def post(self) -> DensePosterior:
+        """Itself: the old ``dense_posterior_missing(...).post`` reads the same."""
+        return self
+
+
+def dense_posterior(model, ys, inputs=None) -> DensePosterior:
+    """Exact moments of ``model`` (see :func:`general`) given the non-NaN entries of ``ys``.
+
+    Filtering moments at k condition on the observed entries of y_1..y_k, predictions on
+    those of y_1..y_{k-1}; log p is the density of all observed entries.
+    """
+    ys = np.asarray(ys, np.float64)
     N, Dy = ys.shape
-    D = model.A.shape[0]
-    mx, Sxx, my, Syy, Sxy = prior_moments(model, N)
+    g = general(model, N, inputs)
+    D = g.A.shape[-1]
+    mean, cov = joint(g)
+    nx = (N + 1) * D
     yflat = ys.reshape(-1)
+    seen = np.flatnonzero(~np.isnan(yflat))
 
-    def block(v, k):
-        return v[k * D : (k + 1) * D]
-
-    def cblock(S, k, j):
-        return S[k * D : (k + 1) * D, j * D : (j + 1) * D]
+    def given(upto, keep):
+        idx = seen[seen < upto * Dy]
+        return _condition(mean, cov, nx + idx, yflat[idx], keep)
 
     fm, fc, pm, pc = [], [], [], []
-    for k in range(N + 1):
-        n_obs = k * Dy  # y_1..y_k
-        mean, cov = _condition(
-            mx, Sxx, my[:n_obs], Syy[:n_obs, :n_obs], Sxy[:, :n_obs], yflat[:n_obs]
-        )
-        fm.append(block(mean, k))
-        fc.append(cblock(cov, k, k))
-        if k >= 1:
-            n_prev = (k - 1) * Dy
-            mean_p, cov_p = _condition(
-                mx, Sxx, my[:n_prev], Syy[:n_prev, :n_prev], Sxy[:, :n_prev], yflat[:n_prev]
-            )
-            pm.append(block(mean_p, k))
-            pc.append(cblock(cov_p, k, k))
-    sm_flat, sc_full = _condition(mx, Sxx, my, Syy, Sxy, yflat)
-    sm = np.stack([block(sm_flat, k) for k in range(N + 1)])
-    sc = np.stack([cblock(sc_full, k, k) for k in range(N + 1)])
-    cross = np.stack([cblock(sc_full, k + 1, k) for k in range(N)])
+    for k in range(N + 1):  # given y_1..y_k: x_k filtered and x_{k+1} predicted
+        m, S, _ = given(k, np.arange(k * D, min(k + 2, N + 1) * D))
+        fm.append(m[:D])
+        fc.append(S[:D, :D])
+        if k < N:
+            pm.append(m[D:])
+            pc.append(S[D:, D:])
+    m, S, ll = given(N, np.arange(mean.size))
+
+    def x(k):
+        return slice(k * D, (k + 1) * D)
+
+    def y(k):  # y_k, k = 1..N
+        return slice(nx + (k - 1) * Dy, nx + k * Dy)
+
+    steps = range(1, N + 1)
     return DensePosterior(
         filter_means=np.stack(fm),
         filter_covs=np.stack(fc),
         pred_means=np.stack(pm),
         pred_covs=np.stack(pc),
-        smooth_means=sm,
-        smooth_covs=sc,
-        smooth_cross=cross,
-        log_likelihood=_mvn_logpdf(yflat, my, Syy),
-        joint_mean=sm_flat,
-        joint_cov=sc_full,
+        smooth_means=np.stack([m[x(k)] for k in range(N + 1)]),
+        smooth_covs=np.stack([S[x(k), x(k)] for k in range(N + 1)]),
+        smooth_cross=np.stack([S[x(k + 1), x(k)] for k in range(N)]),
+        log_likelihood=ll,
+        joint_mean=m[:nx],
+        joint_cov=S[:nx, :nx],
+        obs_means=m[nx:].reshape(N, Dy),
+        obs_covs=np.stack([S[y(k), y(k)] for k in steps]),
+        obs_cross=np.stack([S[y(k), x(k)] for k in steps]),
     )
 
 
-def dense_sufficient_stats(model: Model, ys: np.ndarray) -> dict:
-    """The exercise's EM statistics (normalised by N) as exact posterior expectations.
+# The name test_sharding.py imports: dense_posterior(...).post is the posterior itself.
+dense_posterior_missing = dense_posterior
 
-    Sigma = 1/N sum_{k=1..N} E[x_k x_k^T], Phi = 1/N sum_{k=1..N} E[x_{k-1} x_{k-1}^T],
-    B = 1/N sum y_k E[x_k]^T, C = 1/N sum E[x_k x_{k-1}^T], D = 1/N sum y_k y_k^T,
-    all expectations under p(x_0:N | y_1:N), taken from the dense joint posterior.
+
+def dense_sufficient_stats(model, ys, inputs=None, length: int | None = None) -> dict:
+    """The E-step's expectations (normalised by the length) from :func:`dense_posterior`.
+
+    With ``v_k = [u_k; 1]`` (``v_k = 1`` without inputs) and sums over k = 1..length
+    (default N; a ragged sequence's observed length)::
+
+        Sigma = mean E[x_k x_k^T]    Phi = mean E[x_{k-1} x_{k-1}^T]    C = mean E[x_k x_{k-1}^T]
+        B = mean E[y_k x_k^T]        D = mean E[y_k y_k^T]              U = mean v_k v_k^T
+        XU = mean E[x_k] v_k^T       XpU = mean E[x_{k-1}] v_k^T        YU = mean E[y_k] v_k^T
+
+    Missing observations are latent: every ``E[.]`` is under ``p(x, y_missing | y_obs)``.
     """
-    post = dense_posterior(model, ys)
-    N = ys.shape[0]
-    D = model.A.shape[0]
+    post = dense_posterior(model, ys, inputs)
+    N = len(post.obs_means) if length is None else length
+    D = post.smooth_means.shape[-1]
     second = post.joint_cov + np.outer(post.joint_mean, post.joint_mean)
+    xm, ym = post.smooth_means, post.obs_means
+    v = np.ones((N, 1)) if inputs is None else np.concatenate([inputs[:N], np.ones((N, 1))], 1)
 
-    def block(k, j):
+    def xx(k, j):
         return second[k * D : (k + 1) * D, j * D : (j + 1) * D]
 
+    ks = range(1, N + 1)
     return dict(
-        Sigma=sum(block(k, k) for k in range(1, N + 1)) / N,
-        Phi=sum(block(k - 1, k - 1) for k in range(1, N + 1)) / N,
-        B=sum(np.outer(ys[k - 1], post.smooth_means[k]) for k in range(1, N + 1)) / N,
-        C=sum(block(k, k - 1) for k in range(1, N + 1)) / N,
-        D=sum(np.outer(y, y) for y in ys) / N,
+        Sigma=sum(xx(k, k) for k in ks) / N,
+        Phi=sum(xx(k - 1, k - 1) for k in ks) / N,
+        B=sum(post.obs_cross[k - 1] + np.outer(ym[k - 1], xm[k]) for k in ks) / N,
+        C=sum(xx(k, k - 1) for k in ks) / N,
+        D=sum(post.obs_covs[k - 1] + np.outer(ym[k - 1], ym[k - 1]) for k in ks) / N,
         m0_smoothed=post.smooth_means[0],
         P0_smoothed=post.smooth_covs[0],
+        U=v.T @ v / N,
+        XU=sum(np.outer(xm[k], v[k - 1]) for k in ks) / N,
+        XpU=sum(np.outer(xm[k - 1], v[k - 1]) for k in ks) / N,
+        YU=sum(np.outer(ym[k - 1], v[k - 1]) for k in ks) / N,
         log_likelihood=post.log_likelihood,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The textbook loops
+# ---------------------------------------------------------------------------------------------
 
 
 def numpy_filter(model: Model, ys: np.ndarray):
@@ -233,110 +347,3 @@ def numpy_smoother(model: Model, ys: np.ndarray):
         sc[k] = fc[k] + G @ (sc[k + 1] - pc[k]) @ G.T
         gains[k] = G
     return sm, sc, gains, ll
-
-
-# ---------------------------------------------------------------------------------------------
-# Missing entries: NaN in ys means "not observed"
-# ---------------------------------------------------------------------------------------------
-
-
-class DenseMissing(NamedTuple):
-    post: DensePosterior  # moments conditioned on the observed entries only
-    y_means: np.ndarray  # [N, Dy], E[y_k | y_obs]
-    yx: np.ndarray  # [N, Dy, D], E[y_k x_k^T | y_obs]
-    yy: np.ndarray  # [N, Dy, Dy], E[y_k y_k^T | y_obs]
-
-
-def dense_posterior_missing(model: Model, ys: np.ndarray) -> DenseMissing:
-    """The dense joint Gaussian of (x_0..x_N, y_1..y_N) conditioned on the non-NaN entries.
-
-    Filtering moments at k condition on the observed entries of y_1..y_k, predictions on
-    those of y_1..y_{k-1}; log p is the density of all observed entries. The moments of the
-    observations (missing ones included) come from the same joint, with the observations
-    appended to the state vector.
-    """
-    ys = np.asarray(ys, dtype=np.float64)
-    N, Dy = ys.shape
-    D = model.A.shape[0]
-    mx, Sxx, my, Syy, Sxy = prior_moments(model, N)
-    yflat = ys.reshape(-1)
-    seen = ~np.isnan(yflat)
-    nx = (N + 1) * D
-    # Joint of z = (x, y): mean mz, covariance Szz.
-    mz = np.concatenate([mx, my])
-    Szz = np.block([[Sxx, Sxy], [Sxy.T, Syy]])
-
-    def cond(upto_step):
-        idx = np.flatnonzero(seen & (np.arange(N * Dy) < upto_step * Dy))
-        cols = nx + idx
-        return _condition(mz, Szz, mz[cols], Szz[np.ix_(cols, cols)], Szz[:, cols], yflat[idx])
-
-    def xb(v, k):
-        return v[k * D : (k + 1) * D]
-
-    def xc(S, k, j):
-        return S[k * D : (k + 1) * D, j * D : (j + 1) * D]
-
-    fm, fc, pm, pc = [], [], [], []
-    for k in range(N + 1):
-        mean, cov = cond(k)
-        fm.append(xb(mean, k))
-        fc.append(xc(cov, k, k))
-        if k >= 1:
-            mean_p, cov_p = cond(k - 1)
-            pm.append(xb(mean_p, k))
-            pc.append(xc(cov_p, k, k))
-    mean, cov = cond(N)
-    sm = np.stack([xb(mean, k) for k in range(N + 1)])
-    sc = np.stack([xc(cov, k, k) for k in range(N + 1)])
-    cross = np.stack([xc(cov, k + 1, k) for k in range(N)])
-    idx = np.flatnonzero(seen)
-    ll = _mvn_logpdf(yflat[idx], my[idx], Syy[np.ix_(idx, idx)]) if idx.size else 0.0
-    y_means, yx, yy = [], [], []
-    for k in range(1, N + 1):
-        ys_k = slice(nx + (k - 1) * Dy, nx + k * Dy)
-        xs_k = slice(k * D, (k + 1) * D)
-        ym = mean[ys_k]
-        y_means.append(ym)
-        yx.append(cov[ys_k, xs_k] + np.outer(ym, mean[xs_k]))
-        yy.append(cov[ys_k, ys_k] + np.outer(ym, ym))
-    post = DensePosterior(
-        filter_means=np.stack(fm),
-        filter_covs=np.stack(fc),
-        pred_means=np.stack(pm),
-        pred_covs=np.stack(pc),
-        smooth_means=sm,
-        smooth_covs=sc,
-        smooth_cross=cross,
-        log_likelihood=ll,
-        joint_mean=mean[:nx],
-        joint_cov=cov[:nx, :nx],
-    )
-    return DenseMissing(post, np.stack(y_means), np.stack(yx), np.stack(yy))
-
-
-def dense_stats_missing(model: Model, ys: np.ndarray, length: int | None = None) -> dict:
-    """EM statistics with missing observations treated as latent, from the dense joint.
-
-    Sums run over k = 1..length (default N; a ragged sequence's observed length).
-    """
-    ref = dense_posterior_missing(model, ys)
-    post = ref.post
-    N = ys.shape[0] if length is None else length
-    D = model.A.shape[0]
-    second = post.joint_cov + np.outer(post.joint_mean, post.joint_mean)
-
-    def block(k, j):
-        return second[k * D : (k + 1) * D, j * D : (j + 1) * D]
-
-    ks = range(1, N + 1)
-    return dict(
-        Sigma=sum(block(k, k) for k in ks) / N,
-        Phi=sum(block(k - 1, k - 1) for k in ks) / N,
-        B=sum(ref.yx[k - 1] for k in ks) / N,
-        C=sum(block(k, k - 1) for k in ks) / N,
-        D=sum(ref.yy[k - 1] for k in ks) / N,
-        m0_smoothed=post.smooth_means[0],
-        P0_smoothed=post.smooth_covs[0],
-        log_likelihood=post.log_likelihood,
-    )

@@ -21,28 +21,17 @@ SIGMAS = 6.0
 def dense_forecast(model, ys, h):
     """Moments of x_{N+j}, y_{N+j} (j = 1..h) given the observed entries of y_1..y_N.
 
-    The dense joint Gaussian of (x_0..x_{N+h}, y_1..y_{N+h}) from reference.prior_moments,
-    conditioned on the non-NaN entries of ys by plain linear algebra.
+    The dense joint Gaussian of (x_0..x_{N+h}, y_1..y_{N+h}) conditioned on the non-NaN
+    entries of ys (reference.dense_posterior, the h future observations missing).
     """
     ys = np.asarray(ys, np.float64)
     n, dy = ys.shape
-    d = model.A.shape[0]
-    mx, Sxx, my, Syy, Sxy = reference.prior_moments(model, n + h)
-    nx = (n + h + 1) * d
-    mz = np.concatenate([mx, my])
-    Szz = np.block([[Sxx, Sxy], [Sxy.T, Syy]])
-    yflat = ys.reshape(-1)
-    idx = nx + np.flatnonzero(~np.isnan(yflat))
-    K = np.linalg.solve(Szz[np.ix_(idx, idx)], Szz[idx]).T
-    mean = mz + K @ (yflat[~np.isnan(yflat)] - mz[idx])
-    cov = Szz - K @ Szz[idx]
-    xs = [slice((n + j) * d, (n + j + 1) * d) for j in range(1, h + 1)]
-    obs = [slice(nx + (n + j - 1) * dy, nx + (n + j) * dy) for j in range(1, h + 1)]
+    post = reference.dense_posterior(model, np.concatenate([ys, np.full((h, dy), np.nan)]))
     return ssm.Forecast(
-        means=np.stack([mean[s] for s in xs]),
-        covs=np.stack([cov[s, s] for s in xs]),
-        obs_means=np.stack([mean[s] for s in obs]),
-        obs_covs=np.stack([cov[s, s] for s in obs]),
+        means=post.smooth_means[n + 1 :],
+        covs=post.smooth_covs[n + 1 :],
+        obs_means=post.obs_means[n:],
+        obs_covs=post.obs_covs[n:],
     )
 
 
@@ -152,7 +141,7 @@ def test_diagnostics_match_numpy_on_the_dense_model(problem, missing):
     if missing:
         ys[1, 1] = np.nan
         ys[3] = np.nan
-    dense = reference.dense_posterior_missing(model, ys).post
+    dense = reference.dense_posterior(model, ys)
     filtered = ssm.kalman_filter(params, jnp.asarray(ys))
     diag = ssm.filter_diagnostics(params, jnp.asarray(ys), filtered)
     want = _numpy_diagnostics(model, ys, dense.pred_means, dense.pred_covs)

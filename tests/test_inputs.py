@@ -1,6 +1,6 @@
 """Inputs, offsets and time-varying matrices (the general model of DESIGN.md).
 
-Reference: the dense joint Gaussian of the whole model (tests/reference_general.py), built
+Reference: the dense joint Gaussian of the whole model (tests/reference.py), built
 from the model's own definition as one affine map of independent noise and conditioned on
 the observed entries by plain linear algebra. Tolerance rtol 1e-10 in float64: the
 recursions and the dense solves agree to about 1e-13 on these well-conditioned short
@@ -18,8 +18,13 @@ import pytest
 import jaxssm as ssm
 from jaxssm._learn import mstep as _mstep
 from tests.helpers import assert_close
-from tests.reference import random_model, random_spd
-from tests.reference_general import em_stats, per_step, posterior
+from tests.reference import (
+    dense_posterior,
+    dense_sufficient_stats,
+    general,
+    random_model,
+    random_spd,
+)
 
 RTOL = 1e-10
 N = 9
@@ -57,7 +62,7 @@ def _params(f):
 
 def _ys(rng, f, u, missing=0.0):
     """Observations simulated from the model itself (numpy loop), with some entries NaN."""
-    g = per_step(N, **f, inputs=u)
+    g = general(f, N, u)
     x = rng.multivariate_normal(g.m0, g.P0)
     ys = np.zeros((N, DY))
     for k in range(N):
@@ -86,7 +91,7 @@ def case(request):
     rng = np.random.default_rng(list(CASES).index(request.param) + 11)
     f, u = _fields(rng, **CASES[request.param])
     ys = _ys(rng, f, u, missing=0.2)
-    return f, u, ys, posterior(per_step(N, **f, inputs=u), ys)
+    return f, u, ys, dense_posterior(f, ys, u)
 
 
 @pytest.mark.parametrize("method", ["sequential", "parallel"])
@@ -117,7 +122,7 @@ def test_e_step_matches_dense_expectations(case, method):
     p = _params(f)
     uu = None if u is None else jnp.asarray(u)
     stats, ll = ssm.e_step(p, jnp.asarray(ys), inputs=uu, method=method)
-    ref = em_stats(per_step(N, **f, inputs=u), ys, u)
+    ref = dense_sufficient_stats(f, ys, u)
     for name in ("Sigma", "Phi", "B", "C", "D", "U", "XU", "XpU", "YU"):
         assert_close(getattr(stats, name), ref[name], RTOL, err_msg=name)
     assert_close(stats.m0_smoothed, ref["m0_smoothed"], RTOL)
@@ -138,7 +143,7 @@ def test_known_initial_state_and_drift():
     )
     rng = np.random.default_rng(3)
     ys = (1.0 + 0.7 * np.arange(1, N + 1) + rng.standard_normal(N))[:, None]
-    ref = posterior(per_step(N, **f), ys)
+    ref = dense_posterior(f, ys)
     sm = ssm.rts_smoother(_params(f), jnp.asarray(ys))
     assert_close(sm.means, ref.smooth_means, RTOL)
     assert_close(sm.covs, ref.smooth_covs, RTOL, atol_scale=1e-8)
@@ -160,7 +165,7 @@ def test_ar2_with_intercept_in_companion_form(method):
     rng = np.random.default_rng(31)
     ys = 4.0 + rng.standard_normal((N, 1))
     ys[3] = np.nan
-    ref = posterior(per_step(N, **f), ys)
+    ref = dense_posterior(f, ys)
     sm = ssm.rts_smoother(_params(f), jnp.asarray(ys), method=method)
     assert_close(sm.means, ref.smooth_means, RTOL)
     assert_close(sm.covs, ref.smooth_covs, RTOL)
@@ -352,7 +357,7 @@ def test_sample_follows_the_model_exactly_without_noise():
     # validation refuses): the draw is the model's deterministic path.
     f = dict(f, P0=np.zeros((D, D)), Q=np.zeros((D, D)), R=1e-200 * np.eye(DY))
     xs, ys = ssm.sample(jax.random.key(0), _params(f), N, inputs=jnp.asarray(u))
-    g = per_step(N, **f, inputs=u)
+    g = general(f, N, u)
     x = g.m0
     for k in range(N):
         x = g.A[k] @ x + g.c[k]
@@ -367,14 +372,14 @@ def test_forecast_with_future_inputs_matches_dense_oracle():
     n = N - h
     ys = _ys(rng, f, u, missing=0.1)
     ys[n:] = np.nan
-    ref = posterior(per_step(N, **f, inputs=u), ys)  # the future as missing data
+    ref = dense_posterior(f, ys, u)  # the future as missing data
     p = _params(f)
     fc = ssm.forecast(
         p, jnp.asarray(ys[:n]), h, inputs=jnp.asarray(u[:n]), future_inputs=jnp.asarray(u[n:])
     )
     assert_close(fc.means, ref.smooth_means[n + 1 :], RTOL)
     assert_close(fc.covs, ref.smooth_covs[n + 1 :], RTOL)
-    g = per_step(N, **f, inputs=u)
+    g = general(f, N, u)
     obs_means = np.einsum("ij,kj->ki", f["H"], ref.smooth_means[n + 1 :]) + g.e[n:]
     assert_close(fc.obs_means, obs_means, RTOL)
     xs, yf = ssm.forecast_sample(
@@ -394,7 +399,7 @@ def test_posterior_draws_have_the_dense_posterior_mean():
     rng = np.random.default_rng(14)
     f, u = _fields(rng, varying=("A",))
     ys = _ys(rng, f, u, missing=0.1)
-    ref = posterior(per_step(N, **f, inputs=u), ys)
+    ref = dense_posterior(f, ys, u)
     p, y, uu = _params(f), jnp.asarray(ys), jnp.asarray(u)
     keys = jax.random.split(jax.random.key(0), 4000)
     draws = jax.vmap(lambda k: ssm.posterior_sample(k, p, y, inputs=uu))(keys)
@@ -412,7 +417,7 @@ def test_filter_diagnostics_use_the_offsets():
     p, y, uu = _params(f), jnp.asarray(ys), jnp.asarray(u)
     filt = ssm.kalman_filter(p, y, inputs=uu)
     diag = ssm.filter_diagnostics(p, y, filt, inputs=uu)
-    g = per_step(N, **f, inputs=u)
+    g = general(f, N, u)
     innov = ys - np.einsum("kij,kj->ki", g.H, np.asarray(filt.pred_means)) - g.e
     assert_close(diag.innovations, innov, 1e-12)
     np.testing.assert_allclose(

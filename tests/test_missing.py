@@ -1,9 +1,9 @@
 """Missing observations (NaN entries of ``ys``) on every schedule, in the E-step and in EM.
 
 References: the dense joint Gaussian of (x_0..x_N, y_1..y_N) conditioned on the observed
-entries only (tests/reference.py, ``dense_posterior_missing``; plain numpy, no jaxssm code),
-and for EM the dense expectations of the complete-data statistics with the missing
-observations latent (``dense_stats_missing``).
+entries only (tests/reference.py, ``dense_posterior``; plain numpy, no jaxssm code), and
+for EM the dense expectations of the complete-data statistics with the missing observations
+latent (``dense_sufficient_stats``).
 
 Tolerances: rtol 1e-10 in float64 (with helpers.assert_close's absolute floor of 1e-12 x the
 array's largest entry) against the oracle, as for fully observed data: the masked recursions
@@ -17,12 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import assert_close, to_params
-from reference import (
-    dense_posterior_missing,
-    dense_stats_missing,
-    random_model,
-    simulate,
-)
+from reference import dense_posterior, dense_sufficient_stats, random_model, simulate
 
 import jaxssm as ssm
 from jaxssm._blocks import stats as _stats
@@ -74,17 +69,16 @@ _ORACLE = {}
 def _oracle(c):
     if c not in _ORACLE:
         model, ys = _case(*c)
-        _ORACLE[c] = (model, ys, dense_posterior_missing(model, ys))
+        _ORACLE[c] = (model, ys, dense_posterior(model, ys))
     return _ORACLE[c]
 
 
 @pytest.mark.parametrize("c, method, steady", _grid(list(zip(SCHEDULES, IDS, strict=True))))
 def test_filter_and_smoother_match_dense_oracle(c, method, steady):
-    model, ys, ref = _oracle(c)
+    model, ys, post = _oracle(c)
     params = to_params(model)
     f = ssm.kalman_filter(params, jnp.asarray(ys), method=method, steady_state=steady)
     s = ssm.rts_smoother(params, jnp.asarray(ys), method=method, steady_state=steady)
-    post = ref.post
     assert_close(f.means, post.filter_means, RTOL, err_msg="filter means")
     assert_close(f.covs, post.filter_covs, RTOL, err_msg="filter covs")
     assert_close(f.pred_means, post.pred_means, RTOL, err_msg="predicted means")
@@ -106,7 +100,7 @@ def test_estep_statistics_match_dense_expectations(c, method, steady):
     params = to_params(model)
     stats, ll = ssm.e_step(params, jnp.asarray(ys), method=method, steady_state=steady)
     # The last row is all NaN: the sequence ends at N - 1.
-    ref = dense_stats_missing(model, ys, length=N - 1)
+    ref = dense_sufficient_stats(model, ys, length=N - 1)
     assert int(stats.num_steps) == N - 1
     for name in ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed"):
         assert_close(getattr(stats, name), ref[name], RTOL, err_msg=name)
@@ -192,8 +186,8 @@ def test_ragged_batch_pools_sequences_of_their_own_lengths():
     batch = jnp.asarray(np.stack([ys_a, np.concatenate([ys_b, pad])]))
     params = to_params(model)
     stats, ll = ssm.e_step(params, batch)
-    ra = dense_stats_missing(model, ys_a, length=9)
-    rb = dense_stats_missing(model, ys_b, length=6)
+    ra = dense_sufficient_stats(model, ys_a, length=9)
+    rb = dense_sufficient_stats(model, ys_b, length=6)
     assert int(stats.num_steps) == 15
     for name in ("Sigma", "Phi", "B", "C", "D"):
         expected = (9 * ra[name] + 6 * rb[name]) / 15
