@@ -6,10 +6,11 @@ Standalone (needs only jaxssm and its dependencies)::
     python benchmarks/data_sums.py --quick         # N = 4,096, 3 rounds (smoke test)
     python benchmarks/data_sums.py --out DIR       # default benchmarks/results/local/
 
-On fully observed data an eager ``fit_em`` compiles its loop with ``observed=True``
-(``jaxssm._learn.em._fit``): ``D = (1/N) sum y y^T`` (and, with inputs, ``U``, ``YU``) is computed
-once, before the loop, in place of the E-step's own. This script compiles that program and
-the same program with ``observed=False`` (the statistic recomputed by every E-step, as before)
+On fully observed data an eager ``fit_em`` plans its E-steps with the data-only sums
+(``jaxssm._schedules.dispatch.prepare_stats``): ``D = (1/N) sum y y^T`` (and, with inputs,
+``U``, ``YU``) is computed once, before the loop, in place of the E-step's own. This script
+compiles that program and the same program without the sums in the plan (the statistic
+recomputed by every E-step, as before)
 for ``update=("A", "Q")`` (nothing reads ``D``: XLA drops it either way, so the two should
 tie) and ``update=("A", "Q", "H", "R")`` (the R M-step reads ``D``), each for ``--k1`` and
 ``--k2`` iterations (``tol=None``: all run). It then times them in rounds in one process,
@@ -27,6 +28,7 @@ Workload: the exercise's set-up (``jaxssm.datasets.exercise_setup``) on the SARC
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,23 +48,21 @@ def measure(args) -> dict:
 
     import jaxssm as ssm
     from jaxssm._learn import em as _em
+    from jaxssm._schedules import dispatch as _dispatch
 
     data = ssm.datasets.sarcos_stand_in(args.num_steps + 1)
     start, ys = ssm.datasets.exercise_setup(jnp.asarray(data.inputs), jax.random.PRNGKey(0))
     ys = jax.block_until_ready(jnp.asarray(ys))
-    options = dict(
-        tol=None,
-        method="auto",
-        decrease_rtol=_em.default_decrease_rtol(ys.dtype),
-        callback=None,
-        fallback="defer",
-    )
+    options = dict(tol=None, decrease_rtol=_em.default_decrease_rtol(ys.dtype), callback=None)
+    # The fast path alone, with the data sums of the plan (observed) or without them.
+    plan = _dispatch.prepare_stats(start, ys, None, "auto")
+    plans = {True: plan, False: dataclasses.replace(plan, sums=None)}
     progs = {}
     for label, update in UPDATES.items():
         for observed in (False, True):
             for k in (args.k1, args.k2):
                 progs[label, observed, k] = _em._fit_jit.lower(
-                    start, ys, None, None, num_iters=k, update=update, observed=observed, **options
+                    start, plans[observed], None, num_iters=k, update=update, **options
                 ).compile()
 
     per_iter = {key: [] for key in ((label, obs) for label in UPDATES for obs in (False, True))}
@@ -73,7 +73,8 @@ def measure(args) -> dict:
                 times = {}
                 for k in (args.k1, args.k2):
                     t = time.perf_counter()
-                    out = jax.block_until_ready(progs[label, observed, k](start, ys, None, None))
+                    program = progs[label, observed, k]
+                    out = jax.block_until_ready(program(start, plans[observed], None))
                     times[k] = time.perf_counter() - t
                 per_iter[label, observed].append(
                     (times[args.k2] - times[args.k1]) / (args.k2 - args.k1) * 1e3

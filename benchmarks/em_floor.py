@@ -66,6 +66,7 @@ import workloads  # noqa: E402
 import jaxssm as ssm  # noqa: E402
 from jaxssm._base import compile as _compile  # noqa: E402
 from jaxssm._learn import em as _em  # noqa: E402
+from jaxssm._schedules import dispatch as _dispatch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -154,22 +155,18 @@ def in_process(args) -> dict:
         fits[k] = fn.lower(start, ys).compile()
         compile_s[k] = time.perf_counter() - t
     # The program an eager fit_em compiles on fully observed data: the fast path alone
-    # (jaxssm._learn.em's fallback="defer", observed=True); its temp reservation, and its
-    # iteration timed below through the public eager call (the cache holds it after the
-    # first call).
+    # (the plan of jaxssm._schedules.dispatch.prepare_stats: Paths.FAST and the data-only
+    # sums); its temp reservation, and its iteration timed below through the public eager
+    # call (the cache holds it after the first call).
     eager = _em._fit_jit.lower(
         start,
-        ys,
-        None,
+        _dispatch.prepare_stats(start, ys, None, "auto"),
         None,
         num_iters=args.k2,
         update=("A", "Q"),
         tol=None,
-        method="auto",
         decrease_rtol=_em.default_decrease_rtol(ys.dtype),
         callback=None,
-        fallback="defer",
-        observed=True,
     ).compile()
     floor_one = jax.jit(floor_iteration).lower(F, G, K, GA, ys, start.m0).compile()
     n = args.k2 - args.k1

@@ -44,7 +44,7 @@ params = ssm.LGSSM(jnp.zeros(D), jnp.eye(D), jnp.asarray(A), jnp.asarray(Q), jnp
                    0.5 * jnp.eye(D))
 _, ys = ssm.sample(jax.random.PRNGKey(0), params, N)
 def run():
-    fn = jax.jit(lambda p, y: _dispatch._full(kind, p, y, "parallel"))
+    fn = jax.jit(lambda p, y: _dispatch.run(kind, p, y, "parallel")[0])
     t = time.perf_counter()
     compiled = fn.lower(params, ys).compile()
     c = time.perf_counter() - t

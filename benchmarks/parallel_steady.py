@@ -22,7 +22,7 @@ one may not).
   scan: *before*) and ``parallel_steady`` (``method="parallel", steady_state=True``: the
   steady-state covariance side, the mean recursions as log-depth scans of their affine
   maps, the full associative scan as the on-device fallback: *after*), and the last one's
-  fast path compiled alone (``fallback="defer"``, what an eager ``fit_em`` compiles on
+  fast path compiled alone (``Paths.FAST``, what an eager ``fit_em`` compiles on
   fully observed data). Each row's largest
   relative error of the smoothed means against ``sequential`` is reported too.
 - **EM statistics** (one E-step) on the three parallel rows.
@@ -52,7 +52,7 @@ import workloads
 
 D = 21
 #: The last one is ``parallel_steady`` compiled with its fast path alone
-#: (``fallback="defer"``), the program an eager ``fit_em`` compiles on fully observed data.
+#: (``Paths.FAST``), the program an eager ``fit_em`` compiles on fully observed data.
 SCHEDULES = ("sequential", "steady", "parallel", "parallel_steady", "parallel_steady (fast alone)")
 
 
@@ -60,9 +60,9 @@ def _call(kind, params, ys, schedule):
     from jaxssm._schedules import dispatch as _dispatch
 
     if schedule.endswith("(fast alone)"):
-        out, ok = _dispatch.run(kind, params, ys, "parallel_steady", fallback="defer")
-        return out
-    return _dispatch.run(kind, params, ys, schedule)
+        fast = _dispatch.Paths.FAST
+        return _dispatch.run(kind, params, ys, "parallel_steady", paths=fast)[0]
+    return _dispatch.run(kind, params, ys, schedule)[0]
 
 
 def main(argv=None) -> int:

@@ -15,8 +15,10 @@ ones to round-off (the sums run in a different order).
 **One long series** is split over time by :func:`chunked_filter` / :func:`chunked_smoother`
 with ``mesh=``: one contiguous chunk per device of a mesh axis, the chunk summaries combined
 exactly with the associative operators of Sarkka and Garcia-Fernandez (2021), each device
-finishing its chunk locally (:mod:`_schedules.chunked`). Without ``mesh`` the same schedule runs
-``num_chunks`` chunks on one device.
+finishing its chunk locally. Without ``mesh`` the same schedule runs ``num_chunks`` chunks on
+one device. :func:`~jaxssm.kalman_filter`, :func:`~jaxssm.rts_smoother` and
+:func:`~jaxssm.log_likelihood` with ``method="parallel"`` run it by themselves on a concrete
+``ys`` split over time on a mesh axis (:func:`time_sharding`).
 
 On several hosts call :func:`jax.distributed.initialize` first in every process; meshes
 made here then span every process's devices, and :func:`shard_batch` takes each process's
@@ -139,15 +141,17 @@ def _schedule_args(mesh, axis_name, num_chunks, within):
     return None, None, num_chunks
 
 
-_run = partial(_compile.jit, static_argnums=(0, 3, 4, 5, 6))(_chunked.run)
+_PROGRAMS = {
+    name: partial(_compile.jit, static_argnums=(2, 3, 4, 5))(fn)
+    for name, fn in (("chunked_filter", _chunked.filter), ("chunked_smoother", _chunked.smooth))
+}
 
 
-def _chunked_schedule(kind, params, ys, mesh, axis_name, num_chunks, within):
+def _chunked_schedule(where, params, ys, mesh, axis_name, num_chunks, within):
     """Check the arguments of :func:`chunked_filter` / :func:`chunked_smoother` and run."""
     mesh, axis_name, num_chunks = _schedule_args(mesh, axis_name, num_chunks, within)
-    where = f"chunked_{'filter' if kind == 'filter' else 'smoother'}"
     params, ys, _, _ = prologue(params, ys, plain=where)
-    return _run(kind, params, ys, num_chunks, mesh, axis_name, within)
+    return _PROGRAMS[where](params, ys, num_chunks, mesh, axis_name, within)
 
 
 def time_sharding(ys) -> tuple[Mesh, str] | None:
@@ -156,18 +160,10 @@ def time_sharding(ys) -> tuple[Mesh, str] | None:
     ``ys`` is time-sharded when it is a concrete :class:`jax.Array` (not a tracer under
     ``jit``) whose sharding is a :class:`~jax.sharding.NamedSharding` that splits axis 0
     over exactly one mesh axis of more than one device. The public entry points with
-    ``method="parallel"`` then run the chunked schedule over that axis
-    (:func:`chunked_filter` / :func:`chunked_smoother`).
+    ``method="parallel"`` then run the chunked schedule over that axis, as
+    :func:`chunked_filter` / :func:`chunked_smoother` do with ``mesh=``.
     """
-    if not isinstance(ys, jax.Array) or isinstance(ys, jax.core.Tracer) or ys.ndim != 2:
-        return None
-    sharding = ys.sharding
-    if not isinstance(sharding, NamedSharding) or not sharding.spec or sharding.spec[0] is None:
-        return None
-    names = sharding.spec[0] if isinstance(sharding.spec[0], tuple) else (sharding.spec[0],)
-    if len(names) != 1 or sharding.mesh.shape[names[0]] < 2:
-        return None
-    return sharding.mesh, names[0]
+    return _chunked.time_sharding(ys)
 
 
 def chunked_filter(
@@ -206,7 +202,7 @@ def chunked_filter(
     References:
         Sarkka and Garcia-Fernandez (2021).
     """
-    return _chunked_schedule("filter", params, ys, mesh, axis_name, num_chunks, within)
+    return _chunked_schedule("chunked_filter", params, ys, mesh, axis_name, num_chunks, within)
 
 
 def chunked_smoother(
@@ -238,4 +234,4 @@ def chunked_smoother(
     Raises:
         ValueError, TypeError: as :func:`chunked_filter`.
     """
-    return _chunked_schedule("smooth", params, ys, mesh, axis_name, num_chunks, within)
+    return _chunked_schedule("chunked_smoother", params, ys, mesh, axis_name, num_chunks, within)

@@ -24,6 +24,7 @@ from helpers import to_params  # noqa: E402
 from reference import random_model, simulate  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
+from jaxssm._schedules import chunked as _chunked  # noqa: E402
 
 
 def rel(a, b):
@@ -56,16 +57,16 @@ explicit = jax.make_mesh((4,), ("time",))  # jax 0.10's default: explicit axes
 full = "full" in sys.argv[1:]
 
 # method="parallel" on a time-sharded ys runs the chunked schedule (counted through a
-# wrapper of the two jaxssm.sharding functions the entry points call).
+# wrapper of the two chunked functions the dispatcher's programs call when they are traced).
 calls = []
-for name in ("chunked_filter", "chunked_smoother"):
-    real = getattr(ssm.sharding, name)
+for name, public in (("filter", "chunked_filter"), ("smooth", "chunked_smoother")):
+    real = getattr(_chunked, name)
 
-    def spy(*args, _real=real, _name=name, **kwargs):
+    def spy(*args, _real=real, _name=public, **kwargs):
         calls.append(_name)
         return _real(*args, **kwargs)
 
-    setattr(ssm.sharding, name, spy)
+    setattr(_chunked, name, spy)
 time_rows = jax.sharding.NamedSharding(auto, jax.sharding.PartitionSpec("time"))
 placed = jax.device_put(gappy24, time_rows)
 seq_f = ssm.kalman_filter(params, gappy24, steady_state=False)

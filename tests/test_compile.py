@@ -60,7 +60,7 @@ def test_top_level_calls_use_the_option_and_traced_calls_the_plain_jit(case):
 def test_without_the_option_the_plain_jit_runs(case, monkeypatch):
     _, params, ys = case
     monkeypatch.setattr(_compile, "options", lambda: {})
-    program = _compile.jit(lambda p, y: _dispatch.run("log_likelihood", p, y, "sequential"))
+    program = _compile.jit(lambda p, y: _dispatch.run("log_likelihood", p, y, "sequential")[0])
     assert program._get() is program._plain
     assert np.isfinite(float(program(params, ys)))
 
@@ -88,6 +88,6 @@ def test_the_option_changes_no_result(case, method):
 def test_attributes_reach_the_jit(case):
     _, params, ys = case
     lowered = _dispatch.run.lower("log_likelihood", params, ys, "sequential")
-    ll = lowered.compile()(params, ys)
+    ll, _ = lowered.compile()(params, ys)
     np.testing.assert_allclose(ll, ssm.log_likelihood(params, ys, method="sequential"), rtol=1e-13)
     assert _dispatch.run.__doc__.startswith("Compute one")

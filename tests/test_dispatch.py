@@ -9,6 +9,10 @@ No numerical tolerance here: the checks are exact.
   ``MIN_STEADY_STEPS`` steps lowers to exactly the full recursion's program, one of
   ``MIN_STEADY_STEPS`` steps to exactly the fast path's; ``steady_state=True`` lowers to the
   fast path's (a different, several times longer program) whenever ``transient_bound > 0``.
+- ``run`` always returns ``(result, ScheduleInfo)``: the info says which path ran (exact
+  checks on a model that settles in a few steps); the EM plan (``prepare_stats``) picks the
+  paths from the data, and ``stats_step`` equals ``stats`` (rtol 1e-12: the data-only sums
+  come from a program of their own, the same arithmetic; observed equal).
 - No argument is silently ignored: every public entry point hands ``method`` and
   ``steady_state`` to ``resolve`` unchanged (a spy on ``resolve``), and each inference
   entry point lowers to exactly the dispatcher's program on the resolved schedule, which
@@ -22,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import to_params
+from helpers import assert_close, to_params
 from reference import random_model, simulate
 
 import jaxssm as ssm
@@ -287,3 +291,95 @@ def test_max_transient_and_rtol_reach_the_fast_path():
     assert low(rtol=1e-6).as_text() != base
     with pytest.raises(ValueError, match="max_transient must be a positive int"):
         low(max_transient=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner's info, the time-sharded placement, the EM plan
+# ---------------------------------------------------------------------------------------------
+
+
+def test_run_returns_the_result_and_which_path_ran(fast_problem):
+    params, ys = fast_problem
+    N = ys.shape[0]
+    T = _settle.transient_bound(N)
+    gappy = ys.at[10, 0].set(jnp.nan)
+    for kind in _dispatch.Kind:
+        # A kind given by its value is the same program.
+        programs = {
+            _lower(lambda p, y, k=k: _dispatch.run(k, p, y, "sequential"), params, ys)
+            for k in (kind, kind.value)
+        }
+        assert len(programs) == 1, kind
+        out, info = _dispatch.run(kind, params, ys, "steady")
+        assert isinstance(info, ssm.ScheduleInfo)
+        assert bool(info.fast_path) and int(info.num_transient) == T, kind
+        assert 0 < int(info.filter_transient) < T, kind
+        smoothed = kind in (_dispatch.Kind.SMOOTH, _dispatch.Kind.STATS)
+        assert (int(info.smoother_transient) > 0) == smoothed, kind
+        # A gap: the gap-aware recursion, the bound and the transients unchanged.
+        _, gap = _dispatch.run(kind, params, gappy, "steady")
+        assert not bool(gap.fast_path) and int(gap.num_transient) == T, kind
+        assert int(gap.filter_transient) == int(info.filter_transient), kind
+        # The full recursion: no bound, every step a transient step.
+        _, full = _dispatch.run(kind, params, ys, "sequential")
+        assert not bool(full.fast_path) and int(full.num_transient) == 0, kind
+        assert int(full.filter_transient) == N, kind
+        assert int(full.smoother_transient) == (N if smoothed else 0), kind
+    # The wrappers return the result alone.
+    out, _ = _dispatch.run("filter", params, ys, "steady")
+    assert isinstance(_dispatch.filter(params, ys, "steady"), ssm.FilterResult)
+    assert_close(_dispatch.filter(params, ys, "steady").means, out.means, 0.0)
+
+
+def test_run_with_one_path_reports_whether_it_is_the_answer(fast_problem):
+    params, ys = fast_problem
+    FAST, GAP_AWARE = _dispatch.Paths.FAST, _dispatch.Paths.GAP_AWARE
+    both, info = _dispatch.run("log_likelihood", params, ys, "steady")
+    fast, fast_info = _dispatch.run("log_likelihood", params, ys, "steady", paths=FAST)
+    assert bool(fast_info.fast_path) and float(fast) == float(both)
+    gap, gap_info = _dispatch.run("log_likelihood", params, ys, "steady", paths=GAP_AWARE)
+    assert not bool(gap_info.fast_path)
+    assert_close(gap, both, 1e-12)
+    # A batch: the fast path for every sequence, the largest transients.
+    _, batch = _dispatch.run("stats", params, jnp.stack([ys, ys.at[3, 1].set(jnp.nan)]), "steady")
+    assert not bool(batch.fast_path) and int(batch.num_transient) == int(info.num_transient)
+
+
+def test_place_keeps_every_schedule_off_a_time_sharded_array(fast_problem):
+    # One device here: nothing is time-sharded (the routed case: tests/sharding_devices.py).
+    params, ys = fast_problem
+    for name in ("auto", "steady", "sequential", "parallel", "parallel_steady"):
+        schedule = _dispatch.place(name, params, ys)
+        assert schedule == _schedule.by_name(name) and schedule.name == name
+        assert not schedule.time_sharded and schedule.mesh is None
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        _schedule.by_name("time_sharded")
+
+
+def test_prepare_stats_picks_the_paths_from_the_data(fast_problem):
+    params, ys = fast_problem
+    P = _dispatch.Paths
+    steady = _schedule.resolve("sequential", True)
+    plan = _dispatch.prepare_stats(params, ys, None, steady)
+    assert plan.paths is P.FAST and plan.fast is None and set(plan.sums) == {"D"}
+    gappy = ys.at[4, 1].set(jnp.nan)
+    plan_gap = _dispatch.prepare_stats(params, gappy, None, steady)
+    assert plan_gap.paths is P.GAP_AWARE and plan_gap.sums is None
+    # No fast path on this schedule: the data sums all the same, the paths moot.
+    plan_full = _dispatch.prepare_stats(params, ys, None, _schedule.resolve("sequential", False))
+    assert plan_full.paths is P.BOTH and plan_full.fast is None and plan_full.sums is not None
+    seen = []
+    jax.jit(lambda p, y: seen.append(_dispatch.prepare_stats(p, y, None, steady)))(params, ys)
+    assert seen[0].paths is P.BOTH and seen[0].sums is None and seen[0].fast is not None
+    with pytest.raises(ValueError, match="no observed entry"):
+        _dispatch.prepare_stats(params, jnp.full_like(ys, jnp.nan), None, steady)
+    # stats_step equals stats, on every plan; the resumed plan holds both paths.
+    both = _dispatch.with_fallback(plan)
+    assert both.paths is P.BOTH and both.sums is plan.sums and both.fast is not None
+    for p, data in ((plan, ys), (plan_gap, gappy), (plan_full, ys), (both, ys)):
+        (st, ll), info = _dispatch.stats_step(p, params)
+        ref, ref_ll = _dispatch.stats(params, data, p.schedule)
+        assert bool(info.fast_path) == (p.paths is not P.GAP_AWARE and p is not plan_full)
+        assert_close(ll, ref_ll, 1e-12)
+        for name in ("Sigma", "Phi", "B", "C", "D", "m0_smoothed", "P0_smoothed"):
+            assert_close(getattr(st, name), getattr(ref, name), 1e-12, err_msg=name)

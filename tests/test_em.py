@@ -31,6 +31,8 @@ from reference import Model, random_model, simulate, unobserved_unit_root
 
 import jaxssm as ssm
 from jaxssm._learn import em as _em
+from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import settle
 
 
 def exercise_start(model, rng):
@@ -55,6 +57,15 @@ def test_em_status_is_an_int_enum():
         "num_iters",
         "status",
         "decrease",
+        "schedule",
+    )
+    # The last field has a default: an EMInfo of the first five still builds.
+    assert ssm.EMInfo(*range(5)).schedule is None
+    assert ssm.ScheduleInfo._fields == (
+        "fast_path",
+        "filter_transient",
+        "smoother_transient",
+        "num_transient",
     )
     assert not hasattr(ssm, "fit_em_with_info")
 
@@ -377,23 +388,25 @@ def test_float32_follows_inputs():
 # An eager fit_em on concrete data compiles one of the steady-state schedule's two paths: the
 # gap-aware recursion alone for data with a missing entry, the fast path alone otherwise,
 # stopping before an iteration it does not cover and resuming there with the fallback.
-# Under jit both paths are in one program, chosen on device (fallback="cond"). These tests
+# Under jit both paths are in one program, chosen on device (Paths.BOTH). These tests
 # hold the eager loop to the jitted one (rtol 1e-12: the same operations in differently
 # fused programs; observed equal) and record which programs ran.
 
 N_STEADY = 2400  # >= MIN_STEADY_STEPS: the steady-state schedule runs
+FAST, BOTH, GAP_AWARE = _dispatch.Paths.FAST, _dispatch.Paths.BOTH, _dispatch.Paths.GAP_AWARE
 
 
 def _spy_fit(monkeypatch):
-    """Record ``(fallback, observed, resumed, first iteration)`` of every loop program fit_em
-    runs (``observed``: the data-only statistics computed once, before the loop)."""
+    """Record ``(paths, observed, resumed, first iteration)`` of every loop program fit_em
+    runs: the paths its E-step program holds, and ``observed``: the data-only statistics
+    computed once, before the loop (the plan carries them)."""
     calls = []
     real = _em._fit_jit
 
-    def spy(params, ys, inputs, resume, **kwargs):
+    def spy(params, plan, resume, **kwargs):
         first = 0 if resume is None else int(resume[0].count)
-        calls.append((kwargs["fallback"], kwargs["observed"], resume is not None, first))
-        return real(params, ys, inputs, resume, **kwargs)
+        calls.append((plan.paths, plan.sums is not None, resume is not None, first))
+        return real(params, plan, resume, **kwargs)
 
     monkeypatch.setattr(_em, "_fit_jit", spy)
     return calls
@@ -425,20 +438,20 @@ def test_fit_em_resumes_with_the_fallback_where_the_fast_path_stops(monkeypatch,
     assert np.all(np.diff(lls) > 0)
     threshold = 0.5 * (lls[2] + lls[3])
 
-    real_stats = _em._dispatch.stats
+    real_step = _dispatch.stats_step
 
-    def stats(*args, fallback="cond", **options):
-        out = real_stats(*args, fallback=fallback, **options)
-        if fallback != "defer":
-            return out
-        (s, ll), ok = out
-        return (s, ll), ok & (ll < threshold)  # "not covered" from iteration 3 on
+    def stats_step(plan, params):
+        (s, ll), info = real_step(plan, params)
+        if plan.paths is not FAST:
+            return (s, ll), info
+        # "not covered" from iteration 3 on
+        return (s, ll), info._replace(fast_path=info.fast_path & (ll < threshold))
 
-    monkeypatch.setattr(_em._dispatch, "stats", stats)
+    monkeypatch.setattr(_dispatch, "stats_step", stats_step)
     calls = _spy_fit(monkeypatch)
     seen = []
     a, ia = ssm.fit_em(p, ys, callback=lambda i, ll: seen.append(int(i)), **kwargs)
-    assert calls == [("defer", True, False, 0), ("cond", True, True, 3)]
+    assert calls == [(FAST, True, False, 0), (BOTH, True, True, 3)]
     assert seen == list(range(6))  # every iteration reported once, none twice
     _assert_fits_equal(a, ia, b, ib)
 
@@ -454,7 +467,7 @@ def test_fit_em_resumes_when_the_covariance_does_not_settle(monkeypatch):
     kwargs = dict(num_iters=3, update=("Q", "R"))  # A and H keep the unit root unobserved
     calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(p, ys, **kwargs)
-    assert calls == [("defer", True, False, 0), ("cond", True, True, 0)]
+    assert calls == [(FAST, True, False, 0), (BOTH, True, True, 0)]
     b, ib = _jitted_fit(p, ys, **kwargs)
     _assert_fits_equal(a, ia, b, ib)
     c, ic = ssm.fit_em(p, ys, steady_state=False, **kwargs)
@@ -470,7 +483,7 @@ def test_fit_em_on_missing_data_compiles_the_gap_aware_path_alone(monkeypatch):
     p = to_params(exercise_start(model, rng))
     calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(p, ys, num_iters=3)
-    assert calls == [("gappy", False, False, 0)]
+    assert calls == [(GAP_AWARE, False, False, 0)]
     b, ib = _jitted_fit(p, ys, num_iters=3)
     _assert_fits_equal(a, ia, b, ib)
 
@@ -490,7 +503,7 @@ def _model_with_extras(rng, inputs: bool):
     ids=["inputs", "batch+inputs", "batch+offsets"],
 )
 def test_eager_fit_em_computes_the_data_sums_once(monkeypatch, batch, inputs):
-    """Fully observed data: the eager loop's program gets ``observed=True`` and computes the
+    """Fully observed data: the eager loop's plan holds the fast path alone and the
     data-only statistics (``D``, and ``U, YU`` of ``v = [u; 1]``) once, before the loop, in
     place of the E-step's own; the jitted loop (traced data) uses the E-step's. With ``R``,
     ``H`` and the input regressions learned (the M-steps that read them) the fits agree to
@@ -515,9 +528,9 @@ def test_eager_fit_em_computes_the_data_sums_once(monkeypatch, batch, inputs):
 
     calls = _spy_fit(monkeypatch)
     a, ia = ssm.fit_em(start, ys, **kwargs)
-    assert calls == [("defer", True, False, 0)]
+    assert calls == [(FAST, True, False, 0)]
     b, ib = jax.jit(lambda q, y, uu: ssm.fit_em(q, y, **{**kwargs, "inputs": uu}))(start, ys, u)
-    assert calls[1:] == [("cond", False, False, 0)]
+    assert calls[1:] == [(BOTH, False, False, 0)]
     assert np.all(np.diff(np.asarray(ia.log_likelihoods)) > 0)
     # Normwise tolerances. rtol 1e-11 (observed up to 3e-13, Q in the batch): the two loops'
     # D, U, YU differ in the last bits (the E-step adds the offset back to y - d), and four EM
@@ -526,3 +539,34 @@ def test_eager_fit_em_computes_the_data_sums_once(monkeypatch, batch, inputs):
     # last bits of D show in R a thousandfold.
     _assert_fits_equal(a._replace(R=None), ia, b._replace(R=None), ib, rtol=1e-11)
     assert_close(a.R, b.R, 1e-10, atol_scale=1.0)
+
+
+def test_em_info_reports_which_path_the_e_step_took():
+    """``EMInfo.schedule`` is the last E-step's ScheduleInfo: the fast path with a settled
+    transient on a long fully observed series, the gap-aware recursion (fast path not taken,
+    the bound still there) with a missing entry, the full recursion (no bound, every step a
+    transient step) on a short series. Exact checks."""
+    rng = np.random.default_rng(144)
+    model = random_model(rng, 2, 2)
+    _, ys = simulate(rng, model, N_STEADY)
+    p = to_params(exercise_start(model, rng))
+    T = settle.transient_bound(N_STEADY)
+
+    _, info = ssm.fit_em(p, ys, num_iters=2)
+    s = info.schedule
+    assert isinstance(s, ssm.ScheduleInfo)
+    assert bool(s.fast_path) and int(s.num_transient) == T
+    assert 0 < int(s.filter_transient) < T and 0 < int(s.smoother_transient) < T
+
+    gappy = np.array(ys)
+    gappy[100, 0] = np.nan
+    _, info = ssm.fit_em(p, gappy, num_iters=2)
+    s = info.schedule
+    assert not bool(s.fast_path) and int(s.num_transient) == T
+    assert 0 < int(s.filter_transient) < T
+
+    n = 45
+    _, info = ssm.fit_em(p, ys[:n], num_iters=2)
+    s = info.schedule
+    assert not bool(s.fast_path) and int(s.num_transient) == 0
+    assert int(s.filter_transient) == int(s.smoother_transient) == n

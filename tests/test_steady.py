@@ -443,6 +443,9 @@ def test_public_fit_em(problem):
     start = params._replace(A=0.5 * params.A)
     fast = ssm.fit_em(start, ys, num_iters=4, update=("A", "Q"))
     full = ssm.fit_em(start, ys, num_iters=4, update=("A", "Q"), steady_state=False)
+    # Which path ran differs by design (EMInfo.schedule): the fast path, the full recursion.
+    assert bool(fast[1].schedule.fast_path) and not bool(full[1].schedule.fast_path)
+    fast, full = ((p, info._replace(schedule=None)) for p, info in (fast, full))
     # EM amplifies round-off a little from iteration to iteration: 1e-9 after 4 iterations.
     assert_tree_close(fast, full, 1e-9)
 
@@ -507,9 +510,9 @@ parallel_steady = dict(schedule="parallel_steady")
 
 
 def _parallel_fast(kind, params, ys):
-    """The parallel schedule's fast path alone (``fallback="defer"``); it must apply."""
-    out, ok = _dispatch.run(kind, params, ys, "parallel_steady", fallback="defer")
-    assert bool(ok), f"{kind}: the fast path must apply"
+    """The parallel schedule's fast path alone (``Paths.FAST``); it must apply."""
+    out, info = _dispatch.run(kind, params, ys, "parallel_steady", paths=_dispatch.Paths.FAST)
+    assert bool(info.fast_path), f"{kind}: the fast path must apply"
     return out
 
 
@@ -530,7 +533,9 @@ def test_parallel_steady_schedule_against_the_full_recursion():
     # most T steps (a scan of N - T steps would show as a while loop with that trip count).
     T = settle.transient_bound(N_LONG)
     hlo = (
-        jax.jit(lambda p, y: _dispatch.run("stats", p, y, "parallel_steady", fallback="defer"))
+        jax.jit(
+            lambda p, y: _dispatch.run("stats", p, y, "parallel_steady", paths=_dispatch.Paths.FAST)
+        )
         .lower(params, ys)
         .compile()
         .as_text()

@@ -1,8 +1,9 @@
 """Public inference entry points: filter, smoother and log-likelihood.
 
-Each checks its arguments (:func:`jaxssm._args.prologue.prologue`: shapes and dtypes at trace
-time, covariance values when concrete), resolves the schedule and calls the jitted dispatcher
-(:mod:`jaxssm._schedules.dispatch`).
+Each checks its arguments (:func:`jaxssm._args.prologue.prologue`: the schedule first, then
+shapes and dtypes at trace time, covariance values when concrete) and hands the resolved
+schedule to the dispatcher (:mod:`jaxssm._schedules.dispatch`), which picks the schedule that
+runs on the checked data, the time-sharded one included.
 """
 
 from __future__ import annotations
@@ -10,28 +11,11 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
-from jaxssm import sharding
-from jaxssm._args import schedule as _schedule
 from jaxssm._args.prologue import prologue
-from jaxssm._args.schedule import Schedule
-from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
 from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
-
-
-def _time_sharded(schedule: Schedule, params, ys, inputs):
-    """``(mesh, axis)`` when ``method="parallel"`` should run the time-sharded schedule.
-
-    That is for a concrete ``ys`` split over time on a mesh axis
-    (:func:`jaxssm.sharding.time_sharding`) and a model without inputs, offsets or
-    time-varying fields (the chunked schedule's scope); otherwise ``None``, and the
-    ordinary parallel schedule runs.
-    """
-    if schedule.name != "parallel" or inputs is not None or not isinstance(params, LGSSM):
-        return None
-    return sharding.time_sharding(ys) if _model.is_plain(params) else None
 
 
 def kalman_filter(
@@ -76,10 +60,9 @@ def kalman_filter(
         A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers", IEEE TAC
         66(1), 2021.
     """
-    schedule = _schedule.resolve(method, steady_state)
-    if on := _time_sharded(schedule, params, ys, inputs):
-        return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1])
-    params, ys, inputs, _ = prologue(params, ys, inputs, schedule=schedule)
+    params, ys, inputs, schedule = prologue(
+        params, ys, inputs, method=method, steady_state=steady_state
+    )
     return _dispatch.filter(params, ys, schedule, inputs=inputs)
 
 
@@ -111,10 +94,9 @@ def rts_smoother(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 8.2; Sarkka and
         Garcia-Fernandez (2021).
     """
-    schedule = _schedule.resolve(method, steady_state)
-    if on := _time_sharded(schedule, params, ys, inputs):
-        return sharding.chunked_smoother(params, ys, mesh=on[0], axis_name=on[1])
-    params, ys, inputs, _ = prologue(params, ys, inputs, schedule=schedule)
+    params, ys, inputs, schedule = prologue(
+        params, ys, inputs, method=method, steady_state=steady_state
+    )
     return _dispatch.smooth(params, ys, schedule, inputs=inputs)
 
 
@@ -173,8 +155,7 @@ def log_likelihood(
     Raises:
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
     """
-    schedule = _schedule.resolve(method, steady_state)
-    if on := _time_sharded(schedule, params, ys, inputs):
-        return sharding.chunked_filter(params, ys, mesh=on[0], axis_name=on[1]).log_likelihood
-    params, ys, inputs, _ = prologue(params, ys, inputs, schedule=schedule, allow_batch=True)
+    params, ys, inputs, schedule = prologue(
+        params, ys, inputs, method=method, steady_state=steady_state, allow_batch=True
+    )
     return _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)

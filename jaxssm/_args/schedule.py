@@ -18,14 +18,22 @@ parallel       ``True``         ``"parallel_steady"`` the steady-state schedule 
                                                       its fallback
 ============== ================ ===================== ==========================================
 
+A fifth schedule is not chosen by these arguments but by the data: with ``method="parallel"``
+a concrete ``ys`` split over time on a mesh axis runs the time-sharded (chunked) schedule,
+which the dispatcher records in :attr:`Schedule.mesh` and :attr:`Schedule.axis_name` after it
+has checked ``ys`` (:func:`jaxssm._schedules.dispatch.place`).
+
 A :class:`Schedule` is hashable, so it is a static argument of the jitted programs.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-__all__ = ["METHODS", "Schedule", "resolve", "is_parallel", "schedule_name"]
+if TYPE_CHECKING:
+    from jax.sharding import Mesh
+
+__all__ = ["METHODS", "Schedule", "resolve", "by_name", "is_parallel", "schedule_name"]
 
 METHODS = ("sequential", "parallel")
 
@@ -36,10 +44,15 @@ class Schedule(NamedTuple):
     Attributes:
         method: ``"sequential"`` or ``"parallel"``.
         steady_state: ``None`` (the length rule: sequential only), ``True`` or ``False``.
+        mesh: the :class:`jax.sharding.Mesh` that ``ys`` is split over in time, or ``None``.
+            Set by the dispatcher only (``method="parallel"``, ``steady_state=False``).
+        axis_name: the axis of ``mesh`` that splits time, or ``None``.
     """
 
     method: str
     steady_state: bool | None
+    mesh: Mesh | None = None
+    axis_name: str | None = None
 
     @property
     def parallel(self) -> bool:
@@ -47,8 +60,15 @@ class Schedule(NamedTuple):
         return self.method == "parallel"
 
     @property
+    def time_sharded(self) -> bool:
+        """Whether the chunked schedule runs over the devices of :attr:`mesh`."""
+        return self.mesh is not None
+
+    @property
     def name(self) -> str:
-        """``"auto"``, ``"steady"``, ``"sequential"``, ``"parallel"`` or ``"parallel_steady"``."""
+        """The name in the module docstring's table, or ``"time_sharded"``."""
+        if self.time_sharded:
+            return "time_sharded"
         if self.parallel:
             return "parallel_steady" if self.steady_state else "parallel"
         return {None: "auto", True: "steady", False: "sequential"}[self.steady_state]
@@ -72,6 +92,29 @@ def resolve(method: str, steady_state: bool | None) -> Schedule:
     if method == "parallel" and steady_state is None:
         steady_state = False
     return Schedule(method, steady_state)
+
+
+_BY_NAME = {
+    "auto": Schedule("sequential", None),
+    "steady": Schedule("sequential", True),
+    "sequential": Schedule("sequential", False),
+    "parallel": Schedule("parallel", False),
+    "parallel_steady": Schedule("parallel", True),
+}
+
+
+def by_name(schedule: Schedule | str) -> Schedule:
+    """Return ``schedule`` as a :class:`Schedule`: itself, or the one its name names.
+
+    Raises:
+        ValueError: an unknown name (``"time_sharded"`` needs a mesh: it has no name-only
+            form).
+    """
+    if isinstance(schedule, Schedule):
+        return schedule
+    if schedule not in _BY_NAME:
+        raise ValueError(f"schedule must be one of {tuple(_BY_NAME)}, got {schedule!r}")
+    return _BY_NAME[schedule]
 
 
 def schedule_name(schedule: Schedule | str) -> str:

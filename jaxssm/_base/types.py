@@ -26,6 +26,7 @@ __all__ = [
     "MLEInfo",
     "UnconstrainedParams",
     "SteadyInfo",
+    "ScheduleInfo",
 ]
 
 
@@ -186,6 +187,48 @@ class SufficientStats(NamedTuple):
     YU: jax.Array | None = None
 
 
+class ScheduleInfo(NamedTuple):
+    r"""Which path of the schedule computed a result, and where its covariances settled.
+
+    On the steady-state schedule (``steady_state=True``, or ``None`` for ``N >= 2048``, on a
+    time-invariant model) the covariances of the filter and smoother do not depend on the
+    data and converge to fixed points; once they have, each step costs ``O(D^2)`` instead of
+    ``O(D^3)``. The schedule computes the transients up to a static bound ``T``
+    (``num_transient``) and then takes one of two paths:
+
+    * the **fast path** (``fast_path`` true) when the covariances settled within ``T``
+      steps and every entry of ``ys`` is observed: full steps in the transients, steady
+      steps elsewhere;
+    * the **gap-aware recursion** (``fast_path`` false, ``num_transient > 0``) otherwise:
+      full steps at the start, at each missing entry and after it until the covariance is
+      back at its fixed point, steady steps elsewhere (full steps everywhere when the
+      covariances did not settle). With ``method="parallel"`` this fallback is the full
+      associative scan.
+
+    Every other schedule runs the **full recursion** (``num_transient == 0``): the
+    sequential or parallel schedule, a short series, a time-varying model, a time-sharded
+    series.
+
+    Attributes:
+        fast_path: whether the fast path computed the result, bool. For a batch, whether
+            it did for every sequence.
+        filter_transient: the last step at which the filter covariance still changed by
+            more than the tolerance (``<= T``), int32; ``N`` where the full recursion ran
+            (every step a full step).
+        smoother_transient: the same for the smoother covariance, counted backward from
+            ``k = N``, int32; ``N`` where the full recursion ran; ``0`` for a result that
+            runs no smoother (a filter, a log-likelihood). For a batch, the largest over
+            sequences (also for ``filter_transient``).
+        num_transient: the static bound ``T`` on each transient, int32; 0 where the
+            schedule has no fast path.
+    """
+
+    fast_path: jax.Array
+    filter_transient: jax.Array
+    smoother_transient: jax.Array
+    num_transient: jax.Array
+
+
 class EMStatus(enum.IntEnum):
     """Why :func:`~jaxssm.fit_em` stopped (the value of ``EMInfo.status``).
 
@@ -216,6 +259,10 @@ class EMInfo(NamedTuple):
         decrease: the size of a decrease, ``log p(y | theta_best) - log p(y | theta_bad)``
             (``inf`` for a non-finite log-likelihood); ``0`` unless
             ``status == EMStatus.DECREASED``.
+        schedule: the :class:`ScheduleInfo` of the last E-step the loop ran: which path of
+            the schedule computed it (the steady-state fast path, the gap-aware recursion or
+            the full recursion) and where its covariances settled. ``None`` only in an
+            ``EMInfo`` built by hand.
     """
 
     log_likelihoods: jax.Array
@@ -223,6 +270,7 @@ class EMInfo(NamedTuple):
     num_iters: jax.Array
     status: jax.Array
     decrease: jax.Array
+    schedule: ScheduleInfo | None = None
 
 
 class MLEInfo(NamedTuple):

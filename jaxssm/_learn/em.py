@@ -16,8 +16,7 @@ from jaxssm._args.checks import check_int, check_tol, check_update
 from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
-from jaxssm._base.types import LGSSM, EMInfo, EMStatus, SufficientStats
-from jaxssm._blocks import stats as _stats
+from jaxssm._base.types import LGSSM, EMInfo, EMStatus, ScheduleInfo, SufficientStats
 from jaxssm._learn.mstep import check_m_step, m_step_unchecked
 from jaxssm._schedules import dispatch as _dispatch
 
@@ -27,9 +26,6 @@ _CONVERGED, _DECREASED = int(EMStatus.CONVERGED), int(EMStatus.DECREASED)
 # Inside the loop status 0 means "still running"; a loop that never leaves it ran all
 # iterations, which is what EMStatus.MAX_ITERS = 0 reports.
 _RUNNING = int(EMStatus.MAX_ITERS)
-# Internal only: the loop stopped before iteration ``count`` because the steady-state fast
-# path did not apply there (``fallback="defer"``); fit_em resumes it with the fallback.
-_DEFERRED = -1
 
 
 def e_step(
@@ -95,6 +91,7 @@ class _State(NamedTuple):
     status: jax.Array
     decrease: jax.Array
     count: jax.Array
+    schedule: ScheduleInfo  # of the last E-step
 
 
 def default_decrease_rtol(dtype) -> float:
@@ -116,31 +113,28 @@ def _decrease_size(decreased, best_ll, ll):
 
 def _fit(
     params: LGSSM,
-    ys: jax.Array,
-    inputs: jax.Array | None,
+    plan: _dispatch.StatsPlan,
     resume: tuple[_State, jax.Array] | None,
     *,
     num_iters: int,
     update: tuple[str, ...],
     tol: float | None,
-    method: str,
     decrease_rtol: float,
     callback: Callable | None,
-    fallback: str,
-    observed: bool = False,
 ) -> tuple[_State, jax.Array]:
     """Unchecked EM loop; every keyword argument is static. Returns the state and the trace.
 
-    ``fallback`` is :func:`jaxssm._schedules.dispatch.run`'s. With ``"defer"`` an iteration whose
-    E-step the fast path does not cover stops the loop before it (status ``_DEFERRED``,
-    ``count`` = that iteration); ``resume=(state, trace)`` then starts a loop at
-    iteration ``state.count`` from that state and trace. ``observed``: the caller knows
-    that every entry of ``ys`` is observed, so the statistics that depend on the data alone
-    (:func:`jaxssm._blocks.stats.data_sums`) are computed once, before the loop, and replace the
-    E-step's own (which XLA then drops as unused).
+    Each E-step is :func:`jaxssm._schedules.dispatch.stats_step` of ``plan``. On a plan that
+    holds the fast path alone, an iteration whose E-step it does not cover
+    (``info.fast_path`` false) stops the loop before it: the state is left as it was but for
+    its ``schedule`` info, ``count`` is that iteration. ``resume=(state, trace)`` then starts
+    a loop at iteration ``state.count`` from that state and trace.
     """
     dtype = params.A.dtype
     nan = jnp.array(jnp.nan, dtype)
+    # Whether an E-step's result may not be the answer (static): the loop then also stops
+    # where it is not.
+    may_stop = plan.paths is _dispatch.Paths.FAST
 
     def m_update(state: _State, stats, ll, i) -> _State:
         """Run the guard, then the M-step (iterations ``i < num_iters``)."""
@@ -163,7 +157,7 @@ def _fit(
             lambda a, b: jnp.where(decreased | converged, a, b), keep, new_params
         )
         status = jnp.where(decreased, _DECREASED, jnp.where(converged, _CONVERGED, _RUNNING))
-        return _State(
+        return state._replace(
             params=next_params,
             best=keep,
             best_ll=jnp.where(decreased, state.best_ll, ll),
@@ -180,56 +174,45 @@ def _fit(
         """
         decreased = _is_decrease(ll, state.best_ll, decrease_rtol)
         best = jax.tree.map(lambda a, b: jnp.where(decreased, a, b), state.best, state.params)
-        return _State(
+        return state._replace(
             params=best,
             best=best,
             best_ll=jnp.where(decreased, state.best_ll, ll),
             status=jnp.where(decreased, _DECREASED, _RUNNING).astype(jnp.int32),
             decrease=_decrease_size(decreased, state.best_ll, ll),
-            count=state.count,
         )
-
-    # The data's NaN pattern and its NaN-free copy, once (the fast path's choice reads them);
-    # with another fallback the caller has checked the data on the host.
-    prepared = _dispatch.prepare(ys) if fallback == "cond" else None
-    fixed = {}
-    if observed:
-        extended = _model.uses_input_sums(params, inputs)  # v_k = [u_k; 1], as the E-step's
-        v = _model.augmented_inputs(inputs, ys.shape[:-1], ys.dtype) if extended else None
-        fixed = _stats.data_sums(ys, v)
 
     def update_state(state: _State, stats, ll, i) -> _State:
         return jax.lax.cond(i < num_iters, m_update, final_check, state, stats, ll, i)
 
     def iterate(state: _State, i) -> tuple[_State, jax.Array]:
         """E-step at ``theta_i``; then the M-step (``i < num_iters``) or the final check."""
-        out = _dispatch.stats(
-            state.params, ys, method, inputs=inputs, prepared=prepared, fallback=fallback
-        )
-        (stats, ll), ok = out if fallback == "defer" else (out, None)
-        stats = stats._replace(**fixed)
-        if ok is None:
+        (stats, ll), info = _dispatch.stats_step(plan, state.params)
+        state = state._replace(schedule=info)
+        if not may_stop:
             return update_state(state, stats, ll, i), ll
+        state = jax.lax.cond(info.fast_path, update_state, lambda s, *_: s, state, stats, ll, i)
+        return state, jnp.where(info.fast_path, ll, nan)
 
-        def defer(state, stats, ll, i):
-            return state._replace(status=jnp.array(_DEFERRED, jnp.int32))
-
-        state = jax.lax.cond(ok, update_state, defer, state, stats, ll, i)
-        return state, jnp.where(ok, ll, nan)
+    def running(state: _State) -> jax.Array:
+        go = state.status == _RUNNING
+        return go & state.schedule.fast_path if may_stop else go
 
     if resume is None:
+        zero = jnp.zeros((), jnp.int32)
         init = _State(
             params=params,
             best=params,
             best_ll=jnp.array(-jnp.inf, dtype),
             status=jnp.array(_RUNNING, jnp.int32),
             decrease=jnp.zeros((), dtype),
-            count=jnp.zeros((), jnp.int32),
+            count=zero,
+            # A placeholder until the first E-step (fast_path true: nothing stopped yet).
+            schedule=ScheduleInfo(jnp.array(True), zero, zero, zero),
         )
         trace = jnp.full((num_iters,), jnp.nan, dtype)
     else:
         init, trace = resume
-        init = init._replace(status=jnp.array(_RUNNING, jnp.int32))
     first = init.count  # the first iteration to run
 
     # num_iters + 1 passes: iterations 0..num_iters-1, then the evaluation of the last M-step's
@@ -242,7 +225,7 @@ def _fit(
         start = first.astype(steps.dtype)
 
         def body(state, i):
-            run = (state.status == _RUNNING) & (i >= start)
+            run = running(state) & (i >= start)
             return jax.lax.cond(run, iterate, lambda s, _: (s, nan), state, i)
 
         state, new = jax.lax.scan(body, init, steps)
@@ -251,7 +234,7 @@ def _fit(
 
         def cond(carry):
             state, _, i = carry
-            return (state.status == _RUNNING) & (i <= num_iters)
+            return running(state) & (i <= num_iters)
 
         def loop(carry):
             state, trace, i = carry
@@ -263,59 +246,9 @@ def _fit(
     return state, trace
 
 
-_STATIC = (
-    "num_iters",
-    "update",
-    "tol",
-    "method",
-    "decrease_rtol",
-    "callback",
-    "fallback",
-    "observed",
-)
+_STATIC = ("num_iters", "update", "tol", "decrease_rtol", "callback")
 
 _fit_jit = _compile.jit(_fit, static_argnames=_STATIC)
-
-
-def _missing_on_device(ys: jax.Array):
-    nan = jnp.isnan(ys)
-    return jnp.any(nan), jnp.all(nan)
-
-
-_missing_jit = _compile.jit(_missing_on_device)
-
-
-def _missing(ys: jax.Array) -> tuple[bool, bool]:
-    """Whether any and whether every entry of concrete ``ys`` is NaN.
-
-    On the host with numpy when ``ys`` lives in this process's CPU memory (no copy, no
-    compilation), else one small compiled program on its devices.
-    """
-    if ys.is_fully_addressable and all(d.platform == "cpu" for d in ys.devices()):
-        nan = np.isnan(np.asarray(ys))
-        return bool(nan.any()), bool(nan.all())
-    some, every = _missing_jit(ys)
-    return bool(some), bool(every)
-
-
-def _fallback_for(params: LGSSM, ys: jax.Array, inputs: jax.Array | None) -> str:
-    """Check that ``ys`` has an observed entry; pick the loop's ``fallback`` from the data.
-
-    Concrete ``ys`` with a missing entry: the gap-aware recursion alone. Concrete ``ys``,
-    ``params`` and ``inputs`` with every entry observed: the fast path alone, the host
-    resuming with the fallback if an iteration needs it (rare: a transient longer than the
-    bound). Under a transformation (traced arrays): both paths in one program, chosen on
-    device. A program with one path compiles in less time than one with both.
-    """
-    if isinstance(ys, jax.core.Tracer):
-        return "cond"
-    some, every = _missing(ys)
-    if every:
-        raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
-    if some:
-        return "gappy"
-    leaves = jax.tree_util.tree_leaves((params, inputs))
-    return "cond" if any(isinstance(x, jax.core.Tracer) for x in leaves) else "defer"
 
 
 def fit_em(
@@ -349,7 +282,8 @@ def fit_em(
     second program that holds both paths (compiled only then); the result is that of one
     uninterrupted loop, and a callback sees each iteration once. Under ``jit``, ``vmap`` or
     ``grad`` (traced arrays) both paths are in the one program and the choice is made on
-    device.
+    device. ``EMInfo.schedule`` (a :class:`~jaxssm.ScheduleInfo`) says which path computed
+    the last E-step and where its covariances settled.
 
     **The trace.** ``log_likelihoods[i] = log p(y | theta_i)`` for ``i = 0..num_iters-1``,
     ``theta_0`` being ``params``. When all iterations run, the returned parameters are
@@ -405,7 +339,8 @@ def fit_em(
         ``(params, info)``: the fitted :class:`~jaxssm.LGSSM` and an :class:`~jaxssm.EMInfo`
         with the trace ``log_likelihoods [num_iters]``, the returned parameters'
         ``log_likelihood``, the number of iterations run, the stopping ``status``
-        (:class:`~jaxssm.EMStatus`) and the size of a ``decrease``.
+        (:class:`~jaxssm.EMStatus`), the size of a ``decrease`` and the last E-step's
+        ``schedule`` (:class:`~jaxssm.ScheduleInfo`).
 
     Raises:
         ValueError: an unknown, repeated or empty ``update``, a bad ``method``, a non-positive
@@ -427,7 +362,7 @@ def fit_em(
     )
     extended = _model.uses_input_sums(params, inputs)
     check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
-    fallback = _fallback_for(params, ys, inputs)
+    plan = _dispatch.prepare_stats(params, ys, inputs, schedule)
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(params.A.dtype)
     else:
@@ -438,18 +373,19 @@ def fit_em(
         num_iters=num_iters,
         update=names,
         tol=tol,
-        method=schedule,
         decrease_rtol=float(decrease_rtol),
         callback=callback,
-        # Every entry observed (known on the host): the data-only statistics once per fit.
-        observed=fallback == "defer",
     )
 
     def run():
-        state, trace = _fit_jit(params, ys, inputs, None, fallback=fallback, **static)
-        if fallback == "defer" and int(state.status) == _DEFERRED:
-            # An iteration the fast path does not cover: go on from it with the fallback.
-            state, trace = _fit_jit(params, ys, inputs, (state, trace), fallback="cond", **static)
-        return state.best, EMInfo(trace, state.best_ll, state.count, state.status, state.decrease)
+        state, trace = _fit_jit(params, plan, None, **static)
+        if plan.paths is _dispatch.Paths.FAST and not bool(state.schedule.fast_path):
+            # An iteration the fast path does not cover: go on from it with both paths.
+            plan_both = _dispatch.with_fallback(plan)
+            state, trace = _fit_jit(params, plan_both, (state, trace), **static)
+        info = EMInfo(
+            trace, state.best_ll, state.count, state.status, state.decrease, state.schedule
+        )
+        return state.best, info
 
     return run_with_callback(callback, run)

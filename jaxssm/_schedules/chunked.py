@@ -22,8 +22,8 @@ suffixes across chunks are the smoothed marginals at the chunk boundaries.
 
 Because every combine is the exact associative operator, the result equals the sequential
 filter and smoother up to round-off, for any ``C``. The chunks either run on one device,
-vmapped over a chunk axis (:func:`run` with ``mesh=None``), or one per
-device of a mesh axis under :func:`jax.shard_map` (the summaries are exchanged with one
+vmapped over a chunk axis (``mesh=None``), or one per device of a mesh axis under
+:func:`jax.shard_map` (the summaries are exchanged with one
 ``all_gather`` of ``C`` elements; the per-step arrays never leave their device). The
 ``shard_map`` runs with ``check_vma=False``: the per-step algebra's loops start their carries
 from constants, which the varying-axis type check would reject; the body's only collectives
@@ -35,7 +35,10 @@ enter the filtered moments of real steps; their log-likelihood terms are masked 
 smoothing element of step ``N`` is the final filtered distribution with ``E_N = 0``, which
 annihilates whatever (finite) elements follow it. Their outputs are dropped.
 
-All functions here are unchecked and meant to be called inside ``jit``.
+A concrete ``ys`` whose sharding splits time over one mesh axis (:func:`time_sharding`) is
+what the dispatcher runs on this schedule with ``method="parallel"``.
+
+:func:`filter` and :func:`smooth` are unchecked and meant to be called inside ``jit``.
 
 References:
     S. Sarkka and A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers",
@@ -67,7 +70,7 @@ from jaxssm._blocks.elements import (
 )
 from jaxssm._schedules.parallel import filter_elements
 
-__all__ = ["WITHIN", "chunk_length", "run"]
+__all__ = ["WITHIN", "chunk_length", "time_sharding", "filter", "smooth"]
 
 #: How each chunk computes its local prefixes.
 WITHIN = ("sequential", "associative")
@@ -76,6 +79,24 @@ WITHIN = ("sequential", "associative")
 def chunk_length(num_steps: int, num_chunks: int) -> int:
     """``L = ceil(N / C)``: the steps per chunk (static)."""
     return -(-num_steps // num_chunks)
+
+
+def time_sharding(ys) -> tuple[Mesh, str] | None:
+    """Return the mesh and axis that a concrete ``ys [N, Dy]`` is split over in time, or None.
+
+    ``ys`` is time-sharded when it is a concrete :class:`jax.Array` (not a tracer under
+    ``jit``) whose sharding is a :class:`~jax.sharding.NamedSharding` that splits axis 0
+    over exactly one mesh axis of more than one device.
+    """
+    if not isinstance(ys, jax.Array) or isinstance(ys, jax.core.Tracer) or ys.ndim != 2:
+        return None
+    sharding = ys.sharding
+    if not isinstance(sharding, NamedSharding) or not sharding.spec or sharding.spec[0] is None:
+        return None
+    names = sharding.spec[0] if isinstance(sharding.spec[0], tuple) else (sharding.spec[0],)
+    if len(names) != 1 or sharding.mesh.shape[names[0]] < 2:
+        return None
+    return sharding.mesh, names[0]
 
 
 def _tree_map(fn, *trees):
@@ -345,21 +366,19 @@ def _filter_result(params: LGSSM, chunked: _Chunked, N: int) -> FilterResult:
     )
 
 
-def run(
-    kind: str,
+def filter(
     params: LGSSM,
     ys: jax.Array,
     num_chunks: int,
     mesh: Mesh | None = None,
     axis_name: str | None = None,
     within: str = "sequential",
-) -> FilterResult | SmootherResult:
-    """Chunked Kalman filter (``kind="filter"``) or filter and RTS smoother (``"smooth"``).
+) -> FilterResult:
+    """Chunked Kalman filter of ``ys [N, Dy]``.
 
     Args:
-        kind: ``"filter"`` (a :class:`~jaxssm.FilterResult`) or ``"smooth"`` (a
-            :class:`~jaxssm.SmootherResult`).
-        params: an :class:`~jaxssm.LGSSM` (unchecked).
+        params: an :class:`~jaxssm.LGSSM` without inputs, offsets or time-varying fields
+            (unchecked).
         ys: ``[N, Dy]``.
         num_chunks: ``C``; with a mesh, the size of its ``axis_name`` axis.
         mesh: ``None`` (all chunks on one device, vmapped) or a :class:`jax.sharding.Mesh`
@@ -368,14 +387,39 @@ def run(
         within: ``"sequential"`` or ``"associative"`` (see the module docstring).
 
     Returns:
-        The :class:`~jaxssm.FilterResult` or :class:`~jaxssm.SmootherResult` of the whole
-        series (``N + 1`` rows), equal to the sequential one up to round-off.
+        The :class:`~jaxssm.FilterResult` of the whole series (``N + 1`` rows), equal to the
+        sequential one up to round-off.
+    """
+    params = _symmetrized(params)
+    chunked = _filter_chunked(params, ys, num_chunks, mesh, axis_name, within)
+    return _filter_result(params, _assembled(chunked, mesh), ys.shape[0])
+
+
+def smooth(
+    params: LGSSM,
+    ys: jax.Array,
+    num_chunks: int,
+    mesh: Mesh | None = None,
+    axis_name: str | None = None,
+    within: str = "sequential",
+) -> SmootherResult:
+    """Chunked Kalman filter and RTS smoother of ``ys [N, Dy]``.
+
+    Args:
+        params: as :func:`filter`.
+        ys: ``[N, Dy]``.
+        num_chunks: as :func:`filter`.
+        mesh: as :func:`filter`.
+        axis_name: as :func:`filter`.
+        within: as :func:`filter`.
+
+    Returns:
+        The :class:`~jaxssm.SmootherResult` of the whole series (``N + 1`` rows), equal to the
+        sequential one up to round-off.
     """
     params = _symmetrized(params)
     N = ys.shape[0]
     chunked = _filter_chunked(params, ys, num_chunks, mesh, axis_name, within)
-    if kind == "filter":
-        return _filter_result(params, _assembled(chunked, mesh), N)
     smoothed = _smooth_chunked(params, chunked, N, num_chunks, mesh, axis_name, within)
     chunked, (means, covs, gains) = _assembled((chunked, smoothed), mesh)
     # Step 0 (x_0 given x_1) is one ordinary RTS step from the prior.

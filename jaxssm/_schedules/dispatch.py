@@ -1,43 +1,73 @@
-"""Which schedule runs: the one place that owns ``method``, ``steady_state`` and the fallback.
+r"""Which schedule runs: the one place that owns every schedule and its fallback.
 
-Public entry points take ``method="sequential" | "parallel"`` and
-``steady_state=None | True | False`` and hand them to :func:`resolve`
-(:mod:`jaxssm._args.schedule`), which checks them and returns a static
-:class:`~jaxssm._args.schedule.Schedule`; the functions here take it or its name:
+Public entry points resolve ``method="sequential" | "parallel"`` and
+``steady_state=None | True | False`` into a :class:`~jaxssm._args.schedule.Schedule`
+(:func:`resolve`) and hand it here with the checked data. The schedules:
 
 * ``"auto"`` (``method="sequential"``, ``steady_state=None``, the default): the steady-state
-  fast path for series of at least :data:`MIN_STEADY_STEPS` steps, the full sequential
+  schedule for series of at least :data:`MIN_STEADY_STEPS` steps, the full sequential
   recursion for shorter ones (there the fast path saves milliseconds and costs seconds of
   compilation). The rule depends on the shape only, so it is static.
-* ``"steady"`` (``steady_state=True``): the fast path whenever the series holds its three
-  regions (:func:`jaxssm._schedules.steady.transient_bound` > 0).
+* ``"steady"`` (``steady_state=True``): the steady-state schedule whenever the series holds
+  its three regions (:func:`jaxssm._schedules.settle.transient_bound` ``> 0``).
 * ``"sequential"`` (``steady_state=False``): the full ``lax.scan`` recursion.
 * ``"parallel"`` (``method="parallel"``, ``steady_state=None`` or ``False``): the
-  associative scan over every step.
+  associative scan over every step; on a concrete ``ys`` split over time on a mesh axis,
+  the time-sharded schedule (:func:`place`, :mod:`jaxssm._schedules.chunked`).
 * ``"parallel_steady"`` (``method="parallel"``, ``steady_state=True``): the steady-state
-  schedule with its mean recursions over the series as log-depth associative scans of
-  their affine maps (:func:`jaxssm._schedules.steady._doubling_recursion`) and the full associative
-  scan as its fallback. Opt-in: whether it beats the full associative scan on an
-  accelerator is measured by ``benchmarks/gpu.sh`` and not yet known.
+  schedule with its mean recursions as log-depth associative scans of their affine maps
+  (:func:`jaxssm._schedules.recursions.linear_recursion`) and the full associative scan as
+  its fallback.
 
-The fast path is exact only once the covariances have converged, which is known on device:
-:func:`_steady_or_full` is the single ``lax.cond`` that picks the fast result or the full
-recursion. The functions here are jitted with the schedule static, unchecked, and take
-``ys [N, Dy]``; :func:`log_likelihood` and :func:`stats` also take a batch ``[B, N, Dy]``.
+**The steady-state schedule.** For a time-invariant model the covariances do not depend on
+the data and converge to fixed points; :mod:`jaxssm._schedules.settle` computes their
+transients up to a static bound ``T``. The *fast path* (:mod:`jaxssm._schedules.steady`)
+is exact when the covariances settled within ``T`` steps and every entry of ``ys`` is
+observed; otherwise the *gap-aware recursion* (:mod:`jaxssm._schedules.gappy`) is: full
+steps at the start, at each missing entry and after it until the covariance is back at
+its fixed point, steady steps elsewhere (full steps everywhere when the covariances did not
+settle, i.e. the full recursion). Which one applies is known on device; a program holds
+the :class:`Paths` its caller asks for:
+
+* :attr:`Paths.BOTH` (the default): both, and the one ``lax.cond`` that picks;
+* :attr:`Paths.FAST`: the caller knows every entry is observed; the fast path alone, whose
+  result is the answer only where :attr:`~jaxssm.ScheduleInfo.fast_path` is true;
+* :attr:`Paths.GAP_AWARE`: the caller knows ``ys`` has a missing entry; the fallback alone.
+
+A program with one path compiles in less time than one with both.
+
+**Contract.** :func:`run` computes one :class:`Kind` of result and always returns
+``(result, info)``, ``info`` a :class:`~jaxssm.ScheduleInfo` saying which path ran.
+:func:`filter`, :func:`smooth`, :func:`log_likelihood` and :func:`stats` are :func:`run`
+without the info, for the entry points whose public results do not carry it. An EM loop
+runs its E-steps through a plan made once on the host (:func:`prepare_stats`: the paths
+the data need, the data-only sums) and one call per iteration (:func:`stats_step`).
+Everything here is unchecked: the arguments come from the entry points' prologue.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxssm._args.schedule import METHODS, Schedule, is_parallel, resolve, schedule_name
+from jaxssm._args.schedule import METHODS, Schedule, by_name, is_parallel, resolve
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
-from jaxssm._base.types import LGSSM, FilterResult, SmootherResult, SufficientStats
+from jaxssm._base.types import (
+    LGSSM,
+    FilterResult,
+    ScheduleInfo,
+    SmootherResult,
+    SufficientStats,
+)
 from jaxssm._blocks import stats as _stats
+from jaxssm._schedules import chunked as _chunked
 from jaxssm._schedules import gappy as _gap
 from jaxssm._schedules import parallel as _parallel
 from jaxssm._schedules import sequential as _sequential
@@ -47,282 +77,355 @@ from jaxssm._schedules import steady as _steady
 __all__ = [
     "MIN_STEADY_STEPS",
     "METHODS",
+    "Kind",
+    "Paths",
+    "FastData",
+    "StatsPlan",
     "resolve",
+    "is_parallel",
+    "place",
+    "prepare",
     "run",
     "filter",
     "smooth",
     "smooth_filtered",
     "log_likelihood",
     "stats",
-    "prepare",
-    "FALLBACKS",
-    "is_parallel",
+    "prepare_stats",
+    "stats_step",
+    "with_fallback",
 ]
 
 #: With ``steady_state=None``, series shorter than this run the full recursion.
 MIN_STEADY_STEPS = 2048
 
-#: How the steady-state schedule covers what its fast path does not (see :func:`run`).
-FALLBACKS = ("cond", "defer", "gappy")
+
+class Kind(enum.Enum):
+    """What :func:`run` computes."""
+
+    #: a :class:`~jaxssm.FilterResult`.
+    FILTER = "filter"
+    #: a :class:`~jaxssm.SmootherResult`.
+    SMOOTH = "smooth"
+    #: ``log p(y)``, a scalar (summed over a batch).
+    LOG_LIKELIHOOD = "log_likelihood"
+    #: ``(SufficientStats, log p(y))`` (pooled over a batch).
+    STATS = "stats"
 
 
-def _fast_bound(schedule: str, num_steps: int, max_transient: int) -> int:
-    """Return the steady-state bound ``T`` to use, or 0 for the full recursion (static)."""
-    if schedule == "auto" and num_steps < MIN_STEADY_STEPS:
+class Paths(enum.Enum):
+    """Which paths of the steady-state schedule a program holds (see the module docstring).
+
+    Where the schedule has no fast path (``ScheduleInfo.num_transient == 0``) every value
+    runs the full recursion.
+    """
+
+    BOTH = "both"
+    FAST = "fast"
+    GAP_AWARE = "gap_aware"
+
+
+class FastData(NamedTuple):
+    """The parameter-free inputs of the fast path's choice (:func:`prepare`).
+
+    Attributes:
+        observed: whether every entry of ``ys`` is observed, bool ``[]`` (``[B]`` for a
+            batch).
+        ys: ``ys`` with NaN replaced by zeros: the fast path's input, whose result the
+            ``lax.cond`` discards where an entry is missing, finite so that no NaN reaches
+            gradients through it.
+    """
+
+    observed: jax.Array
+    ys: jax.Array
+
+
+def prepare(ys: jax.Array) -> FastData:
+    """Return :class:`FastData` of ``ys`` (``[N, Dy]`` or ``[B, N, Dy]``).
+
+    :func:`run` computes it itself when not given; a loop passes it in so that it is not
+    recomputed every iteration (XLA does not hoist it out of the loop's conditionals).
+    """
+    missing = jnp.isnan(ys)
+    return FastData(
+        ~jnp.any(missing, axis=(-2, -1)), jnp.where(missing, jnp.zeros((), ys.dtype), ys)
+    )
+
+
+def place(schedule: Schedule | str, params: LGSSM, ys, inputs=None) -> Schedule:
+    """Return the schedule that runs on checked ``params`` and ``ys``, time sharding included.
+
+    ``method="parallel"`` (``steady_state`` not true) on a concrete ``ys [N, Dy]`` split over
+    time on a mesh axis (:func:`jaxssm._schedules.chunked.time_sharding`), with a model
+    without inputs, offsets or time-varying fields (the chunked schedule's scope), is the
+    time-sharded schedule over that axis; every other case is ``schedule`` itself.
+    """
+    schedule = by_name(schedule)
+    if schedule.name != "parallel" or inputs is not None or not _model.is_plain(params):
+        return schedule
+    on = _chunked.time_sharding(ys)
+    return schedule if on is None else schedule._replace(mesh=on[0], axis_name=on[1])
+
+
+def _bound(schedule: Schedule, params: LGSSM, num_steps: int, max_transient: int) -> int:
+    """Return the steady-state bound ``T`` for a series of ``num_steps``, 0 for none (static)."""
+    if schedule.steady_state is False or _model.has_time_varying_matrices(params):
         return 0
-    if schedule in ("auto", "steady", "parallel_steady"):
-        return _settle.transient_bound(num_steps, max_transient)
-    return 0
+    if schedule.steady_state is None and num_steps < MIN_STEADY_STEPS:
+        return 0
+    return _settle.transient_bound(num_steps, max_transient)
 
 
-def _full(kind: str, params: LGSSM, ys: jax.Array, schedule: str, e=None, v=None):
+def _full_info(kind: Kind, num_steps: int) -> ScheduleInfo:
+    """Return the info of a full recursion: every step a transient step, no bound."""
+    n = jnp.int32(num_steps)
+    smoothed = kind in (Kind.SMOOTH, Kind.STATS)
+    return ScheduleInfo(jnp.array(False), n, n if smoothed else jnp.int32(0), jnp.int32(0))
+
+
+def _full(kind: Kind, params: LGSSM, ys: jax.Array, parallel: bool, e=None, v=None):
     """Run the full recursion of the sequential or the parallel schedule for one result.
 
     ``params`` and ``ys`` are reduced (:func:`jaxssm._base.model.reduce`); ``e`` and ``v`` are
     the observation offsets and augmented inputs the statistics need.
     """
-    mod = _parallel if is_parallel(schedule) else _sequential
+    mod = _parallel if parallel else _sequential
     filtered = mod.filter(params, ys)
-    if kind == "filter":
+    if kind is Kind.FILTER:
         return filtered
-    if kind == "log_likelihood":
+    if kind is Kind.LOG_LIKELIHOOD:
         return filtered.log_likelihood  # under jit, XLA drops the unused moments
     smoothed = mod.smooth(params, filtered)
-    if kind == "smooth":
+    if kind is Kind.SMOOTH:
         return smoothed
     stats = _stats.from_smoother(smoothed, ys, params.H, params.R, e, v)
     return stats, smoothed.log_likelihood
 
 
-def _gappy(kind: str, params: LGSSM, ys: jax.Array, point, converged, rtol, e=None, v=None):
-    """Run the gap-aware steady-state path for one kind."""
-    if kind == "filter":
+def _gappy(kind: Kind, params: LGSSM, ys: jax.Array, point, converged, rtol, e=None, v=None):
+    """Run the gap-aware steady-state recursion for one result."""
+    if kind is Kind.FILTER:
         return _gap.gappy_filter(params, ys, point, converged, rtol)[0]
     # The statistics recompute the predicted covariances (half the pass's [N, D, D] memory).
-    keep = kind == "smooth"
+    keep = kind is Kind.SMOOTH
     fwd = _gap.gappy_forward(params, ys, point, converged, rtol, keep_pred_covs=keep)
-    if kind == "log_likelihood":
+    if kind is Kind.LOG_LIKELIHOOD:
         return fwd.log_likelihood
-    if kind == "smooth":
+    if kind is Kind.SMOOTH:
         return _gap.gappy_smooth(params, fwd, point, converged, rtol)
     stats = _gap.gappy_stats(params, ys, fwd, point, converged, rtol, e, v)
     return stats, fwd.log_likelihood
 
 
-def prepare(ys: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Return the parameter-free inputs of the fast path's choice, to compute once per loop.
-
-    Returns ``(observed, ys_fast)``: whether every entry of ``ys`` (``[N, Dy]`` or a batch
-    ``[B, N, Dy]``, then ``observed`` is ``[B]``) is observed, and ``ys`` with NaN replaced by
-    zeros. :func:`run` computes them itself when not given; ``fit_em`` passes them in so
-    that its loop does not recompute them every iteration (XLA does not hoist them out of the
-    loop's conditionals).
-    """
-    missing = jnp.isnan(ys)
-    return ~jnp.any(missing, axis=(-2, -1)), jnp.where(missing, jnp.zeros((), ys.dtype), ys)
-
-
-def _steady_or_full(
-    kind: str,
+def _steady_schedule(
+    kind: Kind,
     params: LGSSM,
     ys: jax.Array,
     T: int,
     rtol,
-    e=None,
-    v=None,
-    prepared=None,
-    fallback: str = "cond",
-    schedule: str = "auto",
+    e,
+    v,
+    fast: FastData | None,
+    paths: Paths,
+    parallel: bool,
 ):
-    """Return the fast path's result if it applies, else the gap-aware recursion's.
+    """Run the steady-state schedule with bound ``T > 0``: ``(result, info)``.
 
-    This is the one ``lax.cond`` of the steady-state schedule. The fast path
-    (:mod:`jaxssm._schedules.steady`'s three regions) applies when the covariances converged within
-    ``T`` steps and every entry of ``ys`` is observed. Otherwise the gap-aware recursion
-    runs (:func:`jaxssm._schedules.steady.gappy_filter`): full masked steps at the start, at every
-    missing entry and after it until the covariance is back at the fixed point, steady
-    steps elsewhere; when the transient did not end within ``T`` steps it takes the full
-    step everywhere, i.e. it is the full sequential recursion. The fast path is given
-    ``ys`` with NaNs replaced by zeros: its result is then discarded, but finite, so it
-    cannot put NaN into gradients through the ``cond``. ``prepared`` is :func:`prepare` of
-    the data before the observation offsets ``e`` are taken off (``None``: computed here).
+    With :attr:`Paths.BOTH` this is the one ``lax.cond`` of the schedule: the fast path's
+    result where the covariances settled within ``T`` steps and every entry of ``ys`` is
+    observed, the fallback's elsewhere. The fast path is given ``ys`` with NaNs replaced by
+    zeros (``fast``, :func:`prepare` of the data before the offsets ``e`` are taken off;
+    ``None``: computed here). Small results (the log-likelihood, the statistics) are
+    computed before the ``cond`` so that only they enter it; the ``[T, D, D]`` covariance
+    side would be copied into it (the fallback gets only the converged quantities). Under a
+    ``vmap`` over parameters the predicate is batched and both branches run.
 
-    Small results (the log-likelihood, the statistics) are computed before the ``cond`` so
-    that only they enter it; the ``[T, D, D]`` covariance side would be copied into it (the
-    gap-aware branch gets only the converged quantities). Under a ``vmap`` over parameters
-    the predicate is batched and both branches run.
-
-    ``fallback="gappy"`` (the caller knows ``ys`` has missing entries) runs the gap-aware
-    recursion alone, and ``fallback="defer"`` (the caller knows every entry is observed)
-    the fast path alone, returning ``(result, converged)``: no ``cond``, and a program that
-    holds one of the two paths instead of both.
-
-    On ``schedule="parallel_steady"`` the fast path's mean recursions are log-depth scans
-    and the fallback is the full associative scan (:mod:`jaxssm._schedules.parallel`) instead of the
-    gap-aware recursion, which is sequential.
+    The fallback is the gap-aware recursion, or on the parallel schedule the full
+    associative scan (the gap-aware recursion is sequential).
     """
-    parallel = is_parallel(schedule)
-    if fallback == "gappy" and parallel:
-        return _full(kind, params, ys, "parallel", e, v)
-    if kind in ("filter", "log_likelihood"):
+    if paths is Paths.GAP_AWARE and parallel:
+        return _full(kind, params, ys, True, e, v), _full_info(kind, ys.shape[0])
+    if kind in (Kind.FILTER, Kind.LOG_LIKELIHOOD):
         side = _settle.filter_side(params, T, rtol)
         converged = side.converged
+        transients = (side.transient, jnp.int32(0))
     else:
         side = _settle.smoother_side(params, T, rtol)
         converged = side.info.converged
+        transients = (side.info.filter_transient, side.info.smoother_transient)
     point = _gap.steady_point(side)
 
-    def fallback_fn(p, y, pt, c):
-        """Run the gap-aware recursion, or the full associative scan on a parallel schedule."""
+    def info(fast_path):
+        return ScheduleInfo(fast_path, *transients, jnp.int32(T))
+
+    def fallback(p, y, pt, c):
         if parallel:
-            return _full(kind, p, y, "parallel", e, v)
+            return _full(kind, p, y, True, e, v)
         return _gappy(kind, p, y, pt, c, rtol, e, v)
 
-    if fallback == "gappy":
-        return fallback_fn(params, ys, point, converged)
+    if paths is Paths.GAP_AWARE:
+        return fallback(params, ys, point, converged), info(jnp.array(False))
     fast_fn = partial(
         {
-            "filter": _steady.filter,
-            "log_likelihood": _steady.log_likelihood,
-            "smooth": _steady.smooth,
-            "stats": partial(_steady.stats, e=e, v=v),
+            Kind.FILTER: _steady.filter,
+            Kind.LOG_LIKELIHOOD: _steady.log_likelihood,
+            Kind.SMOOTH: _steady.smooth,
+            Kind.STATS: partial(_steady.stats, e=e, v=v),
         }[kind],
         form="doubling" if parallel else None,
     )
-    if fallback == "defer":
-        return fast_fn(params, ys, side), converged
-    if prepared is None:
+    if paths is Paths.FAST:
+        return fast_fn(params, ys, side), info(converged)
+    if fast is None:
         observed, ys_fast = prepare(ys)
     else:
-        observed, ys_fast = prepared
+        observed, ys_fast = fast
         if e is not None:
             ys_fast = ys_fast - e
     ok = converged & observed
 
-    if kind in ("log_likelihood", "stats"):
-        fast = fast_fn(params, ys_fast, side)
-        return jax.lax.cond(
+    if kind in (Kind.LOG_LIKELIHOOD, Kind.STATS):
+        result = jax.lax.cond(
             ok,
             lambda f, p, y, pt, c: f,
-            lambda f, p, y, pt, c: fallback_fn(p, y, pt, c),
-            fast,
+            lambda f, p, y, pt, c: fallback(p, y, pt, c),
+            fast_fn(params, ys_fast, side),
             params,
             ys,
             point,
             converged,
         )
-    return jax.lax.cond(
-        ok,
-        lambda p, y, yf, s, pt, c: fast_fn(p, yf, s),
-        lambda p, y, yf, s, pt, c: fallback_fn(p, y, pt, c),
-        params,
-        ys,
-        ys_fast,
-        side,
-        point,
-        converged,
-    )
+    else:
+        result = jax.lax.cond(
+            ok,
+            lambda p, y, yf, s, pt, c: fast_fn(p, yf, s),
+            lambda p, y, yf, s, pt, c: fallback(p, y, pt, c),
+            params,
+            ys,
+            ys_fast,
+            side,
+            point,
+            converged,
+        )
+    return result, info(ok)
 
 
-@partial(_compile.jit, static_argnames=("kind", "schedule", "max_transient", "rtol", "fallback"))
+def _time_sharded(kind: Kind, params: LGSSM, ys: jax.Array, schedule: Schedule):
+    """Run the chunked schedule, one chunk per device of the schedule's mesh axis."""
+    if kind is Kind.STATS or ys.ndim != 2:
+        raise ValueError("the time-sharded schedule runs a filter or smoother of ys [N, Dy]")
+    mesh, axis_name = schedule.mesh, schedule.axis_name
+    fn = _chunked.smooth if kind is Kind.SMOOTH else _chunked.filter
+    out = fn(params, ys, mesh.shape[axis_name], mesh, axis_name)
+    if kind is Kind.LOG_LIKELIHOOD:
+        out = out.log_likelihood
+    return out, _full_info(kind, ys.shape[0])
+
+
+@partial(_compile.jit, static_argnames=("kind", "schedule", "max_transient", "rtol", "paths"))
 def run(
-    kind: str,
+    kind: Kind | str,
     params: LGSSM,
     ys: jax.Array,
     schedule: Schedule | str = "auto",
     max_transient: int = _settle.DEFAULT_MAX_TRANSIENT,
     rtol: float | None = None,
     inputs: jax.Array | None = None,
-    prepared: tuple[jax.Array, jax.Array] | None = None,
-    fallback: str = "cond",
-):
+    fast: FastData | None = None,
+    paths: Paths = Paths.BOTH,
+) -> tuple[object, ScheduleInfo]:
     """Compute one ``kind`` of result on ``schedule`` (jitted; everything but arrays static).
 
     Args:
-        kind: ``"filter"`` (a :class:`~jaxssm.FilterResult`), ``"smooth"`` (a
-            :class:`~jaxssm.SmootherResult`), ``"log_likelihood"`` (a scalar) or ``"stats"``
-            (``(SufficientStats, log_likelihood)``).
+        kind: a :class:`Kind` (or its value): ``FILTER`` (a :class:`~jaxssm.FilterResult`),
+            ``SMOOTH`` (a :class:`~jaxssm.SmootherResult`), ``LOG_LIKELIHOOD`` (a scalar) or
+            ``STATS`` (``(SufficientStats, log_likelihood)``).
         params: an :class:`~jaxssm.LGSSM` (unchecked).
-        ys: ``[N, Dy]``; for ``"log_likelihood"`` and ``"stats"`` also a batch
-            ``[B, N, Dy]`` (log-likelihoods summed, statistics pooled).
-        schedule: a :class:`~jaxssm._args.schedule.Schedule` from :func:`resolve`, or its
-            name.
-        max_transient: the steady-state path's bound on each transient.
+        ys: ``[N, Dy]``; for ``LOG_LIKELIHOOD`` and ``STATS`` also a batch ``[B, N, Dy]``
+            (log-likelihoods summed, statistics pooled).
+        schedule: a :class:`~jaxssm._args.schedule.Schedule` (from :func:`resolve`, or
+            :func:`place` for the time-sharded one), or its name.
+        max_transient: the steady-state schedule's bound on each transient.
         rtol: its convergence tolerance (``None``: ``1e4 * eps``).
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
-        prepared: :func:`prepare` of ``ys``, or ``None`` (computed here if needed).
-        fallback: what covers the cases the steady-state fast path does not (missing entries,
-            a transient longer than the bound). ``"cond"``: the gap-aware recursion in a
-            ``lax.cond``, chosen on device. ``"gappy"``: the caller knows ``ys`` has a
-            missing entry, and the gap-aware recursion runs alone. ``"defer"``: the caller
-            knows every entry is observed; the fast path runs alone and ``run`` returns
-            ``(result, ok)``, ``ok`` saying whether it applied (the covariances converged
-            within the bound; always true off the steady-state schedule). A result with
-            ``ok`` false is not the answer: the caller reruns with ``"cond"``.
+        fast: :func:`prepare` of ``ys``, or ``None`` (computed here where needed).
+        paths: the :class:`Paths` of the steady-state schedule the program holds.
+
+    Returns:
+        ``(result, info)``: the result of ``kind`` and a :class:`~jaxssm.ScheduleInfo` (for a
+        batch: ``fast_path`` for every sequence, the largest transients). With
+        :attr:`Paths.FAST` the result is the answer only where ``info.fast_path`` is true.
 
     A model with inputs or offsets is reduced to the schedules' form
-    (:func:`jaxssm._base.model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the full
-    recursion (``schedule="steady"`` is then an error).
+    (:func:`jaxssm._base.model.reduce`); one with time-varying ``A, Q, H`` or ``R`` runs the
+    full recursion (``steady_state=True`` is then an error).
     """
-    schedule = schedule_name(schedule)
-    varying = _model.has_time_varying_matrices(params)
-    if varying and schedule in ("steady", "parallel_steady"):
+    kind, schedule = Kind(kind), by_name(schedule)
+    if schedule.time_sharded:
+        return _time_sharded(kind, params, ys, schedule)
+    if schedule.steady_state and _model.has_time_varying_matrices(params):
         names = ", ".join(_model.time_varying_names(params))
         raise ValueError(
             f"steady_state=True needs a time-invariant model, got time-varying {names}; "
             "pass steady_state=None or False"
         )
+    if ys.ndim != 2 and kind not in (Kind.LOG_LIKELIHOOD, Kind.STATS):
+        raise ValueError(f"{kind.value} takes ys [N, Dy], got shape {ys.shape}")
     extended = _model.uses_input_sums(params, inputs)
+    T = _bound(schedule, params, ys.shape[-2], max_transient)
 
-    if fallback not in FALLBACKS:
-        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-    if ys.ndim != 2 and kind not in ("log_likelihood", "stats"):
-        raise ValueError(f"{kind} takes ys [N, Dy], got shape {ys.shape}")
-
-    def one(y, u, prep):
+    def one(y, u, fd):
         core, y_s, e = _model.reduce(params, y, u)
         v = _model.augmented_inputs(u, y.shape[:-1], y.dtype) if extended else None
-        T = 0 if varying else _fast_bound(schedule, y.shape[0], max_transient)
         if T:
-            return _steady_or_full(kind, core, y_s, T, rtol, e, v, prep, fallback, schedule)
-        out = _full(kind, core, y_s, schedule, e, v)
-        return (out, jnp.array(True)) if fallback == "defer" else out
+            return _steady_schedule(kind, core, y_s, T, rtol, e, v, fd, paths, schedule.parallel)
+        return _full(kind, core, y_s, schedule.parallel, e, v), _full_info(kind, y.shape[0])
 
     if ys.ndim == 2:
-        return one(ys, inputs, prepared)
-    batched = jax.vmap(one)(ys, inputs, prepared)
-    if fallback == "defer":
-        # With every entry observed the covariances do not depend on the data, so ``ok`` is
-        # the same for all sequences; ``all`` also covers a batched parameter.
-        batched, oks = batched
-    if kind == "log_likelihood":
-        out = jnp.sum(batched)
+        return one(ys, inputs, fast)
+    out, infos = jax.vmap(one)(ys, inputs, fast)
+    if kind is Kind.LOG_LIKELIHOOD:
+        out = jnp.sum(out)
     else:
-        per_sequence, lls = batched
+        per_sequence, lls = out
         out = _stats.pool(per_sequence), jnp.sum(lls)
-    return (out, jnp.all(oks)) if fallback == "defer" else out
+    # With every entry observed the covariances do not depend on the data, so fast_path is
+    # the same for all sequences; ``all`` also covers a batched parameter.
+    info = ScheduleInfo(
+        jnp.all(infos.fast_path),
+        jnp.max(infos.filter_transient),
+        jnp.max(infos.smoother_transient),
+        jnp.int32(T),
+    )
+    return out, info
 
 
-def filter(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> FilterResult:
-    """Kalman filter of ``ys [N, Dy]`` on ``schedule`` (``options``: as :func:`run`)."""
-    return run("filter", params, ys, schedule, **options)
+def filter(params: LGSSM, ys: jax.Array, schedule: Schedule | str = "auto", **options):
+    """Kalman filter of ``ys [N, Dy]``: a :class:`~jaxssm.FilterResult`.
+
+    ``schedule`` goes through :func:`place`; ``options`` are those of :func:`run`.
+    """
+    schedule = place(schedule, params, ys, options.get("inputs"))
+    return run(Kind.FILTER, params, ys, schedule, **options)[0]
 
 
-def smooth(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> SmootherResult:
-    """Filter and RTS smoother of ``ys [N, Dy]`` on ``schedule``."""
-    return run("smooth", params, ys, schedule, **options)
+def smooth(params: LGSSM, ys: jax.Array, schedule: Schedule | str = "auto", **options):
+    """Filter and RTS smoother of ``ys [N, Dy]``: a :class:`~jaxssm.SmootherResult`."""
+    schedule = place(schedule, params, ys, options.get("inputs"))
+    return run(Kind.SMOOTH, params, ys, schedule, **options)[0]
 
 
-def log_likelihood(params: LGSSM, ys: jax.Array, schedule: str = "auto", **options) -> jax.Array:
+def log_likelihood(params: LGSSM, ys: jax.Array, schedule: Schedule | str = "auto", **options):
     """``log p(y)`` of ``ys [N, Dy]``, or the sum over a batch ``[B, N, Dy]``."""
-    return run("log_likelihood", params, ys, schedule, **options)
+    schedule = place(schedule, params, ys, options.get("inputs"))
+    return run(Kind.LOG_LIKELIHOOD, params, ys, schedule, **options)[0]
 
 
 def stats(
-    params: LGSSM, ys: jax.Array, schedule: str = "auto", **options
+    params: LGSSM, ys: jax.Array, schedule: Schedule | str = "auto", **options
 ) -> tuple[SufficientStats, jax.Array]:
     """EM statistics and ``log p(y)`` of ``ys [N, Dy]``; a batch ``[B, N, Dy]`` is pooled."""
-    return run("stats", params, ys, schedule, **options)
+    return run(Kind.STATS, params, ys, schedule, **options)[0]
 
 
 @partial(_compile.jit, static_argnames="schedule")
@@ -336,3 +439,139 @@ def smooth_filtered(
     mod = _parallel if is_parallel(schedule) else _sequential
     core = params._replace(B=None, b=None, D=None, d=None)
     return mod.smooth(core, filtered)
+
+
+# ---------------------------------------------------------------------------------------------
+# The E-steps of an EM loop: a plan made once on the host, one call per iteration
+# ---------------------------------------------------------------------------------------------
+
+
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["ys", "inputs", "fast", "sums"],
+    meta_fields=["schedule", "paths"],
+)
+@dataclasses.dataclass(frozen=True)
+class StatsPlan:
+    """What every E-step of a loop needs besides the parameters (:func:`prepare_stats`).
+
+    A pytree whose ``schedule`` and ``paths`` are static (part of its structure): passed to
+    a jitted loop, different paths compile different programs.
+
+    Attributes:
+        ys: ``[N, Dy]`` or ``[B, N, Dy]``.
+        inputs: ``[N, Du]`` (``[B, N, Du]``), or ``None``.
+        fast: :class:`FastData` of ``ys`` for a program holding both paths, else ``None``.
+        sums: with every entry of ``ys`` observed (known on the host), the statistics that
+            depend on the data alone (``D``, and ``U, YU`` of ``v = [u; 1]``,
+            :func:`jaxssm._blocks.stats.data_sums`), computed once; else ``None``.
+        schedule: the :class:`~jaxssm._args.schedule.Schedule`.
+        paths: the :class:`Paths` of the steady-state schedule the E-step's program holds.
+    """
+
+    ys: jax.Array
+    inputs: jax.Array | None
+    fast: FastData | None
+    sums: dict | None
+    schedule: Schedule
+    paths: Paths
+
+
+def _missing_on_device(ys: jax.Array):
+    nan = jnp.isnan(ys)
+    return jnp.any(nan), jnp.all(nan)
+
+
+_missing_jit = _compile.jit(_missing_on_device)
+
+
+def _missing(ys: jax.Array) -> tuple[bool, bool]:
+    """Whether any and whether every entry of concrete ``ys`` is NaN.
+
+    On the host with numpy when ``ys`` lives in this process's CPU memory (no copy, no
+    compilation), else one small compiled program on its devices.
+    """
+    if ys.is_fully_addressable and all(d.platform == "cpu" for d in ys.devices()):
+        nan = np.isnan(np.asarray(ys))
+        return bool(nan.any()), bool(nan.all())
+    some, every = _missing_jit(ys)
+    return bool(some), bool(every)
+
+
+@partial(_compile.jit, static_argnames="extended")
+def _data_sums(ys: jax.Array, inputs: jax.Array | None, extended: bool) -> dict:
+    v = _model.augmented_inputs(inputs, ys.shape[:-1], ys.dtype) if extended else None
+    return _stats.data_sums(ys, v)
+
+
+def _is_traced(tree) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
+
+
+def prepare_stats(
+    params: LGSSM, ys: jax.Array, inputs: jax.Array | None, schedule: Schedule | str
+) -> StatsPlan:
+    """Plan the E-steps of a loop over ``ys`` on ``schedule`` (on the host, once).
+
+    Concrete ``ys`` with a missing entry: the gap-aware recursion alone. Concrete ``ys``,
+    ``params`` and ``inputs`` with every entry observed: the fast path alone, and the
+    data-only statistics computed here, once. Under a transformation (traced arrays): both
+    paths in one program, chosen on device. Where the schedule has no fast path for this
+    series (:data:`MIN_STEADY_STEPS`, ``steady_state=False``, a time-varying model) the
+    full recursion runs either way.
+
+    Args:
+        params: the loop's starting :class:`~jaxssm.LGSSM` (checked): its structure and
+            whether it is traced.
+        ys: ``[N, Dy]`` or ``[B, N, Dy]`` (checked).
+        inputs: ``[N, Du]`` (``[B, N, Du]``) or ``None`` (checked).
+        schedule: the resolved :class:`~jaxssm._args.schedule.Schedule`.
+
+    Returns:
+        A :class:`StatsPlan` for :func:`stats_step`.
+
+    Raises:
+        ValueError: concrete ``ys`` has no observed entry (all NaN).
+    """
+    schedule = by_name(schedule)
+    T = _bound(schedule, params, ys.shape[-2], _settle.DEFAULT_MAX_TRANSIENT)
+    if isinstance(ys, jax.core.Tracer):
+        return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
+    some, every = _missing(ys)
+    if every:
+        raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
+    if some:
+        return StatsPlan(ys, inputs, None, None, schedule, Paths.GAP_AWARE)
+    if _is_traced((params, inputs)):
+        return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
+    sums = _data_sums(ys, inputs, _model.uses_input_sums(params, inputs))
+    return StatsPlan(ys, inputs, None, sums, schedule, Paths.FAST if T else Paths.BOTH)
+
+
+def stats_step(
+    plan: StatsPlan, params: LGSSM
+) -> tuple[tuple[SufficientStats, jax.Array], ScheduleInfo]:
+    """One E-step of a loop: ``((stats, log p(y)), info)`` at ``params`` (jittable).
+
+    The statistics of :func:`stats`, with the plan's data-only sums in place of the
+    E-step's own (XLA then drops those). On a plan with :attr:`Paths.FAST` the result is
+    the answer only where ``info.fast_path`` is true; elsewhere the loop goes on with
+    :func:`with_fallback` of the plan.
+    """
+    (out, ll), info = run(
+        Kind.STATS,
+        params,
+        plan.ys,
+        plan.schedule,
+        inputs=plan.inputs,
+        fast=plan.fast,
+        paths=plan.paths,
+    )
+    if plan.sums is not None:
+        out = out._replace(**plan.sums)
+    return (out, ll), info
+
+
+def with_fallback(plan: StatsPlan) -> StatsPlan:
+    """Return ``plan`` with both paths: for the E-steps a fast-path-only plan did not cover."""
+    return dataclasses.replace(plan, fast=prepare(plan.ys), paths=Paths.BOTH)
