@@ -140,3 +140,50 @@ def test_max_iters_must_hold_a_cycle():
     start, ys = _data(50)
     with pytest.raises(ValueError, match="at least 3"):
         squarem_loop(_em_map(ys), start, update=UPDATE, max_iters=2)
+
+
+# --- fit_em(accelerate="squarem"): the same loop behind the EM entry point -----------------
+
+
+def test_fit_em_squarem_is_monotone_and_reaches_plain_ems_maximum():
+    start, ys = _data()
+    fitted, info = ssm.fit_em(start, ys, num_iters=300, tol=1e-12, accelerate="squarem")
+    trace = _finite(info.log_likelihoods)
+    assert np.all(np.diff(trace) >= -1e-9 * np.abs(trace[1:]))
+    assert int(info.status) == int(ssm.EMStatus.CONVERGED)
+    assert int(info.num_iters) < 300  # E-steps run
+    # The returned point is the best evaluated one, and its log-likelihood is the filter's.
+    ll = float(ssm.log_likelihood(fitted, ys))
+    np.testing.assert_allclose(float(info.log_likelihood), ll, rtol=1e-12)
+    assert float(info.log_likelihood) == pytest.approx(float(np.max(trace)), rel=1e-12)
+    # Plain EM's long run ends at the same maximum (it approaches from below).
+    _, plain = ssm.fit_em(start, ys, num_iters=5000)
+    assert ll >= float(plain.log_likelihood) - 1e-8 * abs(ll)
+    assert ll - float(plain.log_likelihood) < 1e-6 * abs(ll)
+
+
+def test_fit_em_squarem_with_a_gap_matches_the_loop_on_the_public_e_step():
+    start, ys = _data(num_steps=300)
+    ys = ys.at[40:45, 0].set(jnp.nan)
+    fitted, info = ssm.fit_em(start, ys, num_iters=60, accelerate="squarem")
+    ref, ref_info = _run(start, ys, 60)
+    np.testing.assert_allclose(
+        np.asarray(info.log_likelihoods), np.asarray(ref_info.log_likelihoods), rtol=1e-11
+    )
+    np.testing.assert_allclose(np.asarray(fitted.A), np.asarray(ref.A), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(accelerate="anderson"), "accelerate must be None or 'squarem'"),
+        (dict(accelerate="squarem", num_iters=2), "at least 3"),
+        (dict(accelerate="squarem", progress=True), "progress and callback"),
+        (dict(accelerate="squarem", callback=lambda i, ll: None), "progress and callback"),
+    ],
+)
+def test_fit_em_accelerate_errors(kwargs, match):
+    start, ys = _data(num_steps=50)
+    kwargs = {"num_iters": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        ssm.fit_em(start, ys, **kwargs)

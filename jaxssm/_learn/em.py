@@ -17,6 +17,7 @@ from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, EMInfo, EMStatus, ScheduleInfo, SufficientStats
+from jaxssm._learn.accelerate import squarem_loop
 from jaxssm._learn.mstep import check_m_step, m_step_unchecked
 from jaxssm._schedules import dispatch as _dispatch
 
@@ -251,6 +252,21 @@ _STATIC = ("num_iters", "update", "tol", "decrease_rtol", "callback")
 _fit_jit = _compile.jit(_fit, static_argnames=_STATIC)
 
 
+def _squarem(params, plan, tol, *, update, num_iters, decrease_rtol):
+    """SQUAREM over the plan's E-step and the closed-form M-step (unchecked, jitted)."""
+
+    def em_map(p):
+        (stats, ll), _ = _dispatch.stats_step(plan, p)
+        return m_step_unchecked(p, stats, update), ll
+
+    return squarem_loop(
+        em_map, params, update=update, max_iters=num_iters, tol=tol, decrease_rtol=decrease_rtol
+    )
+
+
+_squarem_jit = _compile.jit(_squarem, static_argnames=("update", "num_iters", "decrease_rtol"))
+
+
 def fit_em(
     params: LGSSM,
     ys: ArrayLike,
@@ -264,6 +280,7 @@ def fit_em(
     decrease_rtol: float | None = None,
     progress: bool = False,
     callback: Callable[[jax.Array, jax.Array], None] | None = None,
+    accelerate: str | None = None,
 ) -> tuple[LGSSM, EMInfo]:
     """Expectation-maximisation for the parameters in ``update``, compiled as one loop.
 
@@ -311,6 +328,17 @@ def fit_em(
     For a batch ``ys [B, N, Dy]`` the statistics are pooled (see :func:`~jaxssm.e_step`) and
     the log-likelihoods are sums over sequences.
 
+    **Acceleration** (``accelerate="squarem"``). The same E-step and M-step, extrapolated by
+    SQUAREM (Varadhan and Roland 2008; :func:`jaxssm._learn.accelerate.squarem_loop`): cycles
+    of two EM steps and one extrapolated point, the covariances extrapolated in
+    matrix-logarithm coordinates, an extrapolated point kept only when it is a valid model
+    whose log-likelihood is not below the cycle's best, so the finite entries of the trace
+    never fall. ``num_iters`` is then the budget of E-steps (at least 3), the trace holds one
+    entry per E-step (NaN for a rejected extrapolation), ``tol`` applies to the rise over a
+    cycle, the returned parameters are the best evaluated point (their log-likelihood is in
+    the trace) and ``EMInfo.schedule`` is ``None``. ``progress`` and ``callback`` are not
+    available there. :func:`~jaxssm.fit` runs this loop to convergence.
+
     Args:
         params: initial :class:`~jaxssm.LGSSM` ``theta_0``.
         ys: observations ``[N, Dy]`` or a batch ``[B, N, Dy]``.
@@ -334,6 +362,7 @@ def fit_em(
             ``log p(y | theta_iteration)`` (through :func:`jax.debug.callback`). With
             ``progress=False`` and ``callback=None`` nothing is traced in. Options are static:
             pass the same function object to reuse the compiled loop.
+        accelerate: ``None`` (plain EM) or ``"squarem"`` (see above).
 
     Returns:
         ``(params, info)``: the fitted :class:`~jaxssm.LGSSM` and an :class:`~jaxssm.EMInfo`
@@ -357,6 +386,18 @@ def fit_em(
     schedule = _schedule.resolve(method, steady_state)
     num_iters = check_int(num_iters, "num_iters")
     tol = check_tol(tol)
+    if accelerate not in (None, "squarem"):
+        raise ValueError(f"accelerate must be None or 'squarem', got {accelerate!r}")
+    if accelerate is not None and num_iters < 3:
+        raise ValueError(
+            f"num_iters must be at least 3 with accelerate={accelerate!r} (one cycle of two EM "
+            f"steps and one extrapolation), got {num_iters}"
+        )
+    if accelerate is not None and (progress or callback is not None):
+        raise ValueError(
+            f"progress and callback are not available with accelerate={accelerate!r}; "
+            "the trace in EMInfo.log_likelihoods has one entry per E-step"
+        )
     params, ys, inputs, _ = prologue(
         params, ys, inputs, schedule=schedule, allow_batch=True, update=names
     )
@@ -367,6 +408,15 @@ def fit_em(
         decrease_rtol = default_decrease_rtol(params.A.dtype)
     else:
         decrease_rtol = check_tol(decrease_rtol, "decrease_rtol")
+    if accelerate is not None:
+        # Both paths in the program: an extrapolated point may leave the fast path's reach.
+        if plan.paths is _dispatch.Paths.FAST:
+            plan = _dispatch.with_fallback(plan)
+        best, sq = _squarem_jit(
+            params, plan, tol, update=names, num_iters=num_iters, decrease_rtol=float(decrease_rtol)
+        )
+        info = EMInfo(sq.log_likelihoods, sq.log_likelihood, sq.num_e_steps, sq.status, sq.decrease)
+        return best, info
     # Equal for equal (num_iters, callback, progress), so repeated calls reuse the loop.
     callback = guard_callback("EM iteration", num_iters, callback, progress)
     static = dict(
