@@ -11,7 +11,8 @@
 # fresh call costs compile + run); a filter sweep to N = 1e6; dynamax's EM iteration; peers.
 # Then benchmarks/parallel_steady.py (the last 120 s of the budget): the full associative
 # scan against method="parallel", steady_state=True, and the mean recursion's plain,
-# blocked and log-depth doubling forms, at N = 44,484 in float64.
+# blocked and log-depth doubling forms, at N = 44,484 in float64. Then
+# benchmarks/time_to_max.py --quick (120 s): fit, SQUAREM and plain EM from the data start.
 #
 # OUTPUT_DIR defaults to $OUT, else benchmarks/results/local/gpu (benchmarks/results puts
 # gpu.md next to the README's cpu.md). It receives gpu.json and
@@ -91,7 +92,7 @@ if [ "$LEFT" -lt 60 ]; then LEFT=60; fi
 GPU=0
 if [ "$PLATFORM" = "gpu" ] || [ "$PLATFORM" = "cuda" ]; then
     GPU=1
-    LEFT=$(( LEFT - 120 ))   # kept for parallel_steady.py below
+    LEFT=$(( LEFT - 240 ))   # kept for parallel_steady.py and time_to_max.py below
     if [ "$LEFT" -lt 60 ]; then LEFT=60; fi
     MODE=(--gpu --name gpu --budget "$LEFT")
     echo "== GPU found: running the --gpu suite with a budget of $LEFT s"
@@ -108,6 +109,11 @@ echo "== run.py exit code $RC after $(( $(date +%s) - START )) s"
 if [ "$GPU" = 1 ]; then
     timeout -k 10 120 "$PY" "$ROOT/benchmarks/parallel_steady.py" --runs 3 --out "$OUT_DIR"
     echo "== parallel_steady.py exit code $? after $(( $(date +%s) - START )) s"
+    # fit to convergence from the data start on the SARCOS test split, against plain and
+    # accelerated EM (the quick budgets; the answer, not only the speed, is in the table).
+    timeout -k 10 120 "$PY" "$ROOT/benchmarks/time_to_max.py" --quick --starts initialize \
+        --out "$OUT_DIR"
+    echo "== time_to_max.py exit code $? after $(( $(date +%s) - START )) s"
 fi
 echo "== results:"
 ls -l "$OUT_DIR"
