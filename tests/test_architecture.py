@@ -45,6 +45,7 @@ LAYERS = [
     ["_learn.accelerate", "_learn.moments"],
     ["_learn.subspace"],
     ["_learn.em", "_learn.mle", "_learn.score", "_learn.initialize"],
+    ["_learn.boundary"],
     ["_learn.fit", "_learn.errors"],
     ["priors", "datasets"],
     ["plotting"],

@@ -81,21 +81,119 @@ def test_information_criteria(problem):
     assert float(info.bic) == pytest.approx(k * math.log(ys.shape[0]) - 2 * ll)
 
 
-def test_boundary_maximum_with_a_singular_q():
+def _boundary_problem():
     # The first component is noise free (Q[0, 0] = 0): the maximum sits where Q turns
     # singular, and plain EM crawls towards it (its rate tends to one).
     true = _true(Q=(0.0, 0.1))._replace(A=jnp.array([[0.99, 0.1], [0.0, 0.9]]))
     _, ys = ssm.sample(jax.random.PRNGKey(2), true, 300)
-    start = _start(true)
-    params, info = ssm.fit(start, ys, tol=1e-7, max_iters=3000)
+    return _start(true), ys
+
+
+def _rank_one_maximum(params, ys):
+    """The maximum over (A, l) with Q = l l^T by scipy's L-BFGS-B, from ``params`` (reference)."""
+    import scipy.optimize
+
+    w, v = np.linalg.eigh(np.asarray(params.Q))
+    x0 = np.concatenate([np.asarray(params.A).ravel(), v[:, -1] * np.sqrt(w[-1])])
+
+    def unpack(x):
+        col = x[4:]
+        return params._replace(A=x[:4].reshape(2, 2), Q=jnp.outer(col, col))
+
+    vg = jax.jit(jax.value_and_grad(lambda x: -ssm.log_likelihood(unpack(x), ys)))
+
+    def fun(x):
+        f, g = vg(jnp.asarray(x))
+        return float(f), np.asarray(g, np.float64)
+
+    res = scipy.optimize.minimize(
+        fun, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=5000, gtol=1e-10, ftol=1e-15)
+    )
+    return -res.fun
+
+
+def test_boundary_maximum_with_a_singular_q():
+    start, ys = _boundary_problem()
+    params, info = ssm.fit(start, ys, tol=1e-9)
     assert info.status == ssm.FitStatus.CONVERGED
     _assert_monotone(info)
-    _, plain = ssm.fit_em(start, ys, num_iters=info.num_e_steps)
-    # Better than plain EM with the same number of E-steps, and EM has little left to gain.
-    assert float(info.log_likelihood) > float(plain.log_likelihood) + 1e-3
+    # The boundary stage ran: one direction of Q held at zero, exact gradients used.
+    assert info.rank_dropped == {"Q": 1}
+    assert info.num_grad_evals > 0
+    assert len(info.grad_log_likelihoods) == info.num_grad_evals
+    w = np.linalg.eigvalsh(np.asarray(params.Q))
+    assert w[0] <= 1e-12 * w[1]
+    ll = float(info.log_likelihood)
+    assert ll == pytest.approx(float(ssm.log_likelihood(params, ys)), abs=1e-9)
+    # The same maximum as a direct optimisation of the rank-one model (to 1e-5 nats) and
+    # above long runs of plain and accelerated EM (which crawl towards it).
+    reference = _rank_one_maximum(params, ys)
+    assert ll == pytest.approx(reference, abs=1e-5)
+    _, plain = ssm.fit_em(start, ys, num_iters=3000)
+    assert ll > float(plain.log_likelihood) + 1e-3
+    _, squarem = ssm.fit(start, ys, rank_tol=None, max_iters=3000)
+    assert ll >= float(squarem.log_likelihood)
+    assert info.num_e_steps < 500
+    # KKT at a boundary maximum: in the free coordinates of the rank-one model (A, l), with
+    # Q = l l^T, the exact Newton decrement (exact Hessian, 6 parameters) is ~0 ...
+    vals, vecs = np.linalg.eigh(np.asarray(params.Q))
+    kept, null = vecs[:, 1], vecs[:, 0]
+
+    def reduced(x):
+        return ssm.log_likelihood(
+            params._replace(A=x[:4].reshape(2, 2), Q=jnp.outer(x[4:], x[4:])), ys
+        )
+
+    x = jnp.concatenate([params.A.ravel(), jnp.asarray(kept * np.sqrt(vals[1]))])
+    grad, hess = np.asarray(jax.grad(reduced)(x)), np.asarray(jax.hessian(reduced)(x))
+    assert np.all(np.linalg.eigvalsh(hess) < 0)  # a strict local maximum of the reduced model
+    assert -0.5 * grad @ np.linalg.solve(hess, grad) < 1e-6  # the gain Newton predicts, nats
+    # ... and the full gradient in Q points out of the PSD cone along the dropped direction.
+    g = jax.grad(lambda p: ssm.log_likelihood(p, ys))(params)
+    gQ = 0.5 * (np.asarray(g.Q) + np.asarray(g.Q).T)
+    assert null @ gQ @ null < 0
+    assert info.boundary_slope < 0
+    assert info.boundary_slope == pytest.approx(float(null @ gQ @ null) * vals[1], rel=1e-3)
+    # 50 more plain EM iterations gain nothing.
     _, more = ssm.fit_em(params, ys, num_iters=50)
-    assert float(more.log_likelihood) - float(info.log_likelihood) < 1e-3
-    assert float(jnp.linalg.eigvalsh(params.Q)[0]) < 1e-3 * float(jnp.linalg.eigvalsh(params.Q)[1])
+    assert float(more.log_likelihood) - ll < 1e-6
+
+
+def test_boundary_stage_skipped_at_an_interior_maximum(problem):
+    start, ys = problem
+    _, info = ssm.fit(start, ys)
+    assert info.num_grad_evals == 0 and info.rank_dropped == {}
+    assert np.isnan(info.boundary_slope)
+    # Off by request: EM's stage alone (its status from EM's tests).
+    start_b, ys_b = _boundary_problem()
+    _, off = ssm.fit(start_b, ys_b, rank_tol=None, max_iters=300)
+    assert off.num_grad_evals == 0 and off.rank_dropped == {}
+
+
+def test_boundary_with_a_singular_start():
+    # A start that is already singular goes straight to the boundary stage; the dropped
+    # direction's KKT sign is checked and the answer is the rank-one maximum.
+    start, ys = _boundary_problem()
+    ref, _ = ssm.fit(start, ys, tol=1e-9)
+    singular = ref._replace(A=ref.A + 0.01, Q=ref.Q)
+    params, info = ssm.fit(singular, ys, tol=1e-9)
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert info.rank_dropped == {"Q": 1}
+    assert float(info.log_likelihood) == pytest.approx(_rank_one_maximum(ref, ys), abs=1e-5)
+
+
+def test_boundary_stage_adds_back_a_direction_that_violates_kkt(problem):
+    # A singular start at an interior problem: the boundary stage starts with Q's null
+    # direction held at zero, finds the KKT sign violated there (the likelihood rises out of
+    # the face) and adds it back: the answer is the interior maximum.
+    start, ys = problem
+    ref, ref_info = ssm.fit(start, ys)
+    singular = start._replace(Q=jnp.diag(jnp.array([1.0, 0.0])))
+    params, info = ssm.fit(singular, ys)
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert info.rank_dropped == {} and info.num_grad_evals > 0
+    assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-4)
+    np.testing.assert_allclose(np.asarray(params.Q), np.asarray(ref.Q), atol=1e-3)
 
 
 def test_missing_entries(problem):
@@ -169,3 +267,5 @@ def test_bad_arguments(problem):
         ssm.fit(start, ys, start="nope")
     with pytest.raises((ValueError, TypeError)):
         ssm.fit(start, ys, max_iters=2)
+    with pytest.raises(ValueError, match="rank_tol"):
+        ssm.fit(start, ys, rank_tol=2.0)

@@ -1,0 +1,412 @@
+r"""The boundary stage of :func:`~jaxssm.fit`: an active set for vanishing covariance directions.
+
+**Why.** At a maximum where a covariance ``C`` in ``update`` (``Q``, ``R`` or ``P0``) turns
+singular, EM is frozen in the directions it loses: along a null vector ``v`` of ``Q`` the
+posterior pins ``v' x_k = v' A x_{k-1}``, so ``v' C = v' A \Phi`` and the M-step returns the
+same row ``v' A``. EM's rate tends to one there and no scalar extrapolation serves both the
+fast coordinates and ``log lambda_min``; a quasi-Newton method on the full covariance is
+ill-conditioned by the tiny eigenvalues. The model with a singular ``Q`` (or ``P0``) is still
+a valid model for the filter (``R > 0`` keeps the innovation covariance positive definite).
+
+**What.** Once accelerated EM has slowed down, the eigenvalues of ``C`` at most
+``rank_tol * lambda_max(C)`` are dropped: ``C = L L^T`` with ``L`` of shape ``[n, r]`` spanning
+the kept eigenvectors, so the dropped directions are exactly zero. ``log p(y)`` is then
+maximised over all the fields in ``update`` (every row of ``A``, the frozen ones included) and
+``L`` by L-BFGS (two-loop recursion, Armijo backtracking) on the **exact** gradient, reverse
+mode through the filter (Fisher's identity does not hold through a singular Gaussian term).
+The coordinates are scaled by the complete-data information, so that one unit is about one
+standard error: ``A = A_0 + T_Q Z \Phi^{-1/2} / \sqrt N`` (``T_Q = V diag(sqrt(max(w, w_r)))``
+from ``Q``'s eigenpairs, ``w_r`` the smallest kept eigenvalue), ``L = L_0 + T_C X / \sqrt N``
+(``X [n, n]``, its dropped columns masked so that the shapes, and the compiled gradient, do
+not depend on the rank; the kept block is ``L`` relative to its start, the dropped rows turn
+the range),
+and likewise ``H`` (with ``R`` and the smoothed ``\Sigma``), ``B, b`` (``Q``), ``D, d`` (``R``),
+``m0`` (``P0``, per sequence).
+
+**Active set.** A kept eigenvalue that falls to ``rank_tol * lambda_max`` during the search is
+dropped (the frame is rebuilt at the current point and the memory restarted). At the end the
+**KKT sign condition** of a boundary maximum is checked: with ``G = d log p / dC`` (the full,
+symmetric gradient), ``v' G v <= 0`` for every dropped direction ``v`` (the likelihood falls
+when ``C`` grows out of the PSD cone's face). A direction that violates it (gain more than
+``tol |log p|`` from an eigenvalue ``10 rank_tol lambda_max``) is added back, grown by
+factors of 4 while ``log p(y)`` rises (filter passes, counted with the gradients), and the
+search resumes (at most twice).
+
+**Stopping.** With ``g`` the gradient and ``d = H g`` L-BFGS's step (``H`` its inverse-Hessian
+approximation) in these coordinates, ``||g||_* = sqrt(<g, d>)``: ``\tfrac12 ||g||_*^2`` is the
+gain the quasi-Newton model predicts, the same pairing of a gradient with a Newton-like step as
+EM's scaled gradient in :mod:`jaxssm._learn.fit`. The stage stops when it is at most
+``tol |log p(y)|`` and the last step rose by at most that much.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxssm._base import compile as _compile
+from jaxssm._base.types import LGSSM
+from jaxssm._schedules import dispatch as _dispatch
+
+__all__ = ["COVARIANCES", "vanishing", "truncate", "boundary_stage", "BoundaryResult"]
+
+#: The covariances whose vanishing directions the stage handles.
+COVARIANCES = ("Q", "R", "P0")
+#: The field whose Gaussian term scales each field's coordinates.
+_SCALE = {"A": "Q", "B": "Q", "b": "Q", "H": "R", "D": "R", "d": "R", "m0": "P0"}
+#: L-BFGS memory: the (step, gradient change) pairs kept (SARCOS: 20 -> 128 gradients, 50 -> 117,
+#: 100 -> 106).
+_MEMORY = 100
+
+
+class BoundaryResult(NamedTuple):
+    """What the boundary stage returns (``fit`` folds it into ``FitInfo``)."""
+
+    params: LGSSM
+    log_likelihood: float
+    grad_norm: float
+    num_grad_evals: int
+    rank_dropped: dict
+    boundary_slope: float
+    log_likelihoods: np.ndarray
+    converged: bool
+
+
+def _eigh(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = np.asarray(c, np.float64)
+    return np.linalg.eigh(0.5 * (c + c.T))
+
+
+def vanishing(params: LGSSM, update: tuple[str, ...], rank_tol: float) -> dict[str, int]:
+    """``{name: count}`` of eigenvalues at most ``rank_tol * lambda_max`` per covariance."""
+    out = {}
+    for name in COVARIANCES:
+        if name in update:
+            w, _ = _eigh(getattr(params, name))
+            k = int(np.sum(w <= rank_tol * max(w[-1], 0.0)))
+            if k:
+                out[name] = k
+    return out
+
+
+@partial(_compile.jit, static_argnames=("schedule",))
+def _log_likelihood(params, ys, inputs, *, schedule):
+    return _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)
+
+
+def truncate(
+    params: LGSSM,
+    ys,
+    inputs,
+    *,
+    update: tuple[str, ...],
+    schedule,
+    suspect_tol: float,
+    rtol: float,
+) -> tuple[LGSSM, dict[str, int], int]:
+    """Zero the vanishing directions whose removal does not lower ``log p(y)``.
+
+    For each covariance ``C`` in ``update``, the candidates are its eigenvalues at most
+    ``suspect_tol * lambda_max``, smallest first; ``k`` of them are set to zero for the
+    largest ``k`` whose truncated model's ``log p(y)`` is at least the current one (less
+    ``rtol |log p|`` round-off). A direction on its way to zero (EM's crawl towards a
+    boundary maximum) passes: removing it is itself an ascent step (the discrete form of the
+    KKT sign ``v' G v <= 0``); an interior direction, however small, does not (removing
+    it costs nats). Returns ``(params, {name: k}, log-likelihood evaluations)``.
+    """
+    dropped, evals = {}, 0
+    current = float(_log_likelihood(params, ys, inputs, schedule=schedule))
+    evals += 1
+    for name in COVARIANCES:
+        if name not in update:
+            continue
+        c = getattr(params, name)
+        w, v = _eigh(c)
+        num = int(np.sum(w <= suspect_tol * max(w[-1], 0.0)))
+        best_k, best = 0, None
+        for k in range(1, min(num, w.size - 1) + 1):
+            wk = w.copy()
+            wk[:k] = 0.0
+            trial = params._replace(**{name: jnp.asarray((v * wk) @ v.T, c.dtype)})
+            value = float(_log_likelihood(trial, ys, inputs, schedule=schedule))
+            evals += 1
+            if np.isfinite(value) and value >= current - rtol * abs(current):
+                best_k, best = k, (trial, value)
+        if best_k:
+            params, current = best
+            dropped[name] = best_k
+    return params, dropped, evals
+
+
+def _inv_sqrt(s: np.ndarray) -> np.ndarray:
+    w, v = _eigh(s)
+    w = np.maximum(w, 1e-12 * max(w[-1], 1e-300))
+    return (v / np.sqrt(w)) @ v.T
+
+
+def _frame(params: LGSSM, stats, update, rank_tol, num_steps, num_sequences):
+    """Build the coordinates' frame at ``params``: ``(base, left, right, ranks)`` (NumPy)."""
+    dtype = np.dtype(params.A.dtype)
+    base, left, right, ranks = {}, {}, {}, {}
+    scales = {}
+    for cov in COVARIANCES:
+        w, v = _eigh(getattr(params, cov))
+        keep = w > rank_tol * max(w[-1], 0.0)
+        floor = w[keep].min() if keep.any() else max(w[-1], 1e-300)
+        n = num_sequences if cov == "P0" else num_steps
+        scales[cov] = (w, v, keep, (v * np.sqrt(np.maximum(w, floor))) / np.sqrt(n))
+    for name in update:
+        if name in COVARIANCES:
+            w, v, keep, t = scales[name]
+            # All n columns, the dropped ones masked by ``right`` (static shapes: one
+            # compilation whatever the rank).
+            base[name] = v * np.sqrt(np.maximum(w, 0.0))
+            left[name] = t
+            right[name] = np.diag(keep.astype(np.float64))
+            ranks[name] = int(keep.sum())
+            continue
+        x = np.asarray(getattr(params, name), np.float64)
+        base[name] = x
+        left[name] = scales[_SCALE[name]][3]
+        if name == "A":
+            right[name] = _inv_sqrt(np.asarray(stats.Phi))
+        elif name == "H":
+            right[name] = _inv_sqrt(np.asarray(stats.Sigma))
+    cast = lambda d: {k: jnp.asarray(a, dtype) for k, a in d.items()}  # noqa: E731
+    return cast(base), cast(left), cast(right), ranks
+
+
+def _assemble(theta, zeros, base, left, right, params):
+    """Assemble the model at ``theta``; ``zeros`` (added to the covariances) carry ``dC``."""
+    fields = {}
+    for name, x in theta.items():
+        if name in COVARIANCES:
+            lmat = (base[name] + left[name] @ x) @ right[name]
+            fields[name] = lmat @ lmat.T + zeros[name]
+        else:
+            step = left[name] @ x
+            if name in right:
+                step = step @ right[name]
+            fields[name] = base[name] + step
+    return params._replace(**fields)
+
+
+@partial(_compile.jit, static_argnames=("schedule",))
+def _value_and_grad(theta, zeros, base, left, right, params, ys, inputs, *, schedule):
+    """``log p(y)``, its gradient in ``theta`` and in the full covariances (``zeros``)."""
+
+    def f(th, z):
+        p = _assemble(th, z, base, left, right, params)
+        return _dispatch.log_likelihood(p, ys, schedule, inputs=inputs)
+
+    value, (g_theta, g_cov) = jax.value_and_grad(f, argnums=(0, 1))(theta, zeros)
+    return value, g_theta, g_cov
+
+
+class _Flat:
+    """Flatten ``{name: array}`` in a fixed order (NumPy float64)."""
+
+    def __init__(self, shapes: dict):
+        self.names = list(shapes)
+        self.shapes = shapes
+        self.sizes = [int(np.prod(shapes[n])) for n in self.names]
+
+    def ravel(self, tree) -> np.ndarray:
+        return np.concatenate([np.asarray(tree[n], np.float64).ravel() for n in self.names])
+
+    def unravel(self, x: np.ndarray, dtype) -> dict:
+        out, i = {}, 0
+        for n, k in zip(self.names, self.sizes, strict=True):
+            out[n] = jnp.asarray(x[i : i + k].reshape(self.shapes[n]), dtype)
+            i += k
+        return out
+
+
+def _two_loop(g, memory):
+    """L-BFGS's ascent step ``H g`` (``memory``: pairs ``(s, y)``, ``y`` = -change of ``g``)."""
+    q = g.copy()
+    alphas = []
+    for s, y in reversed(memory):
+        a = (s @ q) / (y @ s)
+        alphas.append(a)
+        q -= a * y
+    if memory:
+        s, y = memory[-1]
+        q *= (s @ y) / (y @ y)
+    else:
+        q /= max(float(np.linalg.norm(g)), 1.0)
+    for (s, y), a in zip(memory, reversed(alphas), strict=True):
+        b = (y @ q) / (y @ s)
+        q += (a - b) * s
+    return q
+
+
+def _null_basis(c: np.ndarray, rank_tol: float) -> np.ndarray:
+    w, v = _eigh(c)
+    return v[:, w <= rank_tol * max(w[-1], 0.0)]
+
+
+def boundary_stage(
+    params: LGSSM,
+    ys,
+    inputs,
+    stats,
+    *,
+    update: tuple[str, ...],
+    schedule,
+    rank_tol: float,
+    tol: float,
+    max_evals: int,
+    num_steps: int,
+    num_sequences: int,
+) -> BoundaryResult:
+    """Maximise ``log p(y)`` with the vanishing covariance directions held at zero.
+
+    ``stats`` are the E-step's statistics at ``params`` (they scale ``A`` and ``H``). Runs
+    at most ``max_evals`` gradient evaluations (module docstring).
+    """
+    dtype = params.A.dtype
+    zeros = {n: jnp.zeros_like(getattr(params, n)) for n in update if n in COVARIANCES}
+    trace: list[float] = []
+    evals = 0
+    readds = 0
+
+    held: list = []  # (name, directions held at zero) of the current frame
+
+    def reframe(p):
+        base, left, right, ranks = _frame(p, stats, update, rank_tol, num_steps, num_sequences)
+        shapes = {}
+        for n in update:
+            if n in right:
+                shapes[n] = (left[n].shape[1], right[n].shape[0])
+            elif np.ndim(base[n]) == 2:
+                shapes[n] = (left[n].shape[1], base[n].shape[1])
+            else:
+                shapes[n] = (left[n].shape[1],)
+        held[:] = [(n, left[n].shape[1] - r) for n, r in ranks.items() if left[n].shape[1] > r]
+        return (base, left, right), _Flat(shapes)
+
+    def evaluate(frame, flat, x):
+        nonlocal evals
+        base, left, right = frame
+        value, g, gc = _value_and_grad(
+            flat.unravel(x, dtype), zeros, base, left, right, params, ys, inputs, schedule=schedule
+        )
+        evals += 1
+        value = float(value)
+        trace.append(value)
+        return value, flat.ravel(g), {n: np.asarray(a, np.float64) for n, a in gc.items()}
+
+    current = params
+    frame, flat = reframe(current)
+    x = np.zeros(sum(flat.sizes))
+    f, g, gc = evaluate(frame, flat, x)
+    memory: list = []
+    converged = False
+    last_rise = np.inf
+    decrement = np.inf
+    while True:
+        d = _two_loop(g, memory)
+        slope = float(g @ d)
+        if not slope > 0:
+            memory = []
+            d = _two_loop(g, memory)
+            slope = float(g @ d)
+        decrement = max(slope, 0.0)
+        if 0.5 * decrement <= tol * abs(f) and last_rise <= tol * abs(f):
+            # KKT sign check on the dropped directions; add back a violating one.
+            current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+            added = violated = False
+            for n in zeros:
+                c = np.asarray(getattr(current, n), np.float64)
+                null = _null_basis(c, rank_tol)
+                if null.shape[1] == 0:
+                    continue
+                gsym = 0.5 * (gc[n] + gc[n].T)
+                mu, u = np.linalg.eigh(null.T @ gsym @ null)
+                size = 10.0 * rank_tol * np.linalg.eigvalsh(c)[-1]
+                if mu[-1] * size <= tol * abs(f):
+                    continue
+                violated = True
+                if readds < 2:
+                    # Grow the direction back geometrically while log p(y) rises (its scale
+                    # sets the new frame's), from 10 rank_tol lambda_max.
+                    vec = np.outer(null @ u[:, -1], null @ u[:, -1])
+                    best, best_f = size, -np.inf
+                    for _ in range(40):
+                        trial = current._replace(**{n: jnp.asarray(c + size * vec, dtype)})
+                        value = float(_log_likelihood(trial, ys, inputs, schedule=schedule))
+                        evals += 1
+                        trace.append(value)
+                        if not value > best_f:
+                            break
+                        best, best_f = size, value
+                        size *= 4.0
+                    current = current._replace(**{n: jnp.asarray(c + best * vec, dtype)})
+                    added = True
+            if not added:
+                converged = not violated  # a violation past the re-adds: not a maximum
+                break
+            readds += 1
+            frame, flat = reframe(current)
+            x = np.zeros(sum(flat.sizes))
+            f, g, gc = evaluate(frame, flat, x)
+            memory, last_rise = [], np.inf
+            continue
+        if evals >= max_evals:
+            break
+        # Armijo backtracking along d.
+        t, accepted = 1.0, False
+        while evals < max_evals:
+            xn = x + t * d
+            fn, gn, gcn = evaluate(frame, flat, xn)
+            if np.isfinite(fn) and fn >= f + 1e-4 * t * slope:
+                accepted = True
+                break
+            t *= 0.25
+            if t < 1e-8:
+                break
+        if not accepted:
+            if memory:  # retry from steepest ascent before giving up
+                memory = []
+                continue
+            break
+        s, y = xn - x, g - gn
+        if s @ y > 1e-10 * np.linalg.norm(s) * np.linalg.norm(y):
+            memory.append((s, y))
+            if len(memory) > _MEMORY:
+                memory.pop(0)
+        last_rise = fn - f
+        x, f, g, gc = xn, fn, gn, gcn
+        # Active set: drop a kept direction whose eigenvalue has fallen to rank_tol.
+        here = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+        if vanishing(here, update, rank_tol) != dict(held):
+            current = here
+            frame, flat = reframe(current)
+            x = np.zeros(sum(flat.sizes))
+            f, g, gc = evaluate(frame, flat, x)
+            memory, last_rise = [], np.inf
+    current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+    slope_kkt = -np.inf
+    for n in zeros:
+        c = np.asarray(getattr(current, n), np.float64)
+        null = _null_basis(c, rank_tol)
+        if null.shape[1]:
+            gsym = 0.5 * (gc[n] + gc[n].T)
+            mu = np.linalg.eigvalsh(null.T @ gsym @ null)[-1]
+            slope_kkt = max(slope_kkt, float(mu) * float(np.linalg.eigvalsh(c)[-1]))
+    dropped = vanishing(current, update, rank_tol)
+    return BoundaryResult(
+        params=current,
+        log_likelihood=f,
+        grad_norm=float(np.sqrt(decrement)),
+        num_grad_evals=evals,
+        rank_dropped=dropped,
+        boundary_slope=slope_kkt if np.isfinite(slope_kkt) else float("nan"),
+        log_likelihoods=np.asarray(trace),
+        converged=converged,
+    )
