@@ -731,7 +731,7 @@ def test_start_white_runs_fit_from_the_exercise_start(tmp_path, small_file, sarc
     assert "start: jaxssm.initialize" not in stderr
 
 
-def _fake_fit(lls, ll, e_steps, status, grad_norm, seen=None):
+def _fake_fit(lls, ll, e_steps, status, grad_norm, seen=None, boundary=None):
     """A stand-in for ssm.fit that reports a given run (and records how it was called)."""
 
     def fit(params, ys, *, update, tol, max_iters, method, inputs=None):
@@ -752,10 +752,31 @@ def _fake_fit(lls, ll, e_steps, status, grad_norm, seen=None):
             bic=np.float64(k * np.log(199) - 2 * ll),
             num_extrapolations=1,
             num_rejected=1,
+            **(boundary or {}),
         )
         return params, info
 
     return fit
+
+
+@pytest.mark.parametrize(
+    "boundary, text",
+    [
+        (None, "not run (no learned covariance had a vanishing eigenvalue)"),
+        (
+            dict(num_grad_evals=106, rank_dropped={"Q": 5}, boundary_slope=-1.05e6),
+            "106 exact gradients; eigenvalues held at zero: Q 5; KKT sign check -1.05e+06",
+        ),
+    ],
+)
+def test_fit_summary_reports_the_boundary_stage(tmp_path, monkeypatch, small_file, boundary, text):
+    case = ([-10.0, -5.0, -4.0], -4.0, 4, ssm.FitStatus.CONVERGED, 1e-6)
+    monkeypatch.setattr(ssm, "fit", _fake_fit(*case, boundary=boundary))
+    out = tmp_path / "out"
+    argv = ["fit", "--data", small_file, "--max-iters", 3, "--out", out, "--no-plot"]
+    code, _, stderr = run_main(argv)
+    assert code == 0, stderr
+    assert summary_fields(out / "summary.txt")["boundary stage"].startswith(text)
 
 
 @pytest.mark.parametrize(

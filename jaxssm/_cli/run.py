@@ -222,6 +222,7 @@ def _run_fit(params0, ys, args) -> Outcome:
             f"for the scaled gradient; SQUAREM: {int(info.num_extrapolations)} "
             f"extrapolations, {int(info.num_rejected)} rejected)",
         ),
+        ("boundary stage", _boundary_text(info)),
         ("status", f"{status.name} ({stopped})"),
         ("last relative change", f"{rise:.3g} over one SQUAREM cycle (tol {args.tol:g})"),
         (
@@ -242,6 +243,20 @@ def _run_fit(params0, ys, args) -> Outcome:
     )
     trace = np.append(trace, ll)
     return Outcome(fitted, steps, trace, "e_step", note, summary, e_steps, (aic_bic,))
+
+
+def _boundary_text(info) -> str:
+    """Describe fit's boundary stage: gradients spent, eigenvalues held at zero, KKT check."""
+    grads = int(getattr(info, "num_grad_evals", 0))
+    dropped = dict(getattr(info, "rank_dropped", {}) or {})
+    if not grads and not dropped:
+        return "not run (no learned covariance had a vanishing eigenvalue)"
+    held = ", ".join(f"{name} {count}" for name, count in dropped.items()) or "none"
+    slope = float(getattr(info, "boundary_slope", float("nan")))
+    return (
+        f"{grads} exact gradients; eigenvalues held at zero: {held}; KKT sign check "
+        f"{slope:.3g} (negative: the likelihood falls off the boundary)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
