@@ -252,19 +252,38 @@ _STATIC = ("num_iters", "update", "tol", "decrease_rtol", "callback")
 _fit_jit = _compile.jit(_fit, static_argnames=_STATIC)
 
 
-def _squarem(params, plan, tol, *, update, num_iters, decrease_rtol):
-    """SQUAREM over the plan's E-step and the closed-form M-step (unchecked, jitted)."""
+def squarem_plan(plan: _dispatch.StatsPlan) -> _dispatch.StatsPlan:
+    """Return the E-step plan of the SQUAREM loop made from a ``prepare_stats`` plan.
+
+    Both steady-state paths where the plan holds the fast path alone: an extrapolated point
+    may be a model whose covariances do not settle within the bound. The data-only sums stay
+    computed once.
+    """
+    return _dispatch.with_fallback(plan) if plan.paths is _dispatch.Paths.FAST else plan
+
+
+def _squarem(params, plan, tol, budget=None, *, update, num_iters, decrease_rtol):
+    """SQUAREM over the plan's E-step and the closed-form M-step (unchecked)."""
 
     def em_map(p):
         (stats, ll), _ = _dispatch.stats_step(plan, p)
         return m_step_unchecked(p, stats, update), ll
 
     return squarem_loop(
-        em_map, params, update=update, max_iters=num_iters, tol=tol, decrease_rtol=decrease_rtol
+        em_map,
+        params,
+        update=update,
+        max_iters=num_iters,
+        tol=tol,
+        decrease_rtol=decrease_rtol,
+        budget=budget,
     )
 
 
-_squarem_jit = _compile.jit(_squarem, static_argnames=("update", "num_iters", "decrease_rtol"))
+#: :func:`jaxssm._learn.accelerate.squarem_loop` over a :func:`squarem_plan`'s E-step, jitted:
+#: ``(params, plan, tol, budget=None, *, update, num_iters, decrease_rtol) -> (params, info)``
+#: (``tol`` and ``budget`` dynamic, so callers that resume the loop reuse its program).
+squarem_em = _compile.jit(_squarem, static_argnames=("update", "num_iters", "decrease_rtol"))
 
 
 def fit_em(
@@ -409,11 +428,13 @@ def fit_em(
     else:
         decrease_rtol = check_tol(decrease_rtol, "decrease_rtol")
     if accelerate is not None:
-        # Both paths in the program: an extrapolated point may leave the fast path's reach.
-        if plan.paths is _dispatch.Paths.FAST:
-            plan = _dispatch.with_fallback(plan)
-        best, sq = _squarem_jit(
-            params, plan, tol, update=names, num_iters=num_iters, decrease_rtol=float(decrease_rtol)
+        best, sq = squarem_em(
+            params,
+            squarem_plan(plan),
+            tol,
+            update=names,
+            num_iters=num_iters,
+            decrease_rtol=float(decrease_rtol),
         )
         info = EMInfo(sq.log_likelihoods, sq.log_likelihood, sq.num_e_steps, sq.status, sq.decrease)
         return best, info

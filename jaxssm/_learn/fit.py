@@ -68,9 +68,8 @@ from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, EMStatus
-from jaxssm._learn.accelerate import squarem_loop
 from jaxssm._learn.boundary import boundary_stage, truncate, vanishing
-from jaxssm._learn.em import default_decrease_rtol
+from jaxssm._learn.em import default_decrease_rtol, squarem_em, squarem_plan
 from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mstep import check_m_step, m_step_unchecked
 from jaxssm._learn.score import score_from_stats
@@ -166,26 +165,6 @@ def num_free_params(params: LGSSM, update: Iterable[str]) -> int:
         else:
             total += int(np.prod(shape))
     return total
-
-
-def _em_map(params, ys, inputs, update, schedule):
-    """``theta -> (M(theta), log p(y | theta))``: one E-step and the closed-form M-step."""
-    stats, ll = _dispatch.stats(params, ys, schedule, inputs=inputs)
-    return m_step_unchecked(params, stats, update), ll
-
-
-@partial(_compile.jit, static_argnames=("update", "schedule", "max_iters", "decrease_rtol"))
-def _accelerated(params, ys, inputs, tol, budget, *, update, schedule, max_iters, decrease_rtol):
-    """Run the compiled SQUAREM loop (``tol`` and ``budget`` dynamic: rounds reuse it)."""
-    return squarem_loop(
-        lambda p: _em_map(p, ys, inputs, update, schedule),
-        params,
-        update=update,
-        max_iters=max_iters,
-        tol=tol,
-        decrease_rtol=decrease_rtol,
-        budget=budget,
-    )
 
 
 @partial(_compile.jit, static_argnames=("update", "schedule", "num_sequences"))
@@ -290,9 +269,9 @@ def fit(
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(dtype)
     num_sequences = ys.shape[0] if ys.ndim == 3 else 1
-    static = dict(
-        update=names, schedule=schedule, max_iters=max_iters, decrease_rtol=float(decrease_rtol)
-    )
+    static = dict(update=names, num_iters=max_iters, decrease_rtol=float(decrease_rtol))
+    # The loop's E-step: the data-only sums once per fit, both steady-state paths.
+    plan = squarem_plan(_dispatch.prepare_stats(params, ys, inputs, schedule))
 
     traces, used, extrapolations, rejected = [], 0, 0, 0
     round_tol = tol
@@ -307,10 +286,9 @@ def fit(
         budget = min(max_iters - used, chunk)
         if budget < 3:
             break
-        params, info = _accelerated(
+        params, info = squarem_em(
             params,
-            ys,
-            inputs,
+            plan,
             jnp.asarray(round_tol, dtype),
             jnp.asarray(budget, jnp.int32),
             **static,
