@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "largest_feasible",
     "sym",
     "floor_cov",
     "clip_psd",
@@ -111,6 +112,20 @@ def regression(Stt, Stz, Szz, free, M_fixed):
     return M, sym(Stt - StzMt - StzMt.T + M @ Szz @ M.T)
 
 
+def largest_feasible(ok) -> float:
+    """Return the largest ``x`` in ``[0, 1]`` with ``ok(x)``, for ``ok(0)`` true and monotone.
+
+    ``1`` when ``ok(1)``; otherwise 40 bisection steps, keeping the feasible end.
+    """
+    if ok(1.0):
+        return 1.0
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+    return lo
+
+
 def shrink(Szz: np.ndarray, Wz: np.ndarray) -> float:
     """Return the largest ``alpha <= 1`` with ``Szz - alpha Wz`` safely positive definite.
 
@@ -122,13 +137,7 @@ def shrink(Szz: np.ndarray, Wz: np.ndarray) -> float:
         lam = np.linalg.eigvalsh(sym(Szz - a * Wz))
         return lam[0] > 1e-6 * max(float(lam[-1]), np.finfo(np.float64).tiny)
 
-    if ok(1.0):
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
+    return largest_feasible(ok)
 
 
 def symmetric_solve(A: np.ndarray, H: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -161,13 +170,7 @@ def feasible(pairs) -> float:
             for base, step in pairs
         )
 
-    if ok(1.0):
-        return 1.0
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
+    return largest_feasible(ok)
 
 
 def to_stable(A_new, A_data, refit):
@@ -180,11 +183,7 @@ def to_stable(A_new, A_data, refit):
     if spectral_radius(A_new) < 1.0 or rho_data >= 1.0:
         return refit(1.0)
     cap = 0.5 * (1.0 + rho_data)
-    lo, hi = 0.0, 1.0
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if spectral_radius(A_data + mid * (A_new - A_data)) <= cap else (lo, mid)
-    return refit(lo)
+    return refit(largest_feasible(lambda a: spectral_radius(A_data + a * (A_new - A_data)) <= cap))
 
 
 def sequences(ys, inputs):
