@@ -110,12 +110,13 @@ def unit_costs(params, ys, reps=5):
     return out
 
 
-def run_fit(params, ys, max_iters):
+def run_fit(params, ys, max_iters, start="auto"):
     t = time.perf_counter()
-    ssm.fit(params, ys, update=UPDATE, tol=1e-2, max_iters=max_iters)  # compiles the programs
+    # compiles the programs
+    ssm.fit(params, ys, update=UPDATE, tol=1e-2, max_iters=max_iters, start=start)
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
-    q, info = ssm.fit(params, ys, update=UPDATE, max_iters=max_iters)
+    q, info = ssm.fit(params, ys, update=UPDATE, max_iters=max_iters, start=start)
     jax.block_until_ready(q)
     secs = time.perf_counter() - t
     n = int(info.num_e_steps)
@@ -156,7 +157,12 @@ def run_fit(params, ys, max_iters):
         aic=float(info.aic),
         bic=float(info.bic),
         num_free_params=info.num_free_params,
+        start_used=info.start,
     )
+
+
+def run_fit_params(params, ys, max_iters):
+    return run_fit(params, ys, max_iters, start="params")
 
 
 def run_fit_tight(params, ys, grads):
@@ -188,6 +194,40 @@ def run_lbfgs(params, ys, iters):
     (q, info), secs = _timed(compiled, params)
     trace = np.append(np.asarray(info.log_likelihoods), float(info.log_likelihood))
     return dict(trace=trace, e_steps=None, iterations=iters, seconds=secs, compile_s=compile_s)
+
+
+def dynamax_rows(rows, num_steps, cpu_json):
+    """Derived rows for dynamax's EM: plain EM's iterations to each target (the same
+    iterates: dynamax's fit_em is plain EM, here restricted to the same fields) times
+    dynamax's measured seconds per EM iteration at N = 44,484 from ``cpu.json``
+    (``benchmarks/run.py``; dynamax is not installed here), scaled linearly to ``num_steps``.
+    """
+    try:
+        cells = json.loads(cpu_json.read_text())["results"]
+        cell = next(
+            c
+            for c in cells
+            if c["spec"]["impl"] == "dynamax"
+            and c["spec"]["op"] == "em_iter"
+            and c["spec"]["dtype"] == "float64"
+            and c.get("median_s")
+        )
+    except (OSError, KeyError, StopIteration, ValueError):
+        return []
+    per = float(cell["median_s"]) * num_steps / int(cell["spec"]["N"])
+    out = []
+    for row in rows:
+        if row["method"] != "plain EM":
+            continue
+        new = dict(start=row["start"], method="dynamax EM (derived)", seconds=None)
+        new.update(e_steps=None, final=None, gap=None, compile_s=None, seconds_per_iter=per)
+        for label in ("0.1nat", "1e-6rel"):
+            k = row.get(f"steps_{label}")
+            new[f"steps_{label}"] = k
+            new[f"time_{label}"] = None if k is None else k * per
+            new[f"how_{label}"] = "derived" if k is not None else "not reached"
+        out.append(new)
+    return out
 
 
 def first_within(trace, best, eps):
@@ -249,12 +289,15 @@ def main():
             ("plain EM", run_plain, args.plain_iters),
             ("SQUAREM EM", run_accel, args.accel_iters),
             ("fit", run_fit, args.fit_iters),
+            ("fit, start='params'", run_fit_params, args.fit_iters),
             ("L-BFGS (fit_mle)", run_lbfgs, args.mle_iters),
             ("SQUAREM EM, long (reference)", run_accel, args.reference_iters),
             ("fit, tol 1e-12 (reference)", run_fit_tight, args.reference_grads),
         ):
             if iters <= 0 or ("reference" in method and name != "initialize"):
                 continue
+            if method.startswith("fit, start") and name != "white":
+                continue  # from initialize, start="params" and "auto" start at the same point
             r = fn(p, ys, iters)
             r["start_ll"] = float(ssm.log_likelihood(p, ys))
             runs[(name, method)] = r
@@ -308,6 +351,7 @@ def main():
             "seconds_per_e_step",
             "seconds_per_grad",
             "status",
+            "start_used",
             "grad_norm",
             "gain_50_em",
             "rejected",
@@ -319,16 +363,23 @@ def main():
             if key in r:
                 row[key] = r[key]
         rows.append(row)
+    rows += dynamax_rows(rows, int(ys.shape[0]), Path(args.out) / "cpu.json")
     # fit against plain EM from the same start: time (and E-step equivalents) to each target.
     for row in rows:
-        if row["method"] != "fit":
+        if not row["method"].startswith("fit") or "reference" in row["method"]:
             continue
         plain = next(
             (x for x in rows if x["start"] == row["start"] and x["method"] == "plain EM"), None
         )
+        dyn = next(
+            (x for x in rows if x["start"] == row["start"] and x["method"].startswith("dynamax")),
+            None,
+        )
         for label in ("0.1nat", "1e-6rel"):
             a, b = (plain or {}).get(f"time_{label}"), row.get(f"time_{label}")
             row[f"ratio_plain_{label}"] = a / b if a and b else None
+            a = (dyn or {}).get(f"time_{label}")
+            row[f"ratio_dynamax_{label}"] = a / b if a and b else None
 
     meta = dict(
         device=f"CPU ({os.cpu_count()} cores, shared with other jobs: timings noisy)",
@@ -372,6 +423,7 @@ def render(meta, rows):
         notes = []
         for key in (
             "status",
+            "start_used",
             "grad_norm",
             "gain_50_em",
             "grad_evals",
@@ -379,8 +431,10 @@ def render(meta, rows):
             "boundary_slope",
             "ratio_plain_0.1nat",
             "ratio_plain_1e-6rel",
+            "ratio_dynamax_0.1nat",
             "extrapolations",
             "rejected",
+            "seconds_per_iter",
         ):
             if r.get(key) is not None:
                 notes.append(
@@ -392,14 +446,15 @@ def render(meta, rows):
             c = f"{_f(s, '{:,.0f}')} / {_f(t)}"
             if r.get(f"grads_{label}"):
                 c = f"{_f(s, '{:,.0f}')} E + {r[f'grads_{label}']} G / {_f(t)}"
-            if how == "extrapolated":
-                c += " (extrapolated)"
+            if how in ("extrapolated", "derived"):
+                c += f" ({how})"
             elif how == "not reached":
                 c = "not reached"
             cells.append(c)
         lines.append(
-            f"| {r['start']} | {r['method']} | {_f(r['e_steps'], '{:,}')} | {r['seconds']:.1f} | "
-            f"{r['final']:.4f} | {r['gap']:.4f} | {cells[0]} | {cells[1]} | {'; '.join(notes)} |"
+            f"| {r['start']} | {r['method']} | {_f(r['e_steps'], '{:,}')} | {_f(r['seconds'])} | "
+            f"{_f(r['final'], '{:.4f}')} | {_f(r['gap'], '{:.4f}')} | {cells[0]} | {cells[1]} "
+            f"| {'; '.join(notes)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,12 @@ from jaxssm._learn.score import score
 UPDATE = ("A", "Q")
 
 
+def _fit(params, ys, **kwargs):
+    # The paths under test start where the test says (fit's default picks the better of
+    # the given start and the data start: test_start_auto).
+    return ssm.fit(params, ys, **{"start": "params", **kwargs})
+
+
 def _true(dtype=jnp.float64, Q=(0.1, 0.05)):
     return ssm.LGSSM(
         m0=jnp.zeros(2, dtype),
@@ -49,7 +55,7 @@ def _assert_monotone(info, rtol=1e-9):
 
 def test_fit_reaches_the_maximum(problem):
     start, ys = problem
-    params, info = ssm.fit(start, ys)
+    params, info = _fit(start, ys)
     assert info.status == ssm.FitStatus.CONVERGED
     _assert_monotone(info)
     assert float(info.log_likelihood) == pytest.approx(
@@ -72,7 +78,7 @@ def test_fit_reaches_the_maximum(problem):
 
 def test_information_criteria(problem):
     start, ys = problem
-    params, info = ssm.fit(start, ys, tol=1e-6)
+    params, info = _fit(start, ys, tol=1e-6)
     k = 2 * 2 + 3  # A: D^2, Q: D (D + 1) / 2
     assert info.num_free_params == k == num_free_params(params, UPDATE)
     assert num_free_params(params, ("A", "Q", "H", "R", "m0")) == 4 + 3 + 4 + 3 + 2
@@ -114,7 +120,7 @@ def _rank_one_maximum(params, ys):
 
 def test_boundary_maximum_with_a_singular_q():
     start, ys = _boundary_problem()
-    params, info = ssm.fit(start, ys, tol=1e-9)
+    params, info = _fit(start, ys, tol=1e-9)
     assert info.status == ssm.FitStatus.CONVERGED
     _assert_monotone(info)
     # The boundary stage ran: one direction of Q held at zero, exact gradients used.
@@ -131,7 +137,7 @@ def test_boundary_maximum_with_a_singular_q():
     assert ll == pytest.approx(reference, abs=1e-5)
     _, plain = ssm.fit_em(start, ys, num_iters=3000)
     assert ll > float(plain.log_likelihood) + 1e-3
-    _, squarem = ssm.fit(start, ys, rank_tol=None, max_iters=3000)
+    _, squarem = _fit(start, ys, rank_tol=None, max_iters=3000)
     assert ll >= float(squarem.log_likelihood)
     assert info.num_e_steps < 500
     # KKT at a boundary maximum: in the free coordinates of the rank-one model (A, l), with
@@ -161,12 +167,12 @@ def test_boundary_maximum_with_a_singular_q():
 
 def test_boundary_stage_skipped_at_an_interior_maximum(problem):
     start, ys = problem
-    _, info = ssm.fit(start, ys)
+    _, info = _fit(start, ys)
     assert info.num_grad_evals == 0 and info.rank_dropped == {}
     assert np.isnan(info.boundary_slope)
     # Off by request: EM's stage alone (its status from EM's tests).
     start_b, ys_b = _boundary_problem()
-    _, off = ssm.fit(start_b, ys_b, rank_tol=None, max_iters=300)
+    _, off = _fit(start_b, ys_b, rank_tol=None, max_iters=300)
     assert off.num_grad_evals == 0 and off.rank_dropped == {}
 
 
@@ -174,9 +180,9 @@ def test_boundary_with_a_singular_start():
     # A start that is already singular goes straight to the boundary stage; the dropped
     # direction's KKT sign is checked and the answer is the rank-one maximum.
     start, ys = _boundary_problem()
-    ref, _ = ssm.fit(start, ys, tol=1e-9)
+    ref, _ = _fit(start, ys, tol=1e-9)
     singular = ref._replace(A=ref.A + 0.01, Q=ref.Q)
-    params, info = ssm.fit(singular, ys, tol=1e-9)
+    params, info = _fit(singular, ys, tol=1e-9)
     assert info.status == ssm.FitStatus.CONVERGED
     assert info.rank_dropped == {"Q": 1}
     assert float(info.log_likelihood) == pytest.approx(_rank_one_maximum(ref, ys), abs=1e-5)
@@ -187,9 +193,9 @@ def test_boundary_stage_adds_back_a_direction_that_violates_kkt(problem):
     # direction held at zero, finds the KKT sign violated there (the likelihood rises out of
     # the face) and adds it back: the answer is the interior maximum.
     start, ys = problem
-    ref, ref_info = ssm.fit(start, ys)
+    ref, ref_info = _fit(start, ys)
     singular = start._replace(Q=jnp.diag(jnp.array([1.0, 0.0])))
-    params, info = ssm.fit(singular, ys)
+    params, info = _fit(singular, ys)
     assert info.status == ssm.FitStatus.CONVERGED
     assert info.rank_dropped == {} and info.num_grad_evals > 0
     assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-4)
@@ -200,7 +206,7 @@ def test_missing_entries(problem):
     start, ys = problem
     mask = jax.random.bernoulli(jax.random.PRNGKey(3), 0.15, ys.shape)
     gappy = jnp.where(mask, jnp.nan, ys)
-    params, info = ssm.fit(start, gappy)
+    params, info = _fit(start, gappy)
     assert info.status == ssm.FitStatus.CONVERGED
     _assert_monotone(info)
     _, plain = ssm.fit_em(start, gappy, num_iters=1500)
@@ -216,7 +222,7 @@ def test_batch():
     keys = jax.random.split(jax.random.PRNGKey(4), 3)
     ys = jax.vmap(lambda k: ssm.sample(k, true, 200)[1])(keys)
     start = _start(true)
-    params, info = ssm.fit(start, ys)
+    params, info = _fit(start, ys)
     assert info.status == ssm.FitStatus.CONVERGED
     _, plain = ssm.fit_em(start, ys, num_iters=1500)
     assert float(info.log_likelihood) >= float(plain.log_likelihood) - 1e-6
@@ -228,7 +234,7 @@ def test_inputs():
     _, ys = ssm.sample(jax.random.PRNGKey(6), true, 400, inputs=u)
     start = _start(true)._replace(B=jnp.zeros((2, 1)))
     update = ("A", "B", "Q")
-    params, info = ssm.fit(start, ys, inputs=u, update=update)
+    params, info = _fit(start, ys, inputs=u, update=update)
     assert info.status == ssm.FitStatus.CONVERGED
     assert info.num_free_params == 4 + 2 + 3
     _, plain = ssm.fit_em(start, ys, inputs=u, update=update, num_iters=1500)
@@ -238,23 +244,39 @@ def test_inputs():
 @pytest.mark.slow
 def test_parallel_schedule_agrees(problem):
     start, ys = problem
-    _, seq = ssm.fit(start, ys)
-    _, par = ssm.fit(start, ys, method="parallel")
+    _, seq = _fit(start, ys)
+    _, par = _fit(start, ys, method="parallel")
     assert float(par.log_likelihood) == pytest.approx(float(seq.log_likelihood), abs=1e-6)
 
 
 def test_start_from_data(problem):
     start, ys = problem
-    params, info = ssm.fit(start, ys, start="data")
-    _, ref = ssm.fit(start, ys)
-    assert info.status == ssm.FitStatus.CONVERGED
+    params, info = _fit(start, ys, start="data")
+    _, ref = _fit(start, ys)
+    assert info.status == ssm.FitStatus.CONVERGED and info.start == "data"
+    assert ref.start == "params"
     assert float(info.log_likelihood) == pytest.approx(float(ref.log_likelihood), abs=1e-5)
+
+
+def test_start_auto(problem):
+    # The default starts at the better of the two starts: the data start from a poor one
+    # (the same run as start="data", counting its two filter passes), the given start from
+    # a better one (the maximum itself: one round of tests and it is done).
+    start, ys = problem
+    assert ssm.log_likelihood(ssm.initialize(start, ys), ys) > ssm.log_likelihood(start, ys)
+    params, info = ssm.fit(start, ys)
+    ref_params, ref = _fit(start, ys, start="data")
+    assert info.start == "data" and info.num_e_steps == ref.num_e_steps + 2
+    np.testing.assert_array_equal(np.asarray(params.A), np.asarray(ref_params.A))
+    again, info2 = ssm.fit(ref_params, ys)
+    assert info2.start == "params"
+    assert float(info2.log_likelihood) >= float(ref.log_likelihood) - 1e-9
 
 
 def test_float32_runs_without_nan():
     true = _true(jnp.float32)
     _, ys = ssm.sample(jax.random.PRNGKey(1), true, 500)
-    params, info = ssm.fit(_start(true), ys, tol=1e-6, max_iters=600)
+    params, info = _fit(_start(true), ys, tol=1e-6, max_iters=600)
     assert params.A.dtype == jnp.float32 and params.Q.dtype == jnp.float32
     assert np.all(np.isfinite(np.asarray(params.A))) and np.all(np.isfinite(np.asarray(params.Q)))
     assert np.isfinite(float(info.log_likelihood)) and np.isfinite(float(info.grad_norm))
@@ -264,8 +286,8 @@ def test_float32_runs_without_nan():
 def test_bad_arguments(problem):
     start, ys = problem
     with pytest.raises(ValueError, match="start"):
-        ssm.fit(start, ys, start="nope")
+        _fit(start, ys, start="nope")
     with pytest.raises((ValueError, TypeError)):
-        ssm.fit(start, ys, max_iters=2)
+        _fit(start, ys, max_iters=2)
     with pytest.raises(ValueError, match="rank_tol"):
-        ssm.fit(start, ys, rank_tol=2.0)
+        _fit(start, ys, rank_tol=2.0)

@@ -189,6 +189,7 @@ def _run_fit(params0, ys, args) -> Outcome:
             tol=args.tol,
             max_iters=args.max_iters,
             method=args.schedule,
+            start="params",  # build_start made the start --start asked for
             **options,
         )
         info = jax.tree.map(np.asarray, info)

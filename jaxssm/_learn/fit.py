@@ -1,8 +1,10 @@
 r"""``fit``: the maximum-likelihood estimate to convergence: accelerated EM, then the boundary.
 
-One call runs SQUAREM-accelerated EM (:mod:`jaxssm._learn.accelerate`) as one compiled loop
-(the **EM stage**), then, when a covariance in ``update`` has vanishing eigenvalues, the
-**boundary stage** (:mod:`jaxssm._learn.boundary`). The EM stage stops when **both** tests pass:
+One call picks a start (``start="auto"``: the better, in ``log p(y)``, of the given
+parameters and :func:`~jaxssm.initialize`'s estimate from the data), runs SQUAREM-accelerated
+EM (:mod:`jaxssm._learn.accelerate`) as one compiled loop (the **EM stage**), then, when a
+covariance in ``update`` has vanishing eigenvalues, the **boundary stage**
+(:mod:`jaxssm._learn.boundary`). The EM stage stops when **both** tests pass:
 
 1. the log-likelihood's relative rise over one SQUAREM cycle (three E-steps) is at most
    ``tol``;
@@ -35,11 +37,11 @@ matrix-log coordinates for the covariances extrapolates that crawl.
 **Why a boundary stage.** Where the maximum has a singular covariance, EM is frozen in the
 directions it loses (the rows of ``A`` along a null vector of ``Q`` keep their value), so both
 of the EM stage's tests go blind there: they can pass while the likelihood is still nats below
-the maximum (SARCOS: the EM stage stops at -41,522.12, the boundary maximum is -41,519.66).
+the maximum (on the SARCOS exercise, a few nats: the benchmark pages, "Time to the maximum").
 Every 100 E-steps (``_CHECK_EVERY``) the EM stage tests, for ``Q``, ``R`` and ``P0`` in
 ``update``, whether setting its smallest eigenvalues (relative ``< 1e-2``) to zero lowers
 ``log p(y)`` (:func:`~jaxssm._learn.boundary.truncate`): a direction on its way to zero passes
-(zeroing it is itself an ascent step; SARCOS: 5 directions, zeroing a sixth costs 18 nats).
+(zeroing it is itself an ascent step; zeroing one that is not vanishing lowers ``log p(y)``).
 When some pass (or eigenvalues at most ``rank_tol * lambda_max`` are already there) and the
 E-step budget is not spent, they are set to zero (``C = L L^T``, ``L [n, r]``) and L-BFGS on
 the exact gradient (reverse mode through the filter) maximises over all the fields in
@@ -68,7 +70,7 @@ from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, EMStatus
-from jaxssm._learn.boundary import boundary_stage, truncate, vanishing
+from jaxssm._learn.boundary import boundary_stage, log_likelihood_at, truncate, vanishing
 from jaxssm._learn.em import default_decrease_rtol, squarem_em, squarem_plan
 from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mstep import check_m_step, m_step_unchecked
@@ -81,6 +83,8 @@ __all__ = ["fit", "FitInfo", "FitStatus", "num_free_params"]
 _CHECK_EVERY = 100
 #: Relative eigenvalues below which a direction is a candidate for truncation.
 _SUSPECT_TOL = 1e-2
+#: The values of ``fit``'s ``start``.
+_STARTS = ("auto", "params", "data")
 
 
 class FitStatus(enum.IntEnum):
@@ -121,8 +125,7 @@ class FitInfo(NamedTuple):
         num_rejected: those rejected by the safeguard.
         num_grad_evals: exact gradients (reverse mode through the filter) the boundary
             stage evaluated, 0 where it did not run (plus the filter passes that grow back a
-            direction failing the KKT sign check). One gradient costs about ten E-steps on
-            the SARCOS exercise (0.18 s against 0.018 s).
+            direction failing the KKT sign check). A gradient costs several E-steps.
         rank_dropped: ``{name: count}``, the eigenvalues of each covariance in ``update``
             held at zero at the returned parameters (``{}``: no boundary stage).
         boundary_slope: the KKT sign check of a boundary maximum: the largest
@@ -132,6 +135,8 @@ class FitInfo(NamedTuple):
             likelihood falls when ``C`` grows along ``v``); NaN without a boundary stage.
         grad_log_likelihoods: ``[num_grad_evals]``, the log-likelihood at each evaluation of
             the boundary stage (rejected line-search trials included).
+        start: ``"params"`` or ``"data"``, the start the search used (``fit``'s ``start``
+            argument; ``"auto"`` resolves to one of the two).
     """
 
     log_likelihood: jax.Array
@@ -148,6 +153,7 @@ class FitInfo(NamedTuple):
     rank_dropped: dict = {}
     boundary_slope: float = float("nan")
     grad_log_likelihoods: np.ndarray = np.zeros(0)
+    start: str = "params"
 
 
 def num_free_params(params: LGSSM, update: Iterable[str]) -> int:
@@ -179,6 +185,25 @@ def _scaled_gradient(params, ys, inputs, *, update, schedule, num_sequences):
     return ll, jnp.sqrt(jnp.maximum(pairing, 0.0)), stats
 
 
+def _choose_start(params, ys, inputs, names, schedule, start):
+    """Return ``(start params, "params" | "data", filter passes used)`` for ``start``."""
+    if start == "params":
+        return params, "params", 0
+    try:
+        data = initialize(params, ys, update=names, inputs=inputs)
+    except (ValueError, NotImplementedError):
+        if start == "data":
+            raise
+        return params, "params", 0
+    if start == "data":
+        return data, "data", 0
+    here = float(log_likelihood_at(params, ys, inputs, schedule=schedule))
+    there = float(log_likelihood_at(data, ys, inputs, schedule=schedule))
+    if math.isfinite(there) and not there <= here:
+        return data, "data", 2
+    return params, "params", 2
+
+
 def _observed_steps(ys: jax.Array) -> int:
     """Time steps with at least one observed entry, summed over a batch."""
     observed = ~np.all(np.isnan(np.asarray(ys)), axis=-1)
@@ -195,7 +220,7 @@ def fit(
     max_iters: int = 10_000,
     method: str = "sequential",
     steady_state: bool | None = None,
-    start: str | None = None,
+    start: str = "auto",
     decrease_rtol: float | None = None,
     rank_tol: float | None = 1e-6,
     max_grad_evals: int = 1000,
@@ -221,8 +246,11 @@ def fit(
         max_iters: the budget of E-steps (static: the trace's length).
         method: ``"sequential"`` or ``"parallel"``, the E-step's schedule.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
-        start: ``None`` (start at ``params``) or ``"data"``: first replace the fields in
-            ``update`` by :func:`~jaxssm.initialize`'s estimate from the data.
+        start: where the search starts. ``"params"``: at ``params``. ``"data"``: at
+            ``params`` with the fields in ``update`` replaced by :func:`~jaxssm.initialize`'s
+            estimate from the data. ``"auto"`` (default): at whichever of the two has the
+            higher ``log p(y)`` (two filter passes; ``params`` where ``initialize`` cannot
+            handle the model). ``FitInfo.start`` says which was used.
         decrease_rtol: the decrease guard's round-off allowance (default ``sqrt(eps)``).
         rank_tol: the relative eigenvalue below which a covariance's direction counts as
             vanishing (default ``1e-6``); ``None`` skips the boundary stage.
@@ -247,8 +275,8 @@ def fit(
     tol = check_tol(tol)
     if tol is None:
         raise TypeError("tol must be a number")
-    if start not in (None, "data"):
-        raise ValueError(f"start must be None or 'data', got {start!r}")
+    if start not in _STARTS:
+        raise ValueError(f"start must be one of {', '.join(map(repr, _STARTS))}, got {start!r}")
     params, ys, inputs, schedule = prologue(
         params,
         ys,
@@ -263,8 +291,7 @@ def fit(
         raise ValueError(f"fit needs a time-invariant model, got time-varying {', '.join(varying)}")
     extended = _model.uses_input_sums(params, inputs)
     check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
-    if start == "data":
-        params = initialize(params, ys, update=names, inputs=inputs)
+    params, start_used, start_evals = _choose_start(params, ys, inputs, names, schedule, start)
     dtype = params.A.dtype
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(dtype)
@@ -273,7 +300,7 @@ def fit(
     # The loop's E-step: the data-only sums once per fit, both steady-state paths.
     plan = squarem_plan(_dispatch.prepare_stats(params, ys, inputs, schedule))
 
-    traces, used, extrapolations, rejected = [], 0, 0, 0
+    traces, used, extrapolations, rejected = [], start_evals, 0, 0
     round_tol = tol
     rounds = 0
     status = FitStatus.MAX_ITERS
@@ -402,5 +429,6 @@ def fit(
         rank_dropped={} if boundary is None else boundary.rank_dropped,
         boundary_slope=float("nan") if boundary is None else boundary.boundary_slope,
         grad_log_likelihoods=np.zeros(0) if boundary is None else boundary.log_likelihoods,
+        start=start_used,
     )
     return params, info
