@@ -291,3 +291,24 @@ def test_bad_arguments(problem):
         _fit(start, ys, max_iters=2)
     with pytest.raises(ValueError, match="rank_tol"):
         _fit(start, ys, rank_tol=2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the parallel schedule's programs compile slowly
+@pytest.mark.parametrize("method", ["sequential", "parallel"])
+def test_boundary_maximum_with_gaps(method):
+    # The boundary stage on a series with missing entries (every schedule's gap path): the
+    # rank-one maximum of the direct optimisation, and the KKT sign along the dropped
+    # direction.
+    start, ys = _boundary_problem()
+    mask = jax.random.bernoulli(jax.random.PRNGKey(8), 0.2, ys.shape)
+    gappy = jnp.where(mask, jnp.nan, ys)
+    params, info = _fit(start, gappy, tol=1e-9, method=method)
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert info.rank_dropped == {"Q": 1} and info.num_grad_evals > 0
+    assert info.boundary_slope < 0
+    ll = float(info.log_likelihood)
+    assert ll == pytest.approx(float(ssm.log_likelihood(params, gappy)), abs=1e-9)
+    assert ll == pytest.approx(_rank_one_maximum(params, gappy), abs=1e-5)
+    _, plain = ssm.fit_em(start, gappy, num_iters=3000)
+    assert ll > float(plain.log_likelihood) + 1e-4
