@@ -2,9 +2,13 @@
 
 Model (time convention fixed throughout)::
 
-    x_0 ~ N(m0, P0);  x_k = A x_{k-1} + q_k, q_k ~ N(0, Q);  y_k = H x_k + r_k, r_k ~ N(0, R)
+    x_0 ~ N(m0, P0)
+    x_k = A x_{k-1} + B u_k + b + q_k,  q_k ~ N(0, Q)
+    y_k = H x_k + D u_k + d + r_k,      r_k ~ N(0, R)
 
-for k = 1..N. ``ys`` holds ``y_1..y_N`` (shape ``[N, Dy]``); filter and smoother outputs
+for k = 1..N. ``ys`` holds ``y_1..y_N`` (shape ``[N, Dy]``); the optional input gains ``B``,
+``D`` and offsets ``b``, ``d`` are ``None`` (absent) by default, and ``inputs`` holds
+``u_1..u_N`` (shape ``[N, Du]``) where ``B`` or ``D`` is set. Filter and smoother outputs
 cover k = 0..N (``N + 1`` rows). Every inference and learning function takes
 ``method="sequential" | "parallel"`` and ``steady_state=None | True | False``.
 """
@@ -27,13 +31,16 @@ from jaxssm._api.posterior import posterior_sample
 from jaxssm._api.sampling import sample
 from jaxssm._args.callbacks import CallbackError
 from jaxssm._args.validation import check_values, validate_params
+from jaxssm._base.structure import Linear
 from jaxssm._base.types import (
     LGSSM,
     PARAMETER_NAMES,
+    CovFactors,
     EMInfo,
     EMStatus,
     FilterResult,
     MLEInfo,
+    MLEStatus,
     ScheduleInfo,
     SmootherResult,
     SufficientStats,
@@ -45,6 +52,7 @@ from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mle import fit_mle, from_unconstrained, to_unconstrained
 from jaxssm._learn.mstep import expected_log_joint, m_step
 from jaxssm._learn.score import score
+from jaxssm._learn.uncertainty import standard_errors
 from jaxssm._version import __version__
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "CallbackError",
     "FilterResult",
     "SmootherResult",
+    "CovFactors",
     "kalman_filter",
     "rts_smoother",
     "rts_smoother_from_filter",
@@ -70,8 +79,10 @@ __all__ = [
     "SufficientStats",
     "e_step",
     "m_step",
+    "Linear",
     "expected_log_joint",
     "score",
+    "standard_errors",
     "initialize",
     "fit_em",
     "fit",
@@ -82,6 +93,7 @@ __all__ = [
     "ScheduleInfo",
     "fit_mle",
     "MLEInfo",
+    "MLEStatus",
     "UnconstrainedParams",
     "to_unconstrained",
     "from_unconstrained",

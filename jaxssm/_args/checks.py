@@ -19,6 +19,7 @@ from jaxssm._base.types import PARAMETER_NAMES
 
 __all__ = [
     "IntTypeError",
+    "StructuredUpdateError",
     "check_int",
     "check_tol",
     "check_update",
@@ -35,6 +36,14 @@ class IntTypeError(TypeError, ValueError):
     :func:`jaxssm.sharding.chunked_filter`, ...) document a ``ValueError`` for any bad count,
     others a ``TypeError`` for a count of the wrong type; one class keeps both contracts
     (as numpy's ``AxisError`` is both a ``ValueError`` and an ``IndexError``).
+    """
+
+
+class StructuredUpdateError(NotImplementedError, TypeError):
+    """``update`` is a mapping of structures where an entry point takes names only.
+
+    A :class:`NotImplementedError` (the entry point does not support structures), and a
+    :class:`TypeError` (a mapping is the wrong type here), as before structures existed.
     """
 
 
@@ -80,6 +89,14 @@ def check_int(value, name: str, *, minimum: int = 1, hint: str = "") -> int:
             number = operator.index(value)
         except TypeError:
             pass
+    if isinstance(value, jax.core.Tracer):
+        raise IntTypeError(
+            f"{name} must be {kind} known when the program is traced (a Python int: it fixes "
+            f"a loop's length or an array's shape), got a traced value ({type(value).__name__}"
+            f"); under jax.jit mark it static, jax.jit(f, static_argnames=('{name}',)), or "
+            f"close over it instead of passing it as an argument; under vmap or grad it "
+            f"cannot be mapped or differentiated{tail}"
+        )
     if number is None:
         raise IntTypeError(
             f"{name} must be {kind} ({name} must be a Python int, got {_describe(value)}){tail}"
@@ -114,15 +131,18 @@ def check_update(update) -> tuple[str, ...]:
 
     Raises:
         TypeError: ``update`` is neither a str nor an iterable of str.
+        StructuredUpdateError: ``update`` is a mapping (structures: see
+            :func:`jaxssm._args.structures.parse_update`, for the entry points that take them).
         ValueError: it is empty, repeats a name or names an unknown parameter.
     """
     valid = ", ".join(repr(n) for n in PARAMETER_NAMES)
     if isinstance(update, str):
         names: tuple = (update,)
     elif isinstance(update, Mapping):  # {"A": False} would silently mean "A"
-        raise TypeError(
-            f"update must be a parameter name or an iterable of names from ({valid}), "
-            f"got a {type(update).__name__}"
+        raise StructuredUpdateError(
+            f"update must be a parameter name or an iterable of names from ({valid}) here, "
+            f"got a {type(update).__name__}: structures ({{field: structure}}) are accepted "
+            "by m_step, fit_em, fit, fit_mle and standard_errors"
         )
     else:
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import jax
+import jax.numpy as jnp
 
 import jaxssm as ssm
 
@@ -20,6 +21,8 @@ __all__ = [
     "DEFAULT_LR",
     "DEFAULT_TOL",
     "UsageError",
+    "update_argument",
+    "project_start",
     "InputError",
     "build_parser",
     "resolve_options",
@@ -224,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help=(
             f"comma-separated parameters to learn, from {','.join(PARAM_NAMES)} (default A,Q; "
-            "A,B,Q with --inputs torques)"
+            "A,B,Q with --inputs torques); NAME:STRUCTURE gives a structure, full, diagonal "
+            "or scalar (e.g. A,Q,R:diagonal; --method em and mle)"
         ),
     )
     add(
@@ -276,6 +280,48 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-plot", action="store_true", help="do not write fit.png")
     add("--debug", action="store_true", help="show tracebacks of errors")
     return parser
+
+
+def update_argument(text: str):
+    """``--update`` as the library's ``update=``: names, or ``{name: structure}``.
+
+    ``A,Q`` gives ``("A", "Q")``; an item ``NAME:STRUCTURE`` (``full``, ``diagonal``,
+    ``scalar``) makes the whole a mapping, the plain names in it ``"full"``: ``A,Q,R:diagonal``
+    gives ``{"A": "full", "Q": "full", "R": "diagonal"}``. The library checks the result.
+
+    Raises:
+        UsageError: an item with more than one ``:``.
+    """
+    items = [item.strip() for item in text.split(",")]
+    if not any(":" in item for item in items):
+        return tuple(items)
+    out = {}
+    for item in items:
+        parts = [p.strip() for p in item.split(":")]
+        if len(parts) > 2:
+            raise UsageError(f"--update {text}: {item!r} is not NAME or NAME:STRUCTURE")
+        out[parts[0]] = parts[1] if len(parts) == 2 else "full"
+    return out
+
+
+def project_start(params: ssm.LGSSM, update) -> ssm.LGSSM:
+    """``params`` with the ``diagonal`` / ``scalar`` fields of ``update`` made so.
+
+    For a start estimated without the structures (``--start data``): the diagonal, or its
+    mean times the identity. Names (a tuple) leave ``params`` as it is.
+    """
+    if not isinstance(update, dict):
+        return params
+    new = {}
+    for name, structure in update.items():
+        x = getattr(params, name, None)
+        if x is None or structure == "full" or jnp.ndim(x) != 2:
+            continue  # the library reports what does not fit
+        if structure == "diagonal":
+            new[name] = jnp.diag(jnp.diagonal(x))
+        elif structure == "scalar":
+            new[name] = jnp.mean(jnp.diagonal(x)) * jnp.eye(x.shape[0], dtype=x.dtype)
+    return params._replace(**new)
 
 
 def resolve_options(args: argparse.Namespace) -> None:

@@ -49,6 +49,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxssm._base.structure import as_spec, field_from_unconstrained, field_to_unconstrained
 from jaxssm._base.types import LGSSM, EMStatus
 
 __all__ = ["SquaremInfo", "squarem_loop", "COVARIANCES"]
@@ -103,25 +104,52 @@ def _expm(L: jax.Array) -> jax.Array:
     return 0.5 * (S + S.T)
 
 
-def to_coordinates(params: LGSSM, update: tuple[str, ...]) -> dict:
-    """Return the fields in ``update`` in extrapolation coordinates (covariances by matrix log)."""
-    return {
-        n: _logm(getattr(params, n)) if n in COVARIANCES else getattr(params, n) for n in update
-    }
+def to_coordinates(params: LGSSM, update) -> dict:
+    """Return the fields in ``update`` in extrapolation coordinates (covariances by matrix log).
+
+    A structured field (``update`` an :class:`~jaxssm._base.structure.UpdateSpec`) is
+    extrapolated in its free coordinates: ``beta`` of a linear structure (the structure is
+    affine, so the extrapolated point has it, fixed entries exactly), ``log q`` of a
+    covariance pattern (positive variances, zero off-diagonal entries exactly).
+    """
+    spec = as_spec(update)
+    out = {}
+    for n in spec.names:
+        x, s = getattr(params, n), spec.structure(n)
+        if s is not None:
+            out[n] = field_to_unconstrained(x, s)
+        else:
+            out[n] = _logm(x) if n in COVARIANCES else x
+    return out
 
 
-def from_coordinates(params: LGSSM, coords: dict) -> LGSSM:
+def from_coordinates(params: LGSSM, coords: dict, update=None) -> LGSSM:
     """``params`` with the fields in ``coords`` mapped back from extrapolation coordinates."""
-    return params._replace(**{n: _expm(c) if n in COVARIANCES else c for n, c in coords.items()})
+    spec = as_spec(tuple(coords) if update is None else update)
+    new = {}
+    for n, c in coords.items():
+        s = spec.structure(n)
+        if s is not None:
+            new[n] = field_from_unconstrained(c, s, getattr(params, n).dtype)
+        else:
+            new[n] = _expm(c) if n in COVARIANCES else c
+    return params._replace(**new)
 
 
-def is_valid(params: LGSSM, update: tuple[str, ...]) -> jax.Array:
-    """Whether the learned fields are finite and the learned covariances positive definite."""
+def is_valid(params: LGSSM, update) -> jax.Array:
+    """Whether the learned fields are finite and the learned covariances positive definite.
+
+    A covariance with a structure (a diagonal pattern, whose fixed variances may be 0) needs
+    finite, non-negative variances only: its free ones are ``exp`` of the coordinates.
+    """
+    spec = as_spec(update)
     ok = jnp.array(True)
-    for n in update:
+    for n in spec.names:
         x = getattr(params, n)
         ok &= jnp.all(jnp.isfinite(x))
-        if n in COVARIANCES:
+        if n in COVARIANCES and spec.structure(n) is not None:
+            ok &= jnp.all(jnp.diagonal(x) >= 0)
+        elif n in COVARIANCES:
             ok &= jnp.all(jnp.isfinite(jnp.linalg.cholesky(x)))
     return ok
 
@@ -176,7 +204,7 @@ def squarem_loop(
     :math:`\theta'` is accepted, at :math:`\theta_2 = M(\theta_1)` otherwise (module
     docstring).
 
-    **Limits (measured).** One steplength serves every coordinate. Where the slow modes
+    **Limits.** One steplength serves every coordinate. Where the slow modes
     have very different rates, as at a maximum on the boundary with several vanishing
     eigenvalues of ``Q``, the step is too long for the fast coordinates and too short for
     :math:`\log\lambda_{\min}`: extrapolations are then rejected or short, and the loop's
@@ -191,8 +219,9 @@ def squarem_loop(
     Args:
         em_map: ``theta -> (M(theta), log p(y | theta))``: one E-step and M-step (traceable).
         params: the start :math:`\theta_0`, an :class:`~jaxssm.LGSSM`.
-        update: the names of the fields ``em_map`` learns (static); the others must be fixed
-            by ``em_map``.
+        update: the names of the fields ``em_map`` learns (static), or an
+            :class:`~jaxssm._base.structure.UpdateSpec` (structured fields are extrapolated
+            in their free coordinates); the others must be fixed by ``em_map``.
         max_iters: the budget of E-steps (static: the trace's length), at least 3.
         tol: the relative improvement per cycle below which the loop stops, or ``None``.
         decrease_rtol: the round-off allowance of the decrease guard.
@@ -211,7 +240,8 @@ def squarem_loop(
     """
     if max_iters < 3:
         raise ValueError(f"max_iters must be at least 3 (one cycle), got {max_iters}")
-    update = tuple(update)
+    spec = as_spec(update)
+    update = spec.names
     dtype = params.A.dtype
     nan = jnp.array(jnp.nan, dtype)
     positions = jnp.arange(max_iters, dtype=jnp.int32)
@@ -235,7 +265,7 @@ def squarem_loop(
         drop1 = is_drop(ll1, jnp.maximum(ll0, s.best_ll))
         trace = record(record(s.trace, s.count, ll0), s.count + 1, ll1)
 
-        c0, c1, c2 = (to_coordinates(t, update) for t in (theta0, theta1, theta2))
+        c0, c1, c2 = (to_coordinates(t, spec) for t in (theta0, theta1, theta2))
         r = jax.tree.map(jnp.subtract, c1, c0)
         v = jax.tree.map(lambda a, b, c: c - 2 * b + a, c0, c1, c2)
         r2, v2 = _sq_norm(r), _sq_norm(v)
@@ -246,8 +276,8 @@ def squarem_loop(
         def attempt(t: _Try) -> _Try:
             """Evaluate the extrapolation at ``t.alpha``; halve the step towards -1 on failure."""
             ext = jax.tree.map(lambda a, rr, vv: a - 2 * t.alpha * rr + t.alpha**2 * vv, c0, r, v)
-            theta_e = from_coordinates(theta0, ext)
-            valid = is_valid(theta_e, update)
+            theta_e = from_coordinates(theta0, ext, spec)
+            valid = is_valid(theta_e, spec)
 
             def skip(p):
                 return p, jnp.array(-jnp.inf, dtype)

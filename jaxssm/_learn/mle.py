@@ -23,6 +23,7 @@ them and they come back bitwise unchanged.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -35,11 +36,19 @@ from jaxssm._args import schedule as _schedule
 from jaxssm._args.callbacks import guard_callback, run_with_callback
 from jaxssm._args.checks import check_int, check_update
 from jaxssm._args.prologue import prologue
+from jaxssm._args.structures import parse_update, resolve_update
 from jaxssm._args.validation import check_trainable_covariances, validate_params
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.linalg import LAPACK, symmetrize
-from jaxssm._base.types import LGSSM, PARAMETER_NAMES, MLEInfo, UnconstrainedParams
+from jaxssm._base.structure import as_spec, field_from_unconstrained, field_to_unconstrained
+from jaxssm._base.types import (
+    LGSSM,
+    PARAMETER_NAMES,
+    MLEInfo,
+    MLEStatus,
+    UnconstrainedParams,
+)
 from jaxssm._schedules import dispatch as _dispatch
 
 if TYPE_CHECKING:
@@ -49,6 +58,7 @@ __all__ = ["to_unconstrained", "from_unconstrained", "fit_mle"]
 
 _FIELDS = PARAMETER_NAMES
 _COVARIANCES = ("P0", "Q", "R")
+_MAX_ITERS, _DECREASED, _DIVERGED = (int(s) for s in MLEStatus)
 
 
 # --- the covariance <-> vector map -------------------------------------------------------
@@ -78,22 +88,33 @@ def _vector_to_cov(v: jax.Array, D: int) -> jax.Array:
     return symmetrize(L @ L.T)
 
 
-def _to_unconstrained(params: LGSSM, update: tuple[str, ...]) -> UnconstrainedParams:
-    """Unchecked forward map (``update`` already validated)."""
+def _to_unconstrained(params: LGSSM, update) -> UnconstrainedParams:
+    """Unchecked forward map (``update`` already validated; names or an ``UpdateSpec``).
+
+    A structured field maps to its free coordinates: ``beta`` of a linear structure,
+    ``log q`` of a covariance pattern (:func:`jaxssm._base.structure.field_to_unconstrained`).
+    """
+    spec = as_spec(update)
     fields = {}
-    for name in update:
-        x = getattr(params, name)
-        fields[name] = _cov_to_vector(x) if name in _COVARIANCES else x
+    for name in spec.names:
+        x, s = getattr(params, name), spec.structure(name)
+        if s is not None:
+            fields[name] = field_to_unconstrained(x, s)
+        else:
+            fields[name] = _cov_to_vector(x) if name in _COVARIANCES else x
     return UnconstrainedParams(**fields)
 
 
-def _from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
+def _from_unconstrained(theta: UnconstrainedParams, template: LGSSM, spec=None) -> LGSSM:
     """Unchecked inverse map: fields of ``theta`` that are ``None`` come from ``template``."""
+    spec = as_spec(()) if spec is None else spec
     fields = {}
     for name in _FIELDS:
         t = getattr(theta, name)
         if t is None:
             fields[name] = getattr(template, name)
+        elif spec.structure(name) is not None:
+            fields[name] = field_from_unconstrained(t, spec.structure(name), template.A.dtype)
         elif name in _COVARIANCES:
             fields[name] = _vector_to_cov(t, getattr(template, name).shape[-1])
         else:
@@ -194,6 +215,20 @@ def _stores_value_and_grad(state) -> bool:
     return value is not None and grad is not None
 
 
+@contextlib.contextmanager
+def _optimizer_errors(method: str):
+    """Say that a failure inside ``optimizer.init`` / ``update`` is the optimiser's."""
+    try:
+        yield
+    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as err:
+        raise TypeError(
+            "optimizer must be an optax.GradientTransformation whose init(params) and "
+            "update(updates, state, params) follow optax's contract (e.g. optax.adam(1e-2), "
+            f"optax.lbfgs()); calling optimizer.{method} failed with {type(err).__name__}: "
+            f"{err}"
+        ) from err
+
+
 def _fit(
     theta0: UnconstrainedParams,
     template: LGSSM,
@@ -203,6 +238,7 @@ def _fit(
     num_iters: int,
     method: str,
     callback: Callable | None,
+    spec=None,
 ) -> tuple[LGSSM, MLEInfo]:
     """Unchecked optimisation loop: one ``lax.scan`` over ``num_iters`` optimiser steps."""
     import optax  # imported on use: `import jaxssm` works where only jax is installed
@@ -215,14 +251,14 @@ def _fit(
         # A line search may hand back candidates promoted to a wider dtype (float32 params
         # with x64 enabled): keep every iterate in the parameters' dtype.
         theta = jax.tree.map(lambda x: x.astype(dtype), theta)
-        params = _from_unconstrained(theta, template)
+        params = _from_unconstrained(theta, template, spec)
         return -_dispatch.log_likelihood(params, ys, method, inputs=inputs) / scale
 
     opt = optax.with_extra_args_support(optimizer)
     # optax's own arithmetic mixes dtypes (Adam's ``decay**count``, L-BFGS's index
     # arithmetic); run it under standard promotion so that fit_mle also works for users who
     # trace with ``jax_numpy_dtype_promotion="strict"``. A scoped context, not a config change.
-    with jax.numpy_dtype_promotion("standard"):
+    with jax.numpy_dtype_promotion("standard"), _optimizer_errors("init"):
         state0 = opt.init(theta0)
     if _stores_value_and_grad(state0):
         # L-BFGS with a line search: the search already evaluated value and gradient at the
@@ -235,24 +271,58 @@ def _fit(
             return jax.value_and_grad(objective)(theta)
 
     def step(carry, i):
-        theta, state = carry
+        theta, state, best, best_ll, best_iter = carry
         value, grad = value_and_grad(theta, state=state)
+        ll = (-value * scale).astype(dtype)
         if callback is not None:
-            jax.debug.callback(callback, i, -value * scale, ordered=True)
-        with jax.numpy_dtype_promotion("standard"):
+            jax.debug.callback(callback, i, ll, ordered=True)
+        # The best iterate so far (a NaN log-likelihood never is): the guard's fallback.
+        better = ll > best_ll
+        best = jax.tree.map(lambda a, b: jnp.where(better, a, b), theta, best)
+        best_ll = jnp.where(better, ll, best_ll)
+        best_iter = jnp.where(better, i, best_iter)
+        with jax.numpy_dtype_promotion("standard"), _optimizer_errors("update"):
             updates, state = opt.update(
                 grad, state, theta, value=value, grad=grad, value_fn=objective
             )
-        theta = optax.apply_updates(theta, updates)
-        return (theta, state), value
+            theta = optax.apply_updates(theta, updates)
+        return (theta, state, best, best_ll, best_iter), ll
 
-    (theta, _), values = jax.lax.scan(step, (theta0, state0), jnp.arange(num_iters))
-    params = _from_unconstrained(theta, template)
-    final = _dispatch.log_likelihood(params, ys, method, inputs=inputs)
-    return params, MLEInfo((-values * scale).astype(dtype), final)
+    carry0 = (theta0, state0, theta0, jnp.asarray(-jnp.inf, dtype), jnp.zeros((), jnp.int32))
+    (theta, _, best, best_ll, best_iter), lls = jax.lax.scan(
+        step, carry0, jnp.arange(num_iters, dtype=jnp.int32)
+    )
+    final = _dispatch.log_likelihood(
+        _from_unconstrained(theta, template, spec), ys, method, inputs=inputs
+    )
+    # The guard (as fit_em's): the last iterate unless its log-likelihood fell below the best
+    # seen by more than round-off, or is not finite; then the best iterate.
+    rtol = float(np.sqrt(np.finfo(dtype).eps))
+    floor = jnp.where(jnp.isfinite(best_ll), best_ll - rtol * jnp.abs(best_ll), -jnp.inf)
+    decreased = ~(final >= floor) | ~jnp.isfinite(final)
+    better_seen = best_ll > -jnp.inf
+    start_ll = lls[0]
+    start_floor = jnp.where(jnp.isfinite(start_ll), start_ll - rtol * jnp.abs(start_ll), -jnp.inf)
+    diverged = decreased & (~(final >= start_floor) | ~jnp.isfinite(final))
+    status = jnp.where(diverged, _DIVERGED, jnp.where(decreased, _DECREASED, _MAX_ITERS))
+    theta = jax.tree.map(lambda a, b: jnp.where(decreased, a, b), best, theta)
+    params = _from_unconstrained(theta, template, spec)
+    info = MLEInfo(
+        log_likelihoods=lls,
+        # No finite iterate: theta_0 comes back, with its (non-finite) log-likelihood.
+        log_likelihood=jnp.where(decreased, jnp.where(better_seen, best_ll, lls[0]), final),
+        status=status.astype(jnp.int32),
+        decrease=jnp.where(
+            decreased, jnp.where(jnp.isfinite(final), best_ll - final, jnp.inf), 0
+        ).astype(dtype),
+        best_iter=jnp.where(decreased, best_iter, num_iters).astype(jnp.int32),
+    )
+    return params, info
 
 
-_fit_jit = _compile.jit(_fit, static_argnames=("optimizer", "num_iters", "method", "callback"))
+_fit_jit = _compile.jit(
+    _fit, static_argnames=("optimizer", "num_iters", "method", "callback", "spec")
+)
 
 
 def fit_mle(
@@ -286,6 +356,24 @@ def fit_mle(
     When the optimiser state stores the value and gradient at the new point (as
     ``optax.lbfgs()``'s zoom line search does), they are reused rather than recomputed.
 
+    **Divergence guard.** A step size too large throws the optimiser out of the basin
+    (``optax.sgd(1e3)`` or ``optax.adam(100.0)`` on a small model), so the last iterate can be
+    far worse than the start. The loop keeps the best iterate seen (the highest finite
+    ``log p(y | theta_i)``). When the last iterate's log-likelihood is below that best by more
+    than ``sqrt(eps) |best|`` (the round-off allowance of :func:`~jaxssm.fit_em`'s decrease
+    guard), or is not finite, the best iterate is returned instead and ``MLEInfo.status``
+    says ``MLEStatus.DIVERGED`` when the last iterate is also below the start (or not
+    finite), else ``MLEStatus.DECREASED`` (Adam oscillating about the maximum, say);
+    ``MLEInfo.decrease`` says by how much the last iterate fell below the best and
+    ``MLEInfo.best_iter`` which iterate was returned. Otherwise the last iterate is returned
+    (``MLEStatus.MAX_ITERS``). The trace is the same either way.
+
+    **Values under transformations.** Called eagerly, ``params`` and ``ys`` are checked
+    (finite, PSD covariances, no ``inf`` in ``ys``). Under ``jit`` or ``vmap`` the values are
+    not known and not checked: a bad value gives a NaN trace and ``MLEStatus.DIVERGED``
+    with ``decrease = inf`` (the start is returned); use :func:`~jaxssm.check_values` with
+    :func:`jax.experimental.checkify.checkify` for an error instead.
+
     When the maximum lies on the boundary of the parameter space (a covariance "wants" to be
     singular, as ``Q`` can on real data), the softplus diagonal runs towards ``-inf`` and the
     returned covariance can be numerically singular; the checked public functions then reject
@@ -301,7 +389,8 @@ def fit_mle(
         ys: observations ``[N, Dy]``, or ``[B, N, Dy]`` for ``B`` independent sequences
             sharing the parameters (their log-likelihoods are summed).
         optimizer: an optax optimiser, e.g. ``optax.adam(1e-2)`` or ``optax.lbfgs()``.
-        num_iters: number of optimiser steps, a positive int.
+        num_iters: number of optimiser steps, a positive Python int (static: it fixes the
+            trace's length; under ``jax.jit`` mark it ``static_argnames`` or close over it).
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch) when ``params`` has
             ``B`` or ``D``.
         update: names of the fields to fit, from ``"m0", "P0", "A", "Q", "H", "R", "B",
@@ -316,23 +405,27 @@ def fit_mle(
             the same function object to reuse the compiled loop.
 
     Returns:
-        ``(params, info)``: the :class:`~jaxssm.LGSSM` after ``num_iters`` steps and an
-        :class:`~jaxssm.MLEInfo` with ``log_likelihoods [num_iters]``
-        (``log_likelihoods[i] = log p(y | theta_i)``, before step ``i``) and
-        ``log_likelihood``, that of the returned parameters.
+        ``(params, info)``: the :class:`~jaxssm.LGSSM` after ``num_iters`` steps (or the best
+        iterate, see the divergence guard) and an :class:`~jaxssm.MLEInfo` with
+        ``log_likelihoods [num_iters]`` (``log_likelihoods[i] = log p(y | theta_i)``, before
+        step ``i``), ``log_likelihood``, that of the returned parameters, the ``status``
+        (:class:`~jaxssm.MLEStatus`), the size of a ``decrease`` and ``best_iter``.
 
     Raises:
         ValueError: an empty, repeated or unknown name in ``update``, a bad ``method``, a
             non-positive ``num_iters``, or invalid ``params`` / ``ys``.
-        TypeError: ``optimizer`` is not an optax gradient transformation, ``update`` not a
-            name or an iterable of names, ``num_iters`` not an int, or ``callback`` not
-            callable.
+        TypeError: ``optimizer`` is not an optax gradient transformation (or its ``init`` /
+            ``update`` fail on the parameters), ``update`` not a name or an iterable of
+            names, ``num_iters`` not a Python int (a traced value included), or ``callback``
+            not callable.
 
     References:
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), ch. 12 (parameter estimation via
         the energy function ``-log p(y | theta)`` and its gradient).
     """
-    update = check_update(update)
+    raw = parse_update(update)
+    absent = tuple(n for n in raw if getattr(params, n, None) is None)
+    update = tuple(raw)
     schedule = _schedule.resolve(method, steady_state)
     num_iters = check_int(num_iters, "num_iters")
     if not all(callable(getattr(optimizer, f, None)) for f in ("init", "update")):
@@ -344,12 +437,16 @@ def fit_mle(
     params, ys, inputs, _ = prologue(
         params, ys, inputs, schedule=schedule, allow_batch=True, update=update
     )
-    check_trainable_covariances(params, update)
     _check_time_invariant(params, update)
-    theta0 = _to_unconstrained(params, update)
+    params, spec = resolve_update(params, raw, absent)
+    check_trainable_covariances(params, tuple(n for n in update if spec.structure(n) is None))
+    theta0 = _to_unconstrained(params, spec)
+    spec = spec if spec.structures else None
     return run_with_callback(
         callback,
-        lambda: _fit_jit(theta0, params, ys, inputs, optimizer, num_iters, schedule, callback),
+        lambda: _fit_jit(
+            theta0, params, ys, inputs, optimizer, num_iters, schedule, callback, spec
+        ),
     )
 
 

@@ -33,22 +33,37 @@ columns). The expected complete-data log-likelihood depends on ``M`` only throug
 
 (the normal equations), whatever ``Q``; then ``Q = E[(x - M z)(x - M z)^T]`` with the new
 ``M``. For a model without inputs and offsets these are the closed forms above.
+
+**Structures** (``update`` a :class:`~jaxssm._base.structure.UpdateSpec`): a structured
+block makes the regression a generalised least squares weighted by the current ``Q^{-1}``
+(``R^{-1}``, ``P0^{-1}`` for ``m0``), and a structured covariance the maximiser over its
+diagonal pattern (:mod:`jaxssm._learn.constrained`); the block is then a maximiser given the
+covariance before the step and the covariance given the new block (ECM).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssm._args.checks import check_update
+from jaxssm._args.checks import check_int
 from jaxssm._args.prologue import prologue
+from jaxssm._args.structures import parse_update, resolve_update
+from jaxssm._args.validation import check_finite_psd, check_positive_definite
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.linalg import LAPACK, symmetrize
+from jaxssm._base.structure import as_spec
 from jaxssm._base.types import LGSSM, SufficientStats
+from jaxssm._learn.constrained import (
+    pattern_update,
+    pseudo_inverse,
+    weighted_mean,
+    weighted_regression,
+)
 from jaxssm.steps import LOG_2PI
 
 __all__ = ["m_step", "m_step_unchecked", "expected_log_joint"]
@@ -97,8 +112,52 @@ def _coefficients(params: LGSSM, side: str, Du: int) -> list:
     return [main, gain, offset[:, None]]
 
 
+def _structured_side(params: LGSSM, stats: SufficientStats, side: str, spec) -> dict:
+    """Update one regression with a structured block, then its covariance.
+
+    The blocks given the current covariance (:mod:`jaxssm._learn.constrained`), the
+    covariance given the new blocks (ECM when both are learned).
+    """
+    names = TRANSITION if side == "transition" else OBSERVATION
+    second, cross, zz = _regression(stats, side)
+    if stats.U is None:
+        blocks = [getattr(params, names[0])]
+    else:
+        blocks = _coefficients(params, side, stats.U.shape[0] - 1)
+        blocks[2] = blocks[2][:, 0]
+    structures = [
+        (spec.structure(n) or "full") if n in spec.names else None for n in names[: len(blocks)]
+    ]
+    out = {}
+    if any(s is not None for s in structures):
+        W = pseudo_inverse(getattr(params, names[3]))
+        blocks = weighted_regression(cross, zz, blocks, structures, W)
+        for n, b, s in zip(names, blocks, structures, strict=False):
+            if s is not None:
+                out[n] = b
+    if names[3] in spec.names:
+        mats = [b if b.ndim == 2 else b[:, None] for b in blocks]
+        S = _residual_cov(second, cross, jnp.concatenate(mats, axis=1), zz)
+        pattern = spec.structure(names[3])
+        out[names[3]] = S if pattern is None else pattern_update(S, pattern)
+    return out
+
+
 def _update_side(params: LGSSM, stats: SufficientStats, side: str, update) -> dict:
     """Closed-form update of one regression's blocks and its noise covariance."""
+    names = TRANSITION if side == "transition" else OBSERVATION
+    spec = as_spec(update)
+    if any(spec.structure(n) is not None for n in names[:3]):
+        return _structured_side(params, stats, side, spec)
+    out = _full_side(params, stats, side, spec.names)
+    pattern = spec.structure(names[3])
+    if pattern is not None and names[3] in out:
+        out[names[3]] = pattern_update(out[names[3]], pattern)
+    return out
+
+
+def _full_side(params: LGSSM, stats: SufficientStats, side: str, update) -> dict:
+    """:func:`_update_side` with every block full (the unweighted normal equations)."""
     names = TRANSITION if side == "transition" else OBSERVATION
     second, cross, zz = _regression(stats, side)
     out = {}
@@ -136,21 +195,35 @@ def _update_side(params: LGSSM, stats: SufficientStats, side: str, update) -> di
     return out
 
 
-def m_step_unchecked(params: LGSSM, stats: SufficientStats, update: tuple[str, ...]) -> LGSSM:
-    """Unchecked M-step; ``update`` already checked (:func:`jaxssm._args.checks.check_update`).
+def m_step_unchecked(params: LGSSM, stats: SufficientStats, update) -> LGSSM:
+    """Unchecked M-step; ``update`` already checked (names or an ``UpdateSpec``).
+
+    ``update`` is a tuple of names (:func:`jaxssm._args.checks.check_update`) or an
+    :class:`~jaxssm._base.structure.UpdateSpec`
+    (:func:`jaxssm._args.structures.resolve_update`).
 
     The closed forms are applied in the order (A, B, b), Q, (H, D, d), R, m0, P0 whatever
-    the order of ``update``.
+    the order of ``update``; a structured regression or ``m0`` uses the covariance before
+    its update (ECM).
     """
+    spec = as_spec(update)
     new = {}
-    new.update(_update_side(params, stats, "transition", update))
-    new.update(_update_side(params, stats, "observation", update))
+    new.update(_update_side(params, stats, "transition", spec))
+    new.update(_update_side(params, stats, "observation", spec))
     m0 = params.m0
-    if "m0" in update:
-        m0 = new["m0"] = stats.m0_smoothed
-    if "P0" in update:
+    if "m0" in spec.names:
+        m0_structure = spec.structure("m0")
+        if m0_structure is None:
+            m0 = stats.m0_smoothed
+        else:
+            W = pseudo_inverse(params.P0)
+            m0 = weighted_mean(stats.m0_smoothed, m0_structure, W)
+        new["m0"] = m0
+    if "P0" in spec.names:
         dev = stats.m0_smoothed - m0
-        new["P0"] = symmetrize(stats.P0_smoothed + jnp.outer(dev, dev))
+        P0 = symmetrize(stats.P0_smoothed + jnp.outer(dev, dev))
+        pattern = spec.structure("P0")
+        new["P0"] = P0 if pattern is None else pattern_update(P0, pattern)
     return params._replace(**new)
 
 
@@ -213,6 +286,49 @@ def _check_stats(stats: SufficientStats, params: LGSSM) -> SufficientStats:
     return SufficientStats(**out)
 
 
+def _check_stats_values(stats: SufficientStats) -> None:
+    """Eager value checks of checked ``stats``: a count ``num_steps >= 1``, finite sums.
+
+    Skipped when any field is traced (under ``jit`` / ``vmap`` the values are unknown).
+    """
+    fields = [(n, x) for n, x in zip(stats._fields, stats, strict=True) if x is not None]
+    if any(isinstance(x, jax.core.Tracer) for _, x in fields):
+        return
+    count = int(np.asarray(stats.num_steps))
+    if count < 1:
+        raise ValueError(
+            f"stats.num_steps must be >= 1 (the number of steps the sums average over), got "
+            f"{count}: compute stats with e_step"
+        )
+    for name, x in fields:
+        a = np.asarray(x)
+        if not np.all(np.isfinite(a)):
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+            raise ValueError(f"stats.{name} must be finite, got {a[first]} at index {first}")
+
+
+def _check_m_step_result(new: LGSSM, update) -> LGSSM:
+    """Eager check of an M-step's result: finite, PSD covariances; else say why.
+
+    A singular second-moment matrix (all-zero statistics, a state component never excited,
+    an input that is constant) has no inverse: the normal equations then give NaN or
+    ``inf``. Skipped for traced values.
+    """
+    if any(isinstance(x, jax.core.Tracer) for x in new if x is not None):
+        return new
+    try:
+        check_finite_psd(new)
+    except ValueError as err:
+        raise ValueError(
+            f"m_step's result is not a valid model ({err}). The statistics do not determine "
+            f"update {list(update)}: a second-moment matrix the M-step inverts (stats.Phi for "
+            "A, B, b; stats.Sigma for H, D, d; with the input sums stats.U) is singular, as "
+            "for all-zero statistics or a state that is never excited; or a covariance held "
+            "fixed is invalid. Compute stats with e_step, or leave those fields out of update"
+        ) from err
+    return new
+
+
 def check_m_step(params: LGSSM, update: tuple[str, ...], num_inputs: int | None) -> None:
     """Reject an M-step that the statistics cannot express (static; clear messages).
 
@@ -248,7 +364,7 @@ def check_m_step(params: LGSSM, update: tuple[str, ...], num_inputs: int | None)
 
 
 def m_step(
-    params: LGSSM, stats: SufficientStats, update: str | Iterable[str] = ("A", "Q")
+    params: LGSSM, stats: SufficientStats, update: str | Iterable[str] | Mapping = ("A", "Q")
 ) -> LGSSM:
     r"""M-step of EM: maximise :func:`expected_log_joint` over the parameters in ``update``.
 
@@ -274,26 +390,48 @@ def m_step(
             "B", "b", "D", "d"`` (any subset, any order; the order of application is fixed as
             above). With input sums in ``stats`` (a model with inputs or offsets), ``(A, B,
             b)`` and ``(H, D, d)`` are joint regressions (module docstring): the blocks named
-            are the exact maximiser given the others.
+            are the exact maximiser given the others. Or a mapping ``{field: structure}``
+            with structure ``"full"``, ``"diagonal"``, ``"scalar"`` or
+            :class:`~jaxssm.Linear` (guide: structured models): a structured regression block
+            or ``m0`` is the generalised least squares weighted by the current noise
+            covariance's inverse (Holmes 2012), a structured covariance the maximiser over
+            its diagonal pattern (the diagonal of the unconstrained update, its mean for
+            ``"scalar"``); with a block and its covariance both learned the step is a
+            conditional maximisation (ECM), each part exact given the parts before it.
+
+    **Values.** Called eagerly, ``params`` are checked as by :func:`~jaxssm.validate_params`
+    (finite, PSD covariances), ``stats`` must be finite with ``num_steps >= 1``, and the
+    result is checked: statistics that do not determine the update (all-zero statistics, a
+    singular ``Phi`` or ``Sigma``) raise a ``ValueError`` that says so instead of returning
+    NaN. Under ``jit`` or ``vmap`` the values are unknown and not checked: such statistics
+    give NaN fields; check the result with :func:`~jaxssm.check_values` under
+    :func:`jax.experimental.checkify.checkify` where that matters. (:func:`~jaxssm.fit_em`
+    reports a NaN step as ``EMStatus.DECREASED`` and keeps the last good parameters.)
 
     Returns:
         The updated :class:`~jaxssm.LGSSM`.
 
     Raises:
         ValueError: ``update`` is empty, repeats or names an unknown parameter; ``stats``
-            has shapes that do not match ``params``; ``update`` names ``B, b, D, d`` without
-            input sums in ``stats``, or a regression with a time-varying field.
+            has shapes that do not match ``params``; eagerly, invalid ``params`` values,
+            non-finite ``stats``, ``stats.num_steps < 1``, or statistics that give a
+            non-finite or indefinite result; ``update`` names ``B, b, D, d`` without
+            input sums in ``stats``, or a regression with a time-varying field; a structure
+            does not fit its field, has no closed form, or contradicts the starting value.
         TypeError: ``update`` is not a name or an iterable of names.
 
     References:
         Z. Ghahramani and G. E. Hinton, "Parameter estimation for linear dynamical
         systems" (1996); S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3.
     """
-    names = check_update(update)
-    params = prologue(params, check_values=False).params
+    names = parse_update(update)
+    params = prologue(params).params
     stats = _check_stats(stats, params)
-    check_m_step(params, names, None if stats.U is None else stats.U.shape[0] - 1)
-    return _m_step_jit(params, stats, update=names)
+    _check_stats_values(stats)
+    check_m_step(params, tuple(names), None if stats.U is None else stats.U.shape[0] - 1)
+    params, spec = resolve_update(params, names)
+    new = _m_step_jit(params, stats, update=spec if spec.structures else spec.names)
+    return _check_m_step_result(new, spec.names)
 
 
 def _expected_log_joint(
@@ -357,13 +495,34 @@ def expected_log_joint(
     Args:
         params: :class:`~jaxssm.LGSSM` ``theta``.
         stats: :class:`~jaxssm.SufficientStats` computed at ``theta_n``.
-        num_sequences: the number of sequences pooled in ``stats`` (``B``).
+        num_sequences: the number of sequences pooled in ``stats`` (``B``), a positive int.
+
+    **Values.** Called eagerly, ``params`` are checked as by :func:`~jaxssm.validate_params`
+    and ``P0``, ``Q``, ``R`` must be positive definite (their log-determinants enter; a
+    singular one is an error, not ``-inf`` or NaN); ``stats`` must be finite with
+    ``num_steps >= 1``. Under ``jit`` or ``vmap`` nothing is checked: an indefinite or
+    singular covariance gives NaN or ``-inf``; use :func:`~jaxssm.check_values` under
+    :func:`jax.experimental.checkify.checkify` for an error there.
 
     Returns:
         A scalar with the parameters' dtype.
+
+    Raises:
+        ValueError: ``stats`` shapes that do not match ``params``, a time-varying model,
+            inputs or offsets without input sums; eagerly, invalid ``params`` values, a
+            singular ``P0``, ``Q`` or ``R``, non-finite ``stats``, ``stats.num_steps < 1``
+            or ``num_sequences < 1``.
+        TypeError: ``stats`` is not a :class:`~jaxssm.SufficientStats`, or ``num_sequences``
+            is not an int.
     """
-    params = prologue(params, check_values=False).params
+    params = prologue(params).params
     stats = _check_stats(stats, params)
+    _check_stats_values(stats)
+    check_positive_definite(params, ("P0", "Q", "R"), "expected_log_joint")
+    if not isinstance(num_sequences, jax.core.Tracer):
+        num_sequences = check_int(
+            num_sequences, "num_sequences", hint="the number of sequences pooled in stats"
+        )
     if _model.time_varying_names(params):
         raise ValueError(
             "expected_log_joint needs a time-invariant model (pooled statistics cannot weigh "
