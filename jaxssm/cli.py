@@ -98,8 +98,14 @@ def _setup(args: argparse.Namespace):
     Y, torques, data_name, data_label = load_data(args.data)
     if Y.shape[0] < 2:
         raise InputError(f"{data_name}: need at least 2 rows (the first is m0), got {Y.shape[0]}")
+    _check_values(Y, data_name, args.dtype)
     window = resolve_window(args.window, Y.shape[0])
-    params0, ys = datasets.exercise_setup(Y, jax.random.PRNGKey(args.seed), dtype=args.dtype)
+    try:
+        params0, ys = datasets.exercise_setup(Y, jax.random.PRNGKey(args.seed), dtype=args.dtype)
+    except ValueError as err:
+        raise InputError(f"{data_name}: {err}") from err
+    # exercise_setup fills a missing entry of the first row (m0) with its column's mean.
+    args.m0_filled = [int(j) for j in np.flatnonzero(np.isnan(Y[0]))]
     args.input_array = None
     if args.inputs == "torques":
         if torques.shape[1] == 0:
@@ -113,6 +119,50 @@ def _setup(args: argparse.Namespace):
         args.input_array = jnp.asarray(torques[1:], params0.A.dtype)
         params0 = params0._replace(B=jnp.zeros((ys.shape[1], torques.shape[1]), params0.A.dtype))
     return Y, ys, params0, window, data_name, data_label
+
+
+def _convergence_note(result) -> str | None:
+    """Return the red line of fit.png: ``None`` for a converged fit, else how it stopped."""
+    if result.converged:
+        return None
+    text = result.note.lstrip("; ")
+    if not text:
+        return "not converged (no convergence test: --method mle runs all --iters steps)"
+    return text if text.startswith("not converged") else f"not converged: {text}"
+
+
+def _m0_text(filled: list[int], num_rows: int) -> str:
+    """Return the summary's m0 line: data row 0, and which of its NaN entries were filled."""
+    if not filled:
+        return "data row 0"
+    return (
+        f"data row 0, with its missing (NaN) entries in columns {filled} replaced by their "
+        f"column's mean over the {num_rows} rows (0 for a column with no observed entry)"
+    )
+
+
+def _check_values(Y: np.ndarray, data_name: str, dtype: str) -> None:
+    """Reject data with nothing observed, or too large to square in ``dtype``.
+
+    The log-likelihood and the EM statistics square the data (``y y^T`` summed over N rows);
+    values beyond ``sqrt(max / (N D))`` of the dtype overflow to ``inf`` there.
+    """
+    with np.errstate(invalid="ignore"):
+        observed = Y[1:][~np.isnan(Y[1:])]
+    if observed.size == 0:
+        raise InputError(
+            f"{data_name}: every value after the first row is NaN (missing): there is nothing "
+            "to fit (check the file's columns and its missing-value marker)"
+        )
+    biggest = float(np.max(np.abs(Y[~np.isnan(Y)])))
+    limit = float(np.sqrt(np.finfo(dtype).max / Y.size))
+    if not biggest <= limit:
+        scale = 10.0 ** int(np.ceil(np.log10(biggest)))
+        raise InputError(
+            f"{data_name}: the data reach {biggest:.3g} in absolute value; in {dtype} their "
+            f"squares overflow (above {limit:.3g} the log-likelihood and the EM statistics "
+            f"are inf): rescale the data, e.g. divide them by {scale:.0e}"
+        )
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -131,6 +181,8 @@ def _fit(args: argparse.Namespace) -> int:
         f"{PROG} fit: {data_name}: N = {num_steps} steps (row 0 is m0), D = {dim}, "
         f"{args.dtype}; {describe_method(args)}"
     )
+    if args.m0_filled:
+        say(f"m0: {_m0_text(args.m0_filled, num_steps + 1)}")
     params0, start_seconds = build_start(params0, ys, args)
     if args.start == "data":
         say(f"start: jaxssm.initialize's estimate from the data ({start_seconds:.1f} s)")
@@ -159,7 +211,15 @@ def _fit(args: argparse.Namespace) -> int:
             how = f"{args.method.upper()}, {args.iters} iterations"
         title = f"{data_label}: data (x) and smoothed estimate (mean $\\pm$ 2 sd) after {how}"
         plot_note = write_plot(
-            out / "fit.png", fitted, ys, Y, window, args.schedule, title, args.input_array
+            out / "fit.png",
+            fitted,
+            ys,
+            Y,
+            window,
+            args.schedule,
+            title,
+            args.input_array,
+            note=_convergence_note(result),
         )
         if plot_note:
             say(f"fit.png {plot_note}")
@@ -186,6 +246,7 @@ def _fit(args: argparse.Namespace) -> int:
         ("dtype", args.dtype),
         ("method", f"{args.method} (update {args.update})"),
         ("start", start),
+        ("m0", _m0_text(args.m0_filled, num_steps + 1)),
         ("inputs", args.inputs),
         ("optimizer", optimizer),
         ("schedule", args.schedule),

@@ -280,7 +280,10 @@ def exercise_setup(
     that starting model. With ``J`` joints (7 for SARCOS, so ``3 J = 21``) and ``I`` the
     ``J x J`` identity:
 
-    * ``m0 = Y[0]`` and ``ys = Y[1:]``, so smoother row ``k`` lines up with data row ``k``;
+    * ``m0 = Y[0]`` and ``ys = Y[1:]``, so smoother row ``k`` lines up with data row ``k``.
+      NaN marks a missing entry (the filter skips it in ``ys``); a NaN in ``Y[0]`` is
+      replaced in ``m0`` by the mean of its column's observed entries (0 for a column with
+      none), since ``m0`` must be finite;
     * ``H = I_{3J}`` (the whole state is observed);
     * ``R = kron(diag(0.01, 0.01, 1), I)`` (positions and velocities are precise,
       accelerations noisy) and ``P0 = R``;
@@ -302,7 +305,8 @@ def exercise_setup(
 
     Raises:
         ValueError: ``Y`` is not 2-D with at least 2 rows and a multiple of 3 columns, holds
-            NaN or Inf, or ``dtype`` is not a floating dtype or is float64 while x64 is off.
+            Inf, has no observed (non-NaN) entry after its first row, or ``dtype`` is not a
+            floating dtype or is float64 while x64 is off.
     """
     Y_np = np.asarray(Y)
     if Y_np.ndim != 2 or Y_np.shape[0] < 2 or Y_np.shape[1] < 3 or Y_np.shape[1] % 3:
@@ -340,8 +344,9 @@ def exercise_setup(
     # m0 is the first row; a missing entry there takes its column's mean over the series.
     first = np.asarray(Y_np[0], np.float64)
     if np.any(np.isnan(first)):
-        with np.errstate(invalid="ignore"):
-            col_means = np.nanmean(np.where(np.isnan(Y_np), np.nan, Y_np), axis=0)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no observed entry
+            col_means = np.nanmean(np.asarray(Y_np, np.float64), axis=0)
         first = np.where(np.isnan(first), np.nan_to_num(col_means), first)
     params = LGSSM(
         m0=jnp.asarray(first, dtype),

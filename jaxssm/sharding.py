@@ -66,8 +66,29 @@ def device_mesh(axis_name: str = "batch", devices=None) -> Mesh:
 
     Returns:
         A :class:`jax.sharding.Mesh` of shape ``(len(devices),)``.
+
+    Raises:
+        TypeError: ``axis_name`` is not a str (``device_mesh(3)`` names no device count: pass
+            ``devices=jax.devices()[:3]``), or ``devices`` holds something not a device.
+        ValueError: ``devices`` is empty or repeats a device.
     """
+    if not isinstance(axis_name, str):
+        what = f"the int {axis_name}" if isinstance(axis_name, int) else repr(axis_name)
+        raise TypeError(
+            f"axis_name must be a str (the mesh axis's name), got {what}; for a mesh over n "
+            f"devices pass devices=jax.devices()[:n] (this process sees "
+            f"{len(jax.devices())} device(s))"
+        )
     devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device, got an empty sequence")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(
+            f"devices must hold jax.Device objects (from jax.devices()), got {bad[0]!r}"
+        )
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"devices must not repeat a device, got {devices}")
     return Mesh(np.asarray(devices), (axis_name,), axis_types=(AxisType.Auto,))
 
 

@@ -15,8 +15,13 @@ in separate processes stay well below that.
 Why two at a time: the suite's time is mostly XLA compilation, which runs on one core, so
 on a 2-core machine two processes finish in well under the time of one after the other.
 ``RUN_SUITE_JOBS`` sets the number of processes at a time (default: 2, or 1 on a one-core
-machine). Each group's output is printed whole when it ends. The exit status is non-zero if
-any group fails.
+machine).
+
+Progress: a line when each group starts (``[start 3/12] tests/test_a.py ...``); when a group
+ends, its output whole, then a line with its result (pytest's last line), the number of
+groups done and the time since the start (``[done 5/12, 2:31 elapsed] ... 40 passed in
+61.2s``). Groups are printed in the order they end. The exit status is non-zero if any group
+fails.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,7 +44,7 @@ def _jobs() -> int:
     return max(1, int(os.environ.get("RUN_SUITE_JOBS", default)))
 
 
-def _run(argv: list[str], names: list[str]) -> tuple[list[str], int, str]:
+def _run(argv: list[str], names: list[str]) -> tuple[int, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", *argv, *names],
         cwd=TESTS.parent,
@@ -45,22 +52,56 @@ def _run(argv: list[str], names: list[str]) -> tuple[list[str], int, str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    return names, proc.returncode, proc.stdout
+    return proc.returncode, proc.stdout
 
 
-def main(argv: list[str]) -> int:
-    files = sorted(p for p in TESTS.glob("test_*.py"))
+def _result_line(output: str) -> str:
+    """Pytest's summary line (the last non-empty line of its output)."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1].strip("= ") if lines else "(no output)"
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def main(argv: list[str], *, files: list[Path] | None = None, run=_run, jobs=None) -> int:
+    """Run the groups; ``files``, ``run(argv, names) -> (rc, output)`` and ``jobs`` for tests."""
+    if files is None:
+        files = sorted(p for p in TESTS.glob("test_*.py"))
     groups = [files[i : i + GROUP_SIZE] for i in range(0, len(files), GROUP_SIZE)]
     names = [[str(p.relative_to(TESTS.parent)) for p in group] for group in groups]
-    failed = []
-    with ThreadPoolExecutor(_jobs()) as pool:
-        for group, rc, output in pool.map(lambda n: _run(argv, n), names):
+    total, t0, lock, failed, done = len(names), time.perf_counter(), threading.Lock(), [], [0]
+    print(
+        f"run_suite: {total} groups of up to {GROUP_SIZE} files, {jobs or _jobs()} at a time",
+        flush=True,
+    )
+
+    def one(index: int, group: list[str]) -> None:
+        with lock:
+            print(f"[start {index + 1}/{total}] {' '.join(group)}", flush=True)
+        rc, output = run(argv, group)
+        with lock:
+            done[0] += 1
+            elapsed = _clock(time.perf_counter() - t0)
             print(f"== pytest {' '.join(argv)} {' '.join(group)}", flush=True)
-            print(output, end="", flush=True)
+            print(output, end="" if output.endswith("\n") or not output else "\n", flush=True)
+            status = "" if rc in (0, 5) else f" FAILED (exit {rc})"
+            print(
+                f"[done {done[0]}/{total}, {elapsed} elapsed]{status} {' '.join(group)}: "
+                f"{_result_line(output)}",
+                flush=True,
+            )
             if rc not in (0, 5):  # 5: every test of the group deselected
                 failed.append((group, rc))
+
+    with ThreadPoolExecutor(jobs or _jobs()) as pool:
+        for future in [pool.submit(one, i, group) for i, group in enumerate(names)]:
+            future.result()
     for group, rc in failed:
         print(f"FAILED (exit {rc}): {' '.join(group)}", flush=True)
+    print(f"run_suite: {total} groups in {_clock(time.perf_counter() - t0)}", flush=True)
     return 1 if failed else 0
 
 

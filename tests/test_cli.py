@@ -393,7 +393,8 @@ def test_fit_fails_on_a_non_finite_fit(tmp_path, monkeypatch, small_file):
     code, stdout, stderr = run_main(["fit", "--data", small_file, *EM, "--out", out])
     assert code == 1
     assert stderr.strip().splitlines()[-1] == (
-        "jaxssm fit: error: EM failed: the fitted log-likelihood is -inf"
+        "jaxssm fit: error: EM failed: the fitted log-likelihood is -inf (numerical "
+        "breakdown; try --dtype float64, or rescale the data)"
     )
     assert stdout == "" and not out.exists()
 
@@ -575,13 +576,13 @@ def test_mle_report_says_it_was_still_rising(tmp_path, monkeypatch, small_file):
 
 @pytest.mark.slow
 def test_readme_em_numbers_come_from_the_snippet():
-    """The README's EM-vs-MLE start and EM values are what its EM snippet computes."""
+    """The fitting guide's EM-vs-MLE start and EM values are what its EM snippet computes."""
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("### EM or gradient-based maximum likelihood?")[1].split("###")[0]
-    start_text = re.search(r"start's log-likelihood is (-[\d,]+)", section).group(1)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "fitting.md").read_text()
+    section = text.split("## EM or gradient-based maximum likelihood?")[1].split("\n## ")[0]
+    start_text = re.search(r"start's\s+log-likelihood is (-[\d,]+)", section).group(1)
     em_text = re.search(r"EM's after 100\s+iterations (-[\d,]+)", section).group(1)
     data = datasets.load_sarcos("test")
     start, ys = datasets.exercise_setup(data.inputs, jax.random.PRNGKey(0))
@@ -669,7 +670,9 @@ def test_default_runs_fit_from_the_data_start(fit_run, sarcos_rows):
     # The same call made directly: initialize's start, then fit with the command's defaults.
     setup = start_params(sarcos_rows, 0)
     start = ssm.initialize(setup.params, setup.ys, update=("A", "Q"))
-    expected, info = ssm.fit(start, setup.ys, update=("A", "Q"), max_iters=MAX_ITERS)
+    expected, info = ssm.fit(
+        start, setup.ys, update=("A", "Q"), max_iters=MAX_ITERS, start="params"
+    )
     assert ssm.FitStatus(int(info.status)) == ssm.FitStatus.MAX_ITERS  # 30 E-steps: not yet
     with np.load(out / "params.npz") as z:
         for name in ssm.LGSSM._fields[:6]:
@@ -720,7 +723,9 @@ def test_start_white_runs_fit_from_the_exercise_start(tmp_path, small_file, sarc
     code, _, stderr = run_main([*argv, "--out", out, "--no-plot"])
     assert code == 0, stderr
     start = start_params(sarcos_rows, 3).params
-    expected, _ = ssm.fit(start, start_params(sarcos_rows, 3).ys, max_iters=MAX_ITERS)
+    expected, _ = ssm.fit(
+        start, start_params(sarcos_rows, 3).ys, max_iters=MAX_ITERS, start="params"
+    )
     with np.load(out / "params.npz") as z:
         for name in ("A", "Q"):
             assert_close(z[name], getattr(expected, name), rtol=1e-12, err_msg=name)
@@ -734,7 +739,8 @@ def test_start_white_runs_fit_from_the_exercise_start(tmp_path, small_file, sarc
 def _fake_fit(lls, ll, e_steps, status, grad_norm, seen=None, boundary=None):
     """A stand-in for ssm.fit that reports a given run (and records how it was called)."""
 
-    def fit(params, ys, *, update, tol, max_iters, method, inputs=None):
+    def fit(params, ys, *, update, tol, max_iters, method, start, inputs=None):
+        assert start == "params"  # the command builds the start itself (build_start)
         if seen is not None:
             seen.append(dict(params=params, update=update, tol=tol, max_iters=max_iters))
             seen[-1].update(method=method, inputs=inputs)
@@ -830,13 +836,30 @@ def test_fit_reports_how_it_stopped(tmp_path, monkeypatch, small_file, case, sta
     assert f", {e_steps} E-steps)" in fields["wall time"]
 
 
+def test_fit_says_when_the_boundary_stage_budget_ran_out(tmp_path, monkeypatch, small_file):
+    # MAX_ITERS after 119 of 10,000 E-steps: the gradients ran out, not the E-steps.
+    boundary = dict(num_grad_evals=1000, rank_dropped={"Q": 5}, boundary_slope=1.0)
+    case = ([-10.0, -5.0, -4.0], -4.0, 119, ssm.FitStatus.MAX_ITERS, 2.0)
+    monkeypatch.setattr(ssm, "fit", _fake_fit(*case, boundary=boundary))
+    out = tmp_path / "out"
+    argv = ["fit", "--data", small_file, "--max-iters", 10000, "--out", out, "--no-plot"]
+    code, _, stderr = run_main(argv)
+    assert code == 0, stderr
+    status = summary_fields(out / "summary.txt")["status"]
+    assert status.startswith(
+        "MAX_ITERS (not converged: the boundary stage used its 1000 exact gradients"
+    )
+    assert "10000 E-steps" not in status
+
+
 def test_fit_fails_on_a_non_finite_result(tmp_path, monkeypatch, small_file):
     monkeypatch.setattr(ssm, "fit", _fake_fit([-10.0], -np.inf, 4, ssm.FitStatus.DECREASED, 0))
     out = tmp_path / "out"
     code, stdout, stderr = run_main(["fit", "--data", small_file, "--out", out])
     assert code == 1
     assert stderr.strip().splitlines()[-1] == (
-        "jaxssm fit: error: fit failed: the fitted log-likelihood is -inf"
+        "jaxssm fit: error: fit failed: the fitted log-likelihood is -inf (numerical "
+        "breakdown; try --dtype float64, or rescale the data)"
     )
     assert stdout == "" and not out.exists()
 
@@ -888,3 +911,104 @@ def test_start_option_builds_the_start(tmp_path, monkeypatch, small_file, sarcos
         got, want = getattr(call["params"], name), getattr(expected, name)
         assert_close(got, want, rtol=1e-12, err_msg=name)
     assert summary_fields(out / "summary.txt")["start"].startswith(start)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 33: messages about the data, the m0 fill-in, a diverged MLE, the plot's convergence note
+# ---------------------------------------------------------------------------------------------
+
+
+def _issue33_fit_em(status, count=3):
+    """A stand-in for ssm.fit_em (no compilation): a rising trace and the given status."""
+
+    def fit_em(params, ys, *, num_iters, update, method, callback, **options):
+        for i in range(count):
+            callback(np.int32(i), np.float64(-10.0 + i))
+        trace = np.full(num_iters, np.nan)
+        trace[:count] = -10.0 + np.arange(count)
+        info = ssm.EMInfo(
+            trace, np.float64(-10.0 + count), np.int32(count), np.int32(status), np.float64(0.0)
+        )
+        return params, info
+
+    return fit_em
+
+
+def test_data_too_large_to_square_says_rescale(tmp_path, sarcos_rows):
+    path = tmp_path / "huge.npz"
+    np.savez(path, x=sarcos_rows * 1e200)
+    code, _, stderr = run_main(["fit", "--data", path, *EM, "--out", tmp_path / "o"])
+    assert code == 1
+    assert "huge.npz: the data reach" in stderr and "squares overflow" in stderr
+    assert "rescale the data, e.g. divide them by 1e+20" in stderr
+    assert "-inf" not in stderr
+
+
+def test_all_nan_data_names_the_file(tmp_path, sarcos_rows):
+    path = tmp_path / "empty.npz"
+    np.savez(path, x=np.full_like(sarcos_rows, np.nan))
+    code, _, stderr = run_main(["fit", "--data", path, *EM, "--out", tmp_path / "o"])
+    assert code == 1
+    assert f"{path}: every value after the first row is NaN (missing)" in stderr
+    assert "ValueError" not in stderr and "Y must" not in stderr
+
+
+def test_nan_first_row_is_filled_and_reported(tmp_path, monkeypatch, sarcos_rows):
+    rows = sarcos_rows.copy()
+    rows[0, [2, 5]] = np.nan
+    path = tmp_path / "gappy.npz"
+    np.savez(path, x=rows)
+    monkeypatch.setattr(ssm, "fit_em", _issue33_fit_em(ssm.EMStatus.CONVERGED))
+    out = tmp_path / "out"
+    code, _, stderr = run_main(["fit", "--data", path, *EM, "--out", out, "--no-plot"])
+    assert code == 0, stderr
+    expected = (
+        "data row 0, with its missing (NaN) entries in columns [2, 5] replaced by their "
+        f"column's mean over the {rows.shape[0]} rows (0 for a column with no observed entry)"
+    )
+    assert summary_fields(out / "summary.txt")["m0"] == expected
+    assert f"m0: {expected}" in stderr
+    fitted = np.load(out / "params.npz")["m0"]
+    np.testing.assert_allclose(fitted[[2, 5]], np.nanmean(rows[:, [2, 5]], axis=0), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "status, note",
+    [
+        (ssm.EMStatus.CONVERGED, None),
+        (ssm.EMStatus.MAX_ITERS, "not converged: EM reached the iteration limit"),
+    ],
+)
+def test_fit_png_says_when_not_converged(tmp_path, monkeypatch, small_file, status, note):
+    seen = {}
+
+    def write_plot(path, *args, note=None, **kwargs):
+        seen["note"] = note
+        return ""
+
+    monkeypatch.setattr(ssm, "fit_em", _issue33_fit_em(status))
+    monkeypatch.setattr(cli, "write_plot", write_plot)
+    code, _, stderr = run_main(["fit", "--data", small_file, *EM, "--out", tmp_path / "o"])
+    assert code == 0, stderr
+    if note is None:
+        assert seen["note"] is None
+    else:
+        assert seen["note"].startswith(note)
+
+
+def test_diverged_mle_keeps_the_best_iterate_in_the_report(tmp_path, monkeypatch, small_file):
+    def fit_mle(params, ys, *, num_iters, update, method, callback, optimizer):
+        trace = np.array([-10.0, -9.0, -50.0])
+        info = ssm.MLEInfo(
+            trace, np.float64(-9.0), np.int32(ssm.MLEStatus.DIVERGED), np.float64(91.0), 1
+        )
+        return params, info
+
+    monkeypatch.setattr(ssm, "fit_mle", fit_mle)
+    out = tmp_path / "out"
+    argv = ["fit", "--data", small_file, "--method", "mle", "--iters", 3, "--out", out]
+    code, _, stderr = run_main([*argv, "--no-plot"])
+    assert code == 0, stderr
+    assert "the optimiser diverged" in stderr and "the best iterate (1) is kept" in stderr
+    _, values = read_trace(out / "log_likelihood.csv")
+    np.testing.assert_array_equal(values, [-10.0, -9.0])

@@ -157,3 +157,70 @@ def test_matplotlib_is_imported_lazily():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_plot_fit_per_joint_with_residuals_and_note():
+    J = 3
+    Y, _ = series(30, J, seed=5)
+    means, covs = series(30, J, seed=6)
+    note = "not converged: EM reached the iteration limit"
+    fig = plotting.plot_fit(
+        Y, FakeSmoothed(means, covs), (10, 25), joints="all", residuals=True, note=note
+    )
+    try:
+        assert len(fig.axes) == 2 * J * 3  # a panel and its residual panel per joint and block
+        assert fig.get_supxlabel() == note
+        grid = np.asarray(fig.axes, dtype=object).reshape(2 * J, 3)
+        sd = np.sqrt(np.einsum("tii->ti", covs))[10:25]
+        for j in range(J):
+            for block in range(3):
+                col = block * J + j
+                panel, residual = grid[2 * j, block], grid[2 * j + 1, block]
+                estimate, data = panel.lines
+                np.testing.assert_array_equal(estimate.get_ydata(), means[10:25, col])
+                np.testing.assert_array_equal(data.get_ydata(), Y[10:25, col])
+                (band,) = [c for c in panel.collections if isinstance(c, PolyCollection)]
+                upper = band.get_paths()[0].vertices[:, 1].max()
+                np.testing.assert_allclose(
+                    upper, np.max(means[10:25, col] + 2 * sd[:, col]), rtol=1e-12
+                )
+                res = [line for line in residual.lines if len(line.get_xdata()) == 15]
+                np.testing.assert_array_equal(res[0].get_ydata(), Y[10:25, col] - means[10:25, col])
+        assert grid[0, 0].get_ylabel() == "joint 0" and grid[1, 0].get_ylabel() == "residual"
+    finally:
+        plt.close(fig)
+    fig = plotting.plot_fit(Y, FakeSmoothed(means, covs), (10, 25), joints=[2])
+    try:
+        assert len(fig.axes) == 3 and fig.axes[0].get_ylabel() == "joint 2"
+        assert fig.get_supxlabel() in ("", None)
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match=r"joints must hold at least one index in 0\.\.2"):
+        plotting.plot_fit(Y, FakeSmoothed(means, covs), (10, 25), joints=[3])
+
+
+def test_plot_forecast_per_joint_history_line_one_band_per_panel():
+    class FakeForecast:
+        pass
+
+    J, h = 2, 8
+    Y, _ = series(40, J, seed=7)
+    fc = FakeForecast()
+    fc.obs_means, fc.obs_covs = series(h, J, seed=8)
+    fig = plotting.plot_forecast(Y, fc, history=10, joints="all")
+    try:
+        grid = np.asarray(fig.axes, dtype=object).reshape(J, 3)
+        for j in range(J):
+            for block in range(3):
+                col = block * J + j
+                ax = grid[j, block]
+                history, mean = ax.lines[:2]
+                assert history.get_linestyle() == "-" and history.get_marker() in ("None", None)
+                np.testing.assert_array_equal(history.get_xdata(), np.arange(30, 40))
+                np.testing.assert_array_equal(history.get_ydata(), Y[30:, col])
+                np.testing.assert_array_equal(mean.get_xdata(), np.arange(40, 48))
+                np.testing.assert_array_equal(mean.get_ydata(), fc.obs_means[:, col])
+                bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+                assert len(bands) == 1
+    finally:
+        plt.close(fig)

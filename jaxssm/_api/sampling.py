@@ -7,7 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jaxssm._args.checks import check_int
+from jaxssm._args.checks import check_int, check_key
 from jaxssm._args.prologue import prologue
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
@@ -69,7 +69,14 @@ def sample(
 
     Returns:
         ``(xs, ys)`` with ``xs [N+1, D]`` (row 0 is ``x_0``) and ``ys [N, Dy]``.
+
+    Raises:
+        TypeError: ``key`` is not a PRNG key (an int seed included: pass
+            ``jax.random.key(seed)``), or ``num_steps`` is not an int.
+        ValueError: ``key`` is a batch of keys, ``num_steps < 1``, or invalid ``params`` /
+            ``inputs``.
     """
+    key = check_key(key)
     n = check_int(num_steps, "num_steps", hint="it fixes the output shapes")
     params, _, inputs, _ = prologue(params, inputs=inputs, num_steps=n)
     return _sample(key, params, n, inputs)

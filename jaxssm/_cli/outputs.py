@@ -37,8 +37,15 @@ def write_trace(path: Path, step_name: str, steps: np.ndarray, trace: np.ndarray
     path.write_text("\n".join([f"{step_name},log_likelihood", *rows]) + "\n")
 
 
-def write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str, inputs=None) -> str:
-    """Write the plot; return "" on success or a note saying why it was skipped."""
+def write_plot(
+    path: Path, fitted, ys, Y, window, schedule: str, title: str, inputs=None, note=None
+) -> str:
+    """Write the plot; return "" on success or a note saying why it was skipped.
+
+    One row of panels per joint (positions, velocities, accelerations), each with the
+    residuals ``Y - smoothed mean`` under it; ``note`` (how a fit that did not converge
+    stopped) is written in red at the foot.
+    """
     try:
         import matplotlib
     except ImportError:
@@ -57,7 +64,7 @@ def write_plot(path: Path, fitted, ys, Y, window, schedule: str, title: str, inp
         and np.all(np.isfinite(np.asarray(smoothed.covs[start:stop])))
     ):
         return "not written: the smoother of the fitted model is not finite in the window"
-    fig = plot_fit(Y, smoothed, (start, stop), title=title)
+    fig = plot_fit(Y, smoothed, (start, stop), title=title, joints="all", residuals=True, note=note)
     _save_png(fig, path)
     return ""
 
@@ -101,9 +108,10 @@ def write_forecast(out: Path, fitted, ys, Y, args: argparse.Namespace, written: 
     from jaxssm.plotting import plot_forecast
 
     title = (
-        f"data (x) and {args.forecast}-step forecast (mean $\\pm$ 2 sd) after {args.method.upper()}"
+        f"data (line) and {args.forecast}-step forecast (mean $\\pm$ 2 sd) after "
+        f"{args.method.upper()}, per joint"
     )
-    _save_png(plot_forecast(Y, fc, title=title), out / "forecast.png")
+    _save_png(plot_forecast(Y, fc, title=title, joints="all"), out / "forecast.png")
     written.append("forecast.png")
     return note
 

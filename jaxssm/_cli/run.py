@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 import jaxssm as ssm
-from jaxssm._cli.options import InputError, UsageError, say
+from jaxssm._cli.options import InputError, UsageError, project_start, say, update_argument
 
 __all__ = ["Outcome", "build_start", "describe_method", "run_method", "relative_rise"]
 
@@ -37,6 +37,8 @@ class Outcome(NamedTuple):
         summary: ``(key, value)`` lines for summary.txt, in order.
         e_steps: the E-steps ``fit`` ran, or ``None`` for the other methods.
         printed: more lines to print after the end line.
+        converged: whether the method's convergence test passed (never for ``mle``, which
+            has none); the plot says so when not.
     """
 
     params: ssm.LGSSM
@@ -47,6 +49,7 @@ class Outcome(NamedTuple):
     summary: list
     e_steps: int | None = None
     printed: tuple = ()
+    converged: bool = False
 
 
 def describe_method(args: argparse.Namespace) -> str:
@@ -96,9 +99,9 @@ def build_start(params: ssm.LGSSM, ys, args: argparse.Namespace) -> tuple[ssm.LG
     t0 = time.perf_counter()
     with _library_update_errors(args):
         try:
-            start = ssm.initialize(
-                params, ys, update=tuple(args.update.split(",")), inputs=args.input_array
-            )
+            update = update_argument(args.update)
+            start = ssm.initialize(params, ys, update=tuple(update), inputs=args.input_array)
+            start = project_start(start, update)  # the structures of NAME:STRUCTURE items
         except ValueError as err:
             if "update" in str(err):
                 raise
@@ -185,7 +188,7 @@ def _run_fit(params0, ys, args) -> Outcome:
         fitted, info = ssm.fit(
             params0,
             ys,
-            update=tuple(args.update.split(",")),
+            update=update_argument(args.update),
             tol=args.tol,
             max_iters=args.max_iters,
             method=args.schedule,
@@ -195,7 +198,10 @@ def _run_fit(params0, ys, args) -> Outcome:
         info = jax.tree.map(np.asarray, info)
     ll = float(info.log_likelihood)
     if not math.isfinite(ll):
-        raise InputError(f"fit failed: the fitted log-likelihood is {ll}")
+        raise InputError(
+            f"fit failed: the fitted log-likelihood is {ll} (numerical breakdown; try "
+            "--dtype float64, or rescale the data)"
+        )
     lls = np.asarray(info.log_likelihoods, np.float64)
     steps = np.flatnonzero(np.isfinite(lls))
     trace = lls[steps]
@@ -205,6 +211,12 @@ def _run_fit(params0, ys, args) -> Outcome:
     gain = 0.5 * grad_norm**2
     threshold = args.tol * abs(ll)
     stopped = _STOPPED[status].format(budget=args.max_iters)
+    if status == ssm.FitStatus.MAX_ITERS and int(info.num_e_steps) < args.max_iters - 2:
+        # The boundary stage's budget ran out, not the E-steps'.
+        stopped = (
+            f"not converged: the boundary stage used its {int(info.num_grad_evals)} exact "
+            "gradients (fit's max_grad_evals)"
+        )
     distance = (
         f"relative change {rise:.2g} over the last SQUAREM cycle, scaled gradient "
         f"{grad_norm:.3g} (predicted gain 0.5 grad_norm^2 = {gain:.2g} nats; tol |log p(y)| = "
@@ -243,7 +255,8 @@ def _run_fit(params0, ys, args) -> Outcome:
         f"({int(info.num_free_params)} free parameters)"
     )
     trace = np.append(trace, ll)
-    return Outcome(fitted, steps, trace, "e_step", note, summary, e_steps, (aic_bic,))
+    converged = status == ssm.FitStatus.CONVERGED
+    return Outcome(fitted, steps, trace, "e_step", note, summary, e_steps, (aic_bic,), converged)
 
 
 def _boundary_text(info) -> str:
@@ -299,7 +312,7 @@ def _call_loop(label: str, fit, params0, ys, args, **options):
             params0,
             ys,
             num_iters=args.iters,
-            update=tuple(args.update.split(",")),
+            update=update_argument(args.update),
             method=args.schedule,
             callback=callback,
             **options,
@@ -344,9 +357,15 @@ def _run_em(params0, ys, args) -> Outcome:
         trace = np.append(trace, ll_after)
         note = _still_rising(trace, "EM")
     if not np.isfinite(ll_after):
-        raise InputError(f"EM failed: the fitted log-likelihood is {ll_after}")
+        raise InputError(
+            f"EM failed: the fitted log-likelihood is {ll_after} (numerical breakdown; try "
+            "--dtype float64, or rescale the data)"
+        )
     summary = [("iterations", f"{count} of {args.iters}{note}")]
-    return Outcome(fitted, np.arange(len(trace)), trace, "iteration", note, summary)
+    converged = int(info.status) == ssm.EMStatus.CONVERGED
+    return Outcome(
+        fitted, np.arange(len(trace)), trace, "iteration", note, summary, converged=converged
+    )
 
 
 def _run_mle(params0, ys, args) -> Outcome:
@@ -363,6 +382,22 @@ def _run_mle(params0, ys, args) -> Outcome:
         )
     # trace[i] = log p(y | theta_i), i = 0..iters, the last entry the returned parameters.
     trace = np.append(np.asarray(info.log_likelihoods, np.float64), info.log_likelihood)
-    note = _still_rising(trace, "MLE")
+    status = ssm.MLEStatus(int(info.status))
+    if status != ssm.MLEStatus.MAX_ITERS:
+        best = int(info.best_iter)
+        what = (
+            "the optimiser diverged (the last iterate is below the start)"
+            if status == ssm.MLEStatus.DIVERGED
+            else "the log-likelihood fell over the last steps"
+        )
+        note = (
+            f"; not converged: {what}, the last iterate's log-likelihood is "
+            f"{float(info.decrease):.3g} below the best (try a smaller --lr); the best "
+            f"iterate ({best}) is kept"
+        )
+        # The trace up to the returned iterate (the later ones were worse).
+        trace = np.asarray(info.log_likelihoods[: best + 1], np.float64)
+    else:
+        note = _still_rising(trace, "MLE")
     summary = [("iterations", f"{args.iters} of {args.iters}{note}")]
     return Outcome(fitted, np.arange(len(trace)), trace, "iteration", note, summary)
