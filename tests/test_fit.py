@@ -312,3 +312,35 @@ def test_boundary_maximum_with_gaps(method):
     assert ll == pytest.approx(_rank_one_maximum(params, gappy), abs=1e-5)
     _, plain = ssm.fit_em(start, gappy, num_iters=3000)
     assert ll > float(plain.log_likelihood) + 1e-4
+
+
+def test_structured_update(problem):
+    # A with its lower-left entry fixed at 0 (Linear), Q diagonal: the structures hold
+    # exactly, the free coordinates' gradient is ~0, the maximum is at least a long
+    # structured EM run's, and AIC/BIC count the free coordinates (3 + 2).
+    start, ys = problem
+    D = np.zeros((4, 3))
+    D[0, 0] = D[1, 1] = D[3, 2] = 1.0
+    update = {"A": ssm.Linear(np.zeros(4), D), "Q": "diagonal"}
+    params, info = _fit(start, ys, update=update)
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert info.rank_dropped == {} and info.num_grad_evals == 0  # no boundary stage
+    assert float(params.A[1, 0]) == 0.0 and float(params.Q[0, 1]) == float(params.Q[1, 0]) == 0
+    assert info.num_free_params == 5 == num_free_params(params, update)
+    ll = float(info.log_likelihood)
+    assert float(info.aic) == pytest.approx(2 * 5 - 2 * ll)
+    _assert_monotone(info)
+
+    def free(t):  # (A[0, 0], A[0, 1], A[1, 1], Q[0, 0], Q[1, 1])
+        A = jnp.array([[t[0], t[1]], [0.0, t[2]]])
+        return ssm.log_likelihood(params._replace(A=A, Q=jnp.diag(t[3:])), ys)
+
+    t = jnp.array([params.A[0, 0], params.A[0, 1], params.A[1, 1], params.Q[0, 0], params.Q[1, 1]])
+    g = np.asarray(jax.grad(free)(t))
+    assert np.max(np.abs(g * np.asarray(t))) < 1e-4 * abs(ll)
+    _, plain = ssm.fit_em(start, ys, update=update, num_iters=1500)
+    assert ll >= float(plain.log_likelihood) - 1e-6
+    # The data start, projected onto the structures, reaches the same maximum.
+    auto_params, auto = ssm.fit(start, ys, update=update)
+    assert auto.start == "data" and float(auto_params.A[1, 0]) == 0.0
+    assert float(auto.log_likelihood) == pytest.approx(ll, abs=1e-5)

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import NamedTuple
 
@@ -65,15 +65,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm._args.checks import check_int, check_tol, check_update
+from jaxssm._args.checks import check_int, check_tol
 from jaxssm._args.prologue import prologue
+from jaxssm._args.structures import parse_update, resolve_update
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
+from jaxssm._base import structure as _structure
 from jaxssm._base.types import LGSSM, EMStatus
 from jaxssm._learn.boundary import boundary_stage, log_likelihood_at, truncate, vanishing
 from jaxssm._learn.em import default_decrease_rtol, squarem_em, squarem_plan
 from jaxssm._learn.initialize import initialize
-from jaxssm._learn.mstep import check_m_step, m_step_unchecked
+from jaxssm._learn.mstep import check_m_step, expected_log_joint, m_step_unchecked
 from jaxssm._learn.score import score_from_stats
 from jaxssm._schedules import dispatch as _dispatch
 
@@ -156,41 +158,57 @@ class FitInfo(NamedTuple):
     start: str = "params"
 
 
-def num_free_params(params: LGSSM, update: Iterable[str]) -> int:
-    """Count the free scalars in the fields ``update`` of ``params``.
+def num_free_params(params: LGSSM, update) -> int:
+    """Count the free scalars in the fields ``update`` of ``params`` (the ``k`` of AIC, BIC).
 
-    A full matrix counts all its entries (``A``: ``D^2``, ``H``: ``Dy D``, ``B``, ``D``),
-    a covariance its ``n (n + 1) / 2`` distinct entries (``Q``, ``R``, ``P0``), a vector its
-    length (``m0``, ``b``, ``d``).
+    ``update`` as in :func:`fit` (names, or a mapping to structures). A full matrix counts
+    all its entries (``A``: ``D^2``, ``H``: ``Dy D``, ``B``, ``D``), a full covariance its
+    ``n (n + 1) / 2`` distinct entries (``Q``, ``R``, ``P0``), a vector its length (``m0``,
+    ``b``, ``d``); a structured field its free coordinates (``"diagonal"`` covariance ``n``,
+    ``"scalar"`` 1, ``Linear(f, D)`` the columns of ``D``). A covariance that ends on the
+    boundary (eigenvalues held at zero by the boundary stage) still counts as the model
+    class it belongs to: the count is that of the model being fitted, not of its estimate.
     """
-    total = 0
-    for name in check_update(update):
-        shape = np.shape(getattr(params, name))
-        if name in ("Q", "R", "P0"):
-            total += shape[-1] * (shape[-1] + 1) // 2
-        else:
-            total += int(np.prod(shape))
-    return total
+    if not isinstance(update, _structure.UpdateSpec):
+        raw = parse_update(update)
+        update = resolve_update(params, raw, tuple(raw))[1]
+    return _structure.num_free_params(params, update)
 
 
 @partial(_compile.jit, static_argnames=("update", "schedule", "num_sequences"))
 def _scaled_gradient(params, ys, inputs, *, update, schedule, num_sequences):
     """``(log p(y), ||g||_*, stats)`` at ``params`` from one E-step (module docstring)."""
     stats, ll = _dispatch.stats(params, ys, schedule, inputs=inputs)
-    grads = score_from_stats(params, stats, update, num_sequences)
     step = m_step_unchecked(params, stats, update)
-    pairing = sum(
-        jnp.sum(getattr(grads, n) * (getattr(step, n) - getattr(params, n))) for n in update
-    )
+    if isinstance(update, _structure.UpdateSpec):
+        # Structured fields: the score and the EM step in the free coordinates.
+        fixed = jax.lax.stop_gradient(stats)
+        theta = _structure.pack(params, update)
+        g = jax.grad(
+            lambda t: expected_log_joint(
+                _structure.unpack(t, params, update), fixed, num_sequences=num_sequences
+            )
+        )(theta)
+        pairing = jnp.sum(g * (_structure.pack(step, update) - theta))
+    else:
+        grads = score_from_stats(params, stats, update, num_sequences)
+        pairing = sum(
+            jnp.sum(getattr(grads, n) * (getattr(step, n) - getattr(params, n))) for n in update
+        )
     return ll, jnp.sqrt(jnp.maximum(pairing, 0.0)), stats
 
 
-def _choose_start(params, ys, inputs, names, schedule, start):
-    """Return ``(start params, "params" | "data", filter passes used)`` for ``start``."""
+def _choose_start(params, ys, inputs, raw, schedule, start):
+    """Return ``(start params, "params" | "data", filter passes used)`` for ``start``.
+
+    The data start of structured fields is ``initialize``'s estimate projected onto the
+    structures (least squares in the free coordinates).
+    """
     if start == "params":
         return params, "params", 0
     try:
-        data = initialize(params, ys, update=names, inputs=inputs)
+        data = initialize(params, ys, update=tuple(raw), inputs=inputs)
+        data = resolve_update(data, raw, tuple(raw))[0]
     except (ValueError, NotImplementedError):
         if start == "data":
             raise
@@ -214,7 +232,7 @@ def fit(
     params: LGSSM,
     ys: ArrayLike,
     *,
-    update: str | Iterable[str] = ("A", "Q"),
+    update: str | Iterable[str] | Mapping = ("A", "Q"),
     inputs: ArrayLike | None = None,
     tol: float = 1e-8,
     max_iters: int = 10_000,
@@ -239,7 +257,11 @@ def fit(
     Args:
         params: the start, an :class:`~jaxssm.LGSSM`.
         ys: observations ``[N, Dy]`` or a batch ``[B, N, Dy]``.
-        update: the fields to learn, as in :func:`~jaxssm.fit_em`.
+        update: the fields to learn, as in :func:`~jaxssm.fit_em`: names, or a mapping
+            ``{field: "full" | "diagonal" | "scalar" | Linear(f, D)}``. With structures the
+            EM stage runs the constrained M-steps, the scaled gradient is taken in the free
+            coordinates, the data start is projected onto the structures, and the boundary
+            stage (full matrices) is not run.
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), or ``None``.
         tol: the relative tolerance of both tests (default ``1e-8``: about 4e-4 nats per
             cycle on the SARCOS exercise, whose log-likelihood is about -4e4).
@@ -267,7 +289,8 @@ def fit(
         A. P. Dempster, N. M. Laird and D. B. Rubin (1977) (EM's rate);
         D. C. Liu and J. Nocedal (1989), Math. Programming 45 (L-BFGS).
     """
-    names = check_update(update)
+    raw = parse_update(update)
+    absent = tuple(n for n in raw if getattr(params, n, None) is None)
     max_iters = check_int(max_iters, "max_iters", minimum=3)
     max_grad_evals = check_int(max_grad_evals, "max_grad_evals", minimum=1)
     if rank_tol is not None and not (isinstance(rank_tol, (int, float)) and 0 < rank_tol < 1):
@@ -284,14 +307,22 @@ def fit(
         method=method,
         steady_state=steady_state,
         allow_batch=True,
-        update=names,
+        update=tuple(raw),
     )
     varying = _model.time_varying_names(params)
     if varying:
         raise ValueError(f"fit needs a time-invariant model, got time-varying {', '.join(varying)}")
     extended = _model.uses_input_sums(params, inputs)
-    check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
-    params, start_used, start_evals = _choose_start(params, ys, inputs, names, schedule, start)
+    check_m_step(
+        params, tuple(raw), (0 if inputs is None else inputs.shape[-1]) if extended else None
+    )
+    params, spec = resolve_update(params, raw, absent)
+    # Names alone run the programs they always did; structures go as the hashable spec (the
+    # boundary stage works on full matrices: it is skipped for them).
+    names = spec if spec.structures else spec.names
+    if spec.structures:
+        rank_tol = None
+    params, start_used, start_evals = _choose_start(params, ys, inputs, raw, schedule, start)
     dtype = params.A.dtype
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(dtype)
@@ -346,7 +377,7 @@ def fit(
                 rtol=float(decrease_rtol),
             )
             used += evals  # filter passes (log p(y) only), counted as E-steps
-            if dropped or vanishing(params, names, rank_tol):
+            if dropped or vanishing(params, spec.names, rank_tol):
                 _, _, stats = _scaled_gradient(
                     params,
                     ys,
@@ -411,7 +442,7 @@ def fit(
     trace = np.full(max_iters, np.nan, dtype=np.dtype(dtype))
     joined = np.concatenate(traces) if traces else np.zeros(0)
     trace[: min(len(joined), max_iters)] = joined[:max_iters]
-    k = num_free_params(params, names)
+    k = num_free_params(params, spec)
     num_obs = _observed_steps(ys)
     ll_arr = jnp.asarray(ll)
     info = FitInfo(
