@@ -363,7 +363,7 @@ def main():
             if key in r:
                 row[key] = r[key]
         rows.append(row)
-    rows += dynamax_rows(rows, int(ys.shape[0]), Path(args.out) / "cpu.json")
+    rows += dynamax_rows(rows, int(ys.shape[0]), Path(__file__).parent / "results" / "cpu.json")
     # fit against plain EM from the same start: time (and E-step equivalents) to each target.
     for row in rows:
         if not row["method"].startswith("fit") or "reference" in row["method"]:

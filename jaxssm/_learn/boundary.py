@@ -68,10 +68,8 @@ _SCALE = {"A": "Q", "B": "Q", "b": "Q", "H": "R", "D": "R", "d": "R", "m0": "P0"
 #: L-BFGS memory: the (step, gradient change) pairs kept (the benchmark pages, "Smaller
 #: measurements", give the gradients it took on SARCOS for other values).
 _MEMORY = 100
-#: Accepted L-BFGS steps between periodic KKT checks of the held directions.
-_CHECK_EVERY = 50
-#: Directions added back at most, over the stage.
-_MAX_READDS = 8
+#: Rounds of adding back directions that fail the KKT sign check, at most.
+_MAX_READDS = 2
 
 
 class BoundaryResult(NamedTuple):
@@ -321,8 +319,6 @@ def boundary_stage(
     converged = False
     last_rise = np.inf
     decrement = np.inf
-    since_check, f_checked = 0, f
-    max_readds = _MAX_READDS
     while True:
         d = _two_loop(g, memory)
         slope = float(g @ d)
@@ -331,16 +327,9 @@ def boundary_stage(
             d = _two_loop(g, memory)
             slope = float(g @ d)
         decrement = max(slope, 0.0)
-        settled = 0.5 * decrement <= tol * abs(f) and last_rise <= tol * abs(f)
-        periodic = since_check >= _CHECK_EVERY
-        if settled or periodic:
-            # KKT sign check on the dropped directions; add back a violating one. At a
-            # periodic check (far from a maximum, when the held set was chosen early) only a
-            # violation worth more than the steps since the last check is added back.
-            since_check = 0
+        if 0.5 * decrement <= tol * abs(f) and last_rise <= tol * abs(f):
+            # KKT sign check on the dropped directions; add back a violating one.
             current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
-            threshold = tol * abs(f) if settled else max(tol * abs(f), f - f_checked)
-            f_checked = f
             added = violated = False
             for n in zeros:
                 c = np.asarray(getattr(current, n), np.float64)
@@ -350,10 +339,10 @@ def boundary_stage(
                 gsym = 0.5 * (gc[n] + gc[n].T)
                 mu, u = np.linalg.eigh(null.T @ gsym @ null)
                 size = 10.0 * rank_tol * np.linalg.eigvalsh(c)[-1]
-                if mu[-1] * size <= threshold:
+                if mu[-1] * size <= tol * abs(f):
                     continue
                 violated = True
-                if readds < max_readds:
+                if readds < _MAX_READDS:
                     # Grow the direction back geometrically while log p(y) rises (its scale
                     # sets the new frame's), from 10 rank_tol lambda_max.
                     vec = np.outer(null @ u[:, -1], null @ u[:, -1])
@@ -369,16 +358,15 @@ def boundary_stage(
                         size *= 4.0
                     current = current._replace(**{n: jnp.asarray(c + best * vec, dtype)})
                     added = True
-            if added:
-                readds += 1
-                frame, flat = reframe(current)
-                x = np.zeros(sum(flat.sizes))
-                f, g, gc = evaluate(frame, flat, x)
-                memory, last_rise = [], np.inf
-                continue
-            if settled:
+            if not added:
                 converged = not violated  # a violation past the re-adds: not a maximum
                 break
+            readds += 1
+            frame, flat = reframe(current)
+            x = np.zeros(sum(flat.sizes))
+            f, g, gc = evaluate(frame, flat, x)
+            memory, last_rise = [], np.inf
+            continue
         if evals >= max_evals:
             break
         # Armijo backtracking along d.
@@ -403,7 +391,6 @@ def boundary_stage(
             if len(memory) > _MEMORY:
                 memory.pop(0)
         last_rise = fn - f
-        since_check += 1
         x, f, g, gc = xn, fn, gn, gcn
         # Active set: drop a kept direction whose eigenvalue has fallen to rank_tol.
         here = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
