@@ -102,10 +102,10 @@ PAGES: dict[str, tuple[str, str, str]] = {
     ),
     "sqrt_form": (
         "The square-root form",
-        "python benchmarks/sqrt_form.py --N-stiff 3000 --N-cost 44484 --runs 3",
+        "python benchmarks/sqrt_form.py --runs 5 --parallel-cost 2000 --out benchmarks/results",
         '`form="sqrt"` against `form="cov"`: float32 accuracy on a stiff model and on vague '
-        "priors (against float64 on the same data), and the cost of the filter + smoother at "
-        "SARCOS size in float64 and float32.",
+        "priors (against float64 on the same data), sequential and parallel, and the cost of "
+        "the filter + smoother at SARCOS size in float64 and float32.",
     ),
     "compare_trees": (
         "One EM iteration in two source trees",

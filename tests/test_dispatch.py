@@ -148,7 +148,7 @@ def test_entry_points_reject_bad_steady_state(entry_points, name):
 def test_entry_points_hand_their_arguments_to_resolve(entry_points, name, monkeypatch):
     seen = []
 
-    def spy(method, steady_state):
+    def spy(method, steady_state, form="cov"):
         seen.append((method, steady_state))
         raise RuntimeError("stop here")  # nothing after resolve needs to run
 

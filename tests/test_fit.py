@@ -344,3 +344,25 @@ def test_structured_update(problem):
     auto_params, auto = ssm.fit(start, ys, update=update)
     assert auto.start == "data" and float(auto_params.A[1, 0]) == 0.0
     assert float(auto.log_likelihood) == pytest.approx(ll, abs=1e-5)
+
+
+def test_sqrt_form_reaches_the_same_maximum(problem):
+    # form="sqrt" runs every E-step, filter pass and gradient on Cholesky factors: the same
+    # maximum as the covariance form (float64, to the fit's tolerance).
+    start, ys = problem
+    ref, ref_info = _fit(start, ys)
+    params, info = _fit(start, ys, form="sqrt")
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-6)
+    np.testing.assert_allclose(np.asarray(params.A), np.asarray(ref.A), atol=1e-3)
+
+
+@pytest.mark.slow
+def test_sqrt_form_boundary_stage():
+    # The boundary stage's filter passes and gradients on Cholesky factors (Q = L L^T with
+    # a direction held at zero): the same rank-one maximum as the covariance form.
+    start, ys = _boundary_problem()
+    _, ref = _fit(start, ys, tol=1e-9)
+    _, info = _fit(start, ys, tol=1e-9, form="sqrt")
+    assert info.status == ssm.FitStatus.CONVERGED and info.rank_dropped == {"Q": 1}
+    assert float(info.log_likelihood) == pytest.approx(float(ref.log_likelihood), abs=1e-8)

@@ -238,7 +238,7 @@ def test_ys_inf_names_the_first_bad_index(small):
     "name, value, error, match",
     [
         ("update", (), ValueError, "update must name at least one"),
-        ("update", {"A": True}, TypeError, "update must be a parameter name"),
+        ("update", {"A": True}, TypeError, r"update\[.A.\] must be .full., .diagonal."),
         ("tol", True, TypeError, "tol must be None or a finite float"),
         ("tol", -1.0, ValueError, "tol must be None or a finite float"),
         ("tol", float("nan"), ValueError, "tol must be None or a finite float"),

@@ -45,6 +45,7 @@ from jaxssm._base.batching import batched
 from jaxssm._base.linalg import BATCHED, psd_cholesky, symmetrize
 from jaxssm._base.types import LGSSM, FilterResult
 from jaxssm._blocks.draws import gaussian_draw
+from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["Forecast", "FilterDiagnostics", "forecast", "forecast_sample", "filter_diagnostics"]
@@ -156,7 +157,8 @@ def forecast(
     """Exact ``h``-step forecast of states and observations beyond ``y_1..y_N``.
 
     Args:
-        params: an :class:`~jaxssm.LGSSM`.
+        params: an :class:`~jaxssm.LGSSM`; ``inf`` on the diagonal of a concrete ``P0``
+            marks diffuse components (exact diffuse initialisation, sequential schedule).
         ys: observations ``y_1..y_N``, ``[N, Dy]`` (NaN entries are missing).
         num_steps: the horizon ``h >= 1``, a Python int.
         inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
@@ -174,8 +176,13 @@ def forecast(
     """
     num_steps = check_int(num_steps, "num_steps", hint=_HORIZON)
     params, ys, inputs, future, schedule = _check_forecast(
-        params, ys, num_steps, inputs, future_inputs, method, steady_state
+        params, ys, num_steps, inputs, future_inputs, method, steady_state, allow_diffuse=True
     )
+    if index := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_schedule(schedule, "forecast")
+        last = _diffuse.filter(params, ys, inputs, index)
+        c, e = _model.offsets(params, future, num_steps)
+        return _predict_ahead(params, last.means[-1], last.covs[-1], num_steps, c, e)
     return _forecast(params, ys, num_steps, schedule, inputs, future)
 
 
@@ -219,10 +226,18 @@ def forecast_sample(
 _HORIZON = "the horizon, a Python int (it fixes the output shapes)"
 
 
-def _check_forecast(params, ys, num_steps, inputs, future_inputs, method, steady_state):
+def _check_forecast(
+    params, ys, num_steps, inputs, future_inputs, method, steady_state, allow_diffuse=False
+):
     """Validate a forecast's arguments; the model must be time-invariant beyond ``N``."""
     params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state, time_invariant="forecast"
+        params,
+        ys,
+        inputs,
+        method=method,
+        steady_state=steady_state,
+        time_invariant="forecast",
+        allow_diffuse=allow_diffuse,
     )
     future = validate_inputs(
         future_inputs,

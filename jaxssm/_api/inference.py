@@ -12,10 +12,22 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxssm._args.prologue import prologue
-from jaxssm._base.types import LGSSM, FilterResult, SmootherResult
+from jaxssm._args.validation import check_finite_result
+from jaxssm._base.types import LGSSM, CovFactors, FilterResult, SmootherResult
+from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import sqrt as _sqrt
 
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
+
+
+def _wants_factors(factors, form: str) -> bool:
+    """Check ``factors=`` (after ``form``): whether the entry point returns the factors."""
+    if not isinstance(factors, bool):
+        raise TypeError(f"factors must be True or False, got {factors!r}")
+    if factors and form != "sqrt":
+        raise ValueError("factors=True needs form='sqrt' (form='cov' carries no factors)")
+    return factors
 
 
 def kalman_filter(
@@ -25,14 +37,23 @@ def kalman_filter(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
-) -> FilterResult:
+    form: str = "cov",
+    factors: bool = False,
+) -> FilterResult | tuple[FilterResult, CovFactors]:
     """Kalman filter over ``y_1..y_N``.
 
     Works under ``jit``, ``vmap`` (over params and/or ``ys``) and ``grad``; the dtype of the
     results follows the inputs.
 
     Args:
-        params: an :class:`~jaxssm.LGSSM`.
+        params: an :class:`~jaxssm.LGSSM`. ``inf`` on the diagonal of a concrete ``P0``
+            marks a diffuse component of ``x_0`` (its row and column otherwise zero; the
+            rest of ``P0`` is the known part): the exact limit of infinite prior variance
+            (the augmented filter; sequential schedule, ``steady_state`` None or False,
+            ``form="cov"``; docs/guides/diffuse.md). ``log_likelihood`` is then the
+            diffuse log-likelihood (Durbin and Koopman 2012, 7.2.2; statsmodels' value), and
+            a row whose state is not yet determined by the data holds the entrywise limit
+            of its covariance: ``+-inf`` where it grows with the prior variance.
         ys: observations ``y_1..y_N``, ``[N, Dy]``, N >= 1; NaN marks a missing entry.
         inputs: ``u_1..u_N``, ``[N, Du]``: required when ``params`` has ``B`` or ``D``, an
             error otherwise.
@@ -45,14 +66,33 @@ def kalman_filter(
             ``True``: the fast path for any ``N`` that holds it, on ``"parallel"`` with its
             mean recursions as log-depth associative scans; ``False``: the full recursion.
             Exact to round-off either way; see "Schedules" in the README.
+        form: ``"cov"`` (default) propagates covariances; ``"sqrt"`` propagates their
+            lower-triangular Cholesky factors, re-triangularised by QR at every step, so
+            every covariance returned is ``L L^T``: symmetric positive semi-definite by
+            construction, which keeps float32 and vague priors right where ``"cov"`` goes
+            wrong (docs/numerics.md, "When to use form='sqrt'"). The same results to
+            round-off in float64. Sequential and parallel (square-root associative
+            elements) schedules; no steady-state path: with ``steady_state`` ``None`` or
+            ``True`` it runs the full square-root recursion of ``method``, and no
+            time-sharded one.
+        factors: with ``form="sqrt"``, also return the factors
+            (:class:`~jaxssm.CovFactors`: ``covs [N+1, D, D]`` and ``pred_covs [N, D, D]``,
+            ``P = L L^T``). An error with ``form="cov"``.
 
     Returns:
         :class:`~jaxssm.FilterResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
-        ``pred_means [N, D]``, ``pred_covs [N, D, D]`` and ``log_likelihood []``.
+        ``pred_means [N, D]``, ``pred_covs [N, D, D]`` and ``log_likelihood []``; with
+        ``factors=True`` the pair ``(FilterResult, CovFactors)``.
 
     Raises:
         ValueError: a bad ``method``, ``steady_state=True`` with a time-varying model, or a
-            shape that does not match (the message names the argument and the expected shape).
+            shape that does not match (the message names the argument and the expected shape);
+            called eagerly, invalid values (non-finite fields, an indefinite covariance,
+            ``inf`` in ``ys``), or a log-likelihood that comes out non-finite from checked
+            inputs (an unstable state direction that ``H`` does not see overflows the
+            covariance; the message says which). Under ``jit`` or ``vmap`` values are not
+            checked and such a case gives NaN: use :func:`~jaxssm.check_values` with
+            :func:`jax.experimental.checkify.checkify` for an error there.
         TypeError: a non-floating or mismatched dtype, or a non-bool ``steady_state``.
 
     References:
@@ -61,9 +101,17 @@ def kalman_filter(
         66(1), 2021.
     """
     params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state
+        params, ys, inputs, method=method, steady_state=steady_state, form=form, allow_diffuse=True
     )
-    return _dispatch.filter(params, ys, schedule, inputs=inputs)
+    if index := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_schedule(schedule, "kalman_filter")
+        _wants_factors(factors, form)
+        return _diffuse.filter(params, ys, inputs, index)
+    if _wants_factors(factors, form):
+        return _sqrt.run_factors(params, ys, inputs, smoothed=False, parallel=schedule.parallel)
+    result = _dispatch.filter(params, ys, schedule, inputs=inputs)
+    check_finite_result(result.log_likelihood, params, "kalman_filter")
+    return result
 
 
 def rts_smoother(
@@ -73,19 +121,29 @@ def rts_smoother(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
-) -> SmootherResult:
+    form: str = "cov",
+    factors: bool = False,
+) -> SmootherResult | tuple[SmootherResult, CovFactors]:
     """Kalman filter followed by a Rauch-Tung-Striebel backward pass.
 
     Args:
-        params: an :class:`~jaxssm.LGSSM`.
+        params: an :class:`~jaxssm.LGSSM`; ``inf`` on the diagonal of a concrete ``P0``
+            marks diffuse components (exact diffuse initialisation, see
+            :func:`~jaxssm.kalman_filter`): the smoothed moments are their finite limits,
+            and ``gains[k]`` solves ``G P_{k+1}^s = Cov(x_k, x_{k+1} | y)``.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
         inputs: as in :func:`~jaxssm.kalman_filter`.
         method: as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
+        form: as in :func:`~jaxssm.kalman_filter`; with ``"sqrt"`` the backward pass
+            propagates factors too (the square-root RTS step).
+        factors: with ``form="sqrt"``, also return the smoothed factors
+            (:class:`~jaxssm.CovFactors` with ``covs [N+1, D, D]``, ``pred_covs=None``).
 
     Returns:
         :class:`~jaxssm.SmootherResult` with ``means [N+1, D]``, ``covs [N+1, D, D]``,
-        ``gains [N, D, D]`` and ``log_likelihood []``; row 0 is ``p(x_0 | y_1:N)``.
+        ``gains [N, D, D]`` and ``log_likelihood []``; row 0 is ``p(x_0 | y_1:N)``. With
+        ``factors=True`` the pair ``(SmootherResult, CovFactors)``.
 
     Raises:
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
@@ -95,9 +153,17 @@ def rts_smoother(
         Garcia-Fernandez (2021).
     """
     params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state
+        params, ys, inputs, method=method, steady_state=steady_state, form=form, allow_diffuse=True
     )
-    return _dispatch.smooth(params, ys, schedule, inputs=inputs)
+    if index := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_schedule(schedule, "rts_smoother")
+        _wants_factors(factors, form)
+        return _diffuse.smooth(params, ys, inputs, index)
+    if _wants_factors(factors, form):
+        return _sqrt.run_factors(params, ys, inputs, smoothed=True, parallel=schedule.parallel)
+    result = _dispatch.smooth(params, ys, schedule, inputs=inputs)
+    check_finite_result(result.log_likelihood, params, "rts_smoother")
+    return result
 
 
 def rts_smoother_from_filter(
@@ -138,16 +204,21 @@ def log_likelihood(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> jax.Array:
     """Log marginal likelihood ``log p(y_1:N)`` of the model.
 
     Args:
-        params: an :class:`~jaxssm.LGSSM`.
+        params: an :class:`~jaxssm.LGSSM`; ``inf`` on the diagonal of a concrete ``P0``
+            marks diffuse components: the result is then the diffuse log-likelihood of
+            Durbin and Koopman (2012, 7.2.2), as in :func:`~jaxssm.kalman_filter`.
         ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]`` of independent sequences
             (the sum of their log-likelihoods is returned).
         inputs: as in :func:`~jaxssm.kalman_filter` (``[B, N, Du]`` with a batch).
         method: as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
+        form: as in :func:`~jaxssm.kalman_filter`: ``"sqrt"`` takes the log-likelihood from
+            the innovations' Cholesky factors of the square-root filter.
 
     Returns:
         A scalar with the dtype of the inputs.
@@ -156,6 +227,17 @@ def log_likelihood(
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
     """
     params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state, allow_batch=True
+        params,
+        ys,
+        inputs,
+        method=method,
+        steady_state=steady_state,
+        form=form,
+        allow_batch=True,
+        allow_diffuse=True,
     )
-    return _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)
+    if index := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_schedule(schedule, "log_likelihood")
+        return _diffuse.log_likelihood(params, ys, inputs, index)
+    value = _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)
+    return check_finite_result(value, params, "log_likelihood")

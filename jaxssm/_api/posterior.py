@@ -52,6 +52,7 @@ from jaxssm._base.linalg import psd_cholesky
 from jaxssm._base.types import LGSSM, FilterResult
 from jaxssm._blocks.draws import gaussian_draw
 from jaxssm._blocks.elements import smooth_element
+from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["posterior_sample"]
@@ -137,6 +138,7 @@ def posterior_sample(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> jax.Array:
     r"""Draw ``x_0..x_N`` from the smoothing distribution ``p(x_0:N | y_1:N)``, exactly.
 
@@ -150,13 +152,18 @@ def posterior_sample(
     Args:
         key: a JAX PRNG key (``jax.random.key(seed)`` or ``jax.random.PRNGKey(seed)``); no
             default.
-        params: an :class:`~jaxssm.LGSSM`.
+        params: an :class:`~jaxssm.LGSSM`; ``inf`` on the diagonal of a concrete ``P0``
+            marks diffuse components (exact diffuse initialisation, sequential schedule):
+            the draw is then from the limit posterior.
         ys: observations ``y_1..y_N``, ``[N, Dy]``.
         inputs: ``u_1..u_N`` ``[N, Du]`` when ``params`` has ``B`` or ``D``.
         method: ``"sequential"`` (forward filtering, backward sampling with ``lax.scan``) or
             ``"parallel"`` (both passes as ``lax.associative_scan``, ``O(log N)`` span).
         steady_state: as in :func:`~jaxssm.kalman_filter` (it selects the filter that runs;
             the backward pass is the full recursion).
+        form: the filter's form, ``"cov"`` or ``"sqrt"``, as in
+            :func:`~jaxssm.kalman_filter`; the backward draw
+            runs over the filtered covariances (rebuilt from their factors with ``"sqrt"``).
 
     Returns:
         ``xs [N+1, D]``; row 0 is a draw of ``x_0``.
@@ -175,6 +182,15 @@ def posterior_sample(
     """
     key = check_key(key)
     params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state
+        params,
+        ys,
+        inputs,
+        method=method,
+        steady_state=steady_state,
+        form=form,
+        allow_diffuse=True,
     )
+    if index := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_schedule(schedule, "posterior_sample")
+        return _diffuse.posterior_sample(key, params, ys, inputs, index)
     return _posterior_sample(key, params, ys, schedule, inputs)

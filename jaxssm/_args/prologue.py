@@ -63,6 +63,7 @@ def prologue(
     *,
     method: str | None = None,
     steady_state: bool | None = None,
+    form: str = "cov",
     schedule: Schedule | None = None,
     allow_batch: bool = False,
     check_values: bool = True,
@@ -70,6 +71,7 @@ def prologue(
     plain: str | None = None,
     time_invariant: str | None = None,
     update: tuple[str, ...] = (),
+    allow_diffuse: bool = False,
 ) -> Prepared:
     """Check an entry point's model, data and schedule arguments, in the one order.
 
@@ -80,6 +82,7 @@ def prologue(
         method: ``method=`` of the entry point, resolved with ``steady_state``; ``None`` for
             an entry point without one.
         steady_state: ``steady_state=`` of the entry point.
+        form: ``form=`` of the entry point (``"cov"`` or ``"sqrt"``), resolved with them.
         schedule: an already resolved schedule, for an entry point that checks other
             arguments between ``method`` and ``params`` (not with ``method``).
         allow_batch: accept ``ys [B, N, Dy]``.
@@ -91,6 +94,9 @@ def prologue(
         time_invariant: the entry point's name when it needs the model beyond step ``N``.
         update: the fields an estimator learns: absent ``B, b, D, d`` among them start at
             zero.
+        allow_diffuse: the entry point accepts ``inf`` on the diagonal of a concrete ``P0``
+            (exact diffuse initialisation, :mod:`jaxssm._schedules.diffuse`); otherwise such
+            a ``P0`` is an error that names the entry points that do.
 
     Returns:
         :class:`Prepared` ``(params, ys, inputs, schedule)``.
@@ -102,8 +108,8 @@ def prologue(
     if method is not None:
         if schedule is not None:
             raise TypeError("prologue takes method= or schedule=, not both")
-        schedule = _schedule.resolve(method, steady_state)
-    params = validate_params(params, check_values=check_values)
+        schedule = _schedule.resolve(method, steady_state, form)
+    params = validate_params(params, check_values=check_values, allow_diffuse=allow_diffuse)
     if plain is not None:
         check_plain_model(params, plain)
     if ys is not None:

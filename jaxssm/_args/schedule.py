@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from jax.sharding import Mesh
 
-__all__ = ["METHODS", "Schedule", "resolve", "by_name", "is_parallel", "schedule_name"]
+__all__ = ["METHODS", "FORMS", "Schedule", "resolve", "by_name", "is_parallel", "schedule_name"]
 
 METHODS = ("sequential", "parallel")
+FORMS = ("cov", "sqrt")
 
 
 class Schedule(NamedTuple):
@@ -47,12 +48,15 @@ class Schedule(NamedTuple):
         mesh: the :class:`jax.sharding.Mesh` that ``ys`` is split over in time, or ``None``.
             Set by the dispatcher only (``method="parallel"``, ``steady_state=False``).
         axis_name: the axis of ``mesh`` that splits time, or ``None``.
+        form: ``"cov"`` (covariances) or ``"sqrt"`` (their Cholesky factors, propagated by
+            QR: the full sequential or parallel recursion whatever ``steady_state`` is).
     """
 
     method: str
     steady_state: bool | None
     mesh: Mesh | None = None
     axis_name: str | None = None
+    form: str = "cov"
 
     @property
     def parallel(self) -> bool:
@@ -74,8 +78,13 @@ class Schedule(NamedTuple):
         return {None: "auto", True: "steady", False: "sequential"}[self.steady_state]
 
 
-def resolve(method: str, steady_state: bool | None) -> Schedule:
-    """Check ``method`` and ``steady_state`` (in that order) and return their :class:`Schedule`.
+def resolve(method: str, steady_state: bool | None, form: str = "cov") -> Schedule:
+    """Check ``method``, ``steady_state`` and ``form`` (in that order): their :class:`Schedule`.
+
+    ``form="sqrt"`` has no steady-state path: with ``steady_state`` ``None`` or ``True`` the
+    dispatcher runs the full square-root recursion of the method (sequential or parallel),
+    and its :class:`~jaxssm.ScheduleInfo` says so (``num_transient == 0``); nor a
+    time-sharded one (a sharded ``ys`` runs the unsharded parallel square-root schedule).
 
     ``method="parallel"`` with ``steady_state=None`` is ``Schedule("parallel", False)``: the
     length rule applies to the sequential schedule only, so the two spellings are one value
@@ -84,14 +93,17 @@ def resolve(method: str, steady_state: bool | None) -> Schedule:
     Raises:
         ValueError: ``method`` is not ``"sequential"`` or ``"parallel"``.
         TypeError: ``steady_state`` is not ``None``, ``True`` or ``False``.
+        ValueError: ``form`` is not ``"cov"`` or ``"sqrt"``.
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
     if steady_state is not None and not isinstance(steady_state, bool):
         raise TypeError(f"steady_state must be None, True or False, got {steady_state!r}")
+    if not isinstance(form, str) or form not in FORMS:
+        raise ValueError(f"form must be 'cov' or 'sqrt', got {form!r}")
     if method == "parallel" and steady_state is None:
         steady_state = False
-    return Schedule(method, steady_state)
+    return Schedule(method, steady_state, form=form)
 
 
 _BY_NAME = {

@@ -27,15 +27,27 @@ __all__ = [
     "validate_params",
     "check_values",
     "check_trainable_covariances",
+    "check_positive_definite",
+    "check_finite_psd",
+    "check_finite_result",
+    "unobserved_unstable_modes",
     "validate_observations",
     "validate_inputs",
     "check_plain_model",
     "check_time_invariant",
     "check_time_varying_length",
     "psd_tolerance",
+    "DIFFUSE_SUPPORTED",
+    "diffuse_components",
 ]
 
 _COVARIANCES = ("P0", "Q", "R")
+
+#: The entry points that accept a diffuse ``P0`` (``inf`` on its diagonal).
+DIFFUSE_SUPPORTED = (
+    "kalman_filter, rts_smoother, log_likelihood, posterior_sample, forecast, e_step and "
+    "fit_em, with method='sequential', steady_state None or False and form='cov'"
+)
 
 
 def _is_concrete(x) -> bool:
@@ -107,6 +119,68 @@ def _check_psd(name: str, x) -> None:
         )
 
 
+def diffuse_components(a: np.ndarray) -> np.ndarray:
+    """Check the pattern of a concrete ``P0`` with ``inf`` entries; return the diffuse mask.
+
+    ``+inf`` may appear only on the diagonal, and a diffuse component's row and column of
+    ``P0`` are otherwise zero; ``-inf`` and NaN are errors. The message names ``P0``.
+    """
+    nan = np.isnan(a)
+    if nan.any():
+        first = tuple(int(i) for i in np.argwhere(nan)[0])
+        raise ValueError(
+            f"P0 must be finite, or +inf on its diagonal to mark a diffuse component, got nan "
+            f"at index {first}"
+        )
+    neg = np.isneginf(a)
+    if neg.any():
+        first = tuple(int(i) for i in np.argwhere(neg)[0])
+        raise ValueError(
+            f"P0 must be finite, or +inf on its diagonal to mark a diffuse component, got -inf "
+            f"at index {first}"
+        )
+    pos = np.isposinf(a)
+    off = pos & ~np.eye(a.shape[0], dtype=bool)
+    if off.any():
+        first = tuple(int(i) for i in np.argwhere(off)[0])
+        raise ValueError(
+            f"P0 may hold inf only on its diagonal (a diffuse component of x_0), got inf at "
+            f"index {first}"
+        )
+    diffuse = np.diagonal(pos).copy()
+    rows = diffuse[:, None] | diffuse[None, :]
+    bad = rows & ~np.eye(a.shape[0], dtype=bool) & (a != 0)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        c = i if diffuse[i] else j
+        raise ValueError(
+            f"P0's row and column of the diffuse component {c} (inf at P0[{c}, {c}]) must "
+            f"otherwise be zero, got P0[{i}, {j}] = {a[i, j]:.6g}"
+        )
+    return diffuse
+
+
+def _check_p0(x, allow_diffuse: bool) -> None:
+    """``P0``: PSD, or (where ``allow_diffuse``) a diffuse pattern with a PSD known part."""
+    if not _is_concrete(x):
+        return
+    a = np.asarray(x, dtype=np.float64)
+    if not np.isinf(a).any():
+        _check_psd("P0", x)
+        return
+    diffuse = diffuse_components(a)
+    if not allow_diffuse:
+        raise ValueError(
+            f"P0 has inf on its diagonal (exact diffuse initialisation of the components "
+            f"{np.flatnonzero(diffuse).tolist()}), which this entry point does not support; "
+            f"diffuse P0 is supported by {DIFFUSE_SUPPORTED}; elsewhere give P0 finite"
+        )
+    known = np.where(diffuse[:, None] | diffuse[None, :], 0.0, a)
+    _check_psd(
+        "P0 (its known part, without the diffuse rows and columns)", jnp.asarray(known, x.dtype)
+    )
+
+
 def _check_finite(name: str, a: np.ndarray) -> None:
     bad = ~np.isfinite(a)
     if bad.any():
@@ -130,7 +204,9 @@ def _shape_spec(name: str, D: int, Dy: int, Du: int | None) -> tuple[tuple, str]
     }[name]
 
 
-def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
+def validate_params(
+    params: LGSSM, *, check_values: bool = True, allow_diffuse: bool = False
+) -> LGSSM:
     """Check shapes, dtypes and (for concrete values) covariances of ``params``.
 
     Shapes and dtypes are checked at trace time. When the values are concrete (not traced),
@@ -147,6 +223,10 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     Args:
         params: an :class:`~jaxssm.LGSSM`.
         check_values: also check the values of concrete fields (finite, symmetric, PSD).
+        allow_diffuse: accept ``+inf`` on the diagonal of a concrete ``P0`` (a diffuse
+            component, its row and column otherwise zero; the rest of ``P0`` PSD), for the
+            entry points that support it (:data:`DIFFUSE_SUPPORTED`). Otherwise such a ``P0``
+            is an error that says which entry points do.
 
     Returns:
         ``params`` with every field converted to a JAX array.
@@ -154,8 +234,9 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
     Raises:
         TypeError: a required field is missing, a field is not floating point, or the
             dtypes differ.
-        ValueError: a field has the wrong shape or a non-finite entry (the message names
-            the first bad index), or a covariance is asymmetric or indefinite.
+        ValueError: a field has the wrong shape (``D = 0`` or ``Dy = 0`` included) or a
+            non-finite entry (the message names the first bad index), or a covariance is
+            asymmetric or indefinite.
     """
     if not isinstance(params, LGSSM):
         raise TypeError(f"params must be a jaxssm.LGSSM, got {type(params).__name__}")
@@ -172,6 +253,11 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
             "time-varying)"
         )
     D = A.shape[-1]
+    if D < 1:
+        raise ValueError(
+            f"A must be a square matrix [D, D] with D >= 1 (a model needs a state), got shape "
+            f"{tuple(A.shape)}"
+        )
     H = fields["H"]
     if H.ndim not in (2, 3) or H.shape[-1] != D:
         raise ValueError(
@@ -179,6 +265,11 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
             "[N, Dy, D] when time-varying)"
         )
     Dy = H.shape[-2]
+    if Dy < 1:
+        raise ValueError(
+            f"H must have shape [Dy, D] with Dy >= 1 (a model observes something), got shape "
+            f"{tuple(H.shape)}"
+        )
     Du = None
     for name in ("B", "D"):
         if name in fields:
@@ -228,7 +319,8 @@ def validate_params(params: LGSSM, *, check_values: bool = True) -> LGSSM:
         for name in ("m0", "A", "H", *OPTIONAL_NAMES):
             if name in fields and _is_concrete(fields[name]):
                 _check_finite(name, np.asarray(fields[name]))
-        for name in _COVARIANCES:
+        _check_p0(fields["P0"], allow_diffuse)
+        for name in ("Q", "R"):
             _check_psd(name, fields[name])
         _check_first_innovation(fields)
     return LGSSM(**fields)
@@ -260,6 +352,7 @@ def _check_first_innovation(fields: dict) -> None:
     if _is_numerically_pd(R, tol)[0]:
         return
     P0, A, Q, H = (first(n) for n in ("P0", "A", "Q", "H"))
+    P0 = np.where(np.isinf(P0), 0.0, P0)  # the known part of a diffuse P0
     S1 = H @ (A @ P0 @ A.T + Q) @ H.T + R
     ok, smallest = _is_numerically_pd(S1, tol)
     if not ok:
@@ -343,6 +436,111 @@ def check_values(params: LGSSM, ys=None) -> None:
         )
 
 
+def check_finite_psd(params: LGSSM) -> None:
+    """Check the values of validated ``params``: finite fields, PSD ``P0``, ``Q``, ``R``.
+
+    The checks of :func:`validate_params` but the first-innovation one: for a model an
+    algorithm produced (an M-step's result), where a singular ``R`` the data call for is a
+    valid answer. Skipped for traced values.
+
+    Raises:
+        ValueError: a non-finite entry or an indefinite covariance, naming the field.
+    """
+    for name in ("m0", "A", "H", *OPTIONAL_NAMES):
+        x = getattr(params, name)
+        if x is not None and _is_concrete(x):
+            _check_finite(name, np.asarray(x))
+    for name in _COVARIANCES:
+        _check_psd(name, getattr(params, name))
+
+
+def check_positive_definite(params: LGSSM, names: tuple[str, ...], where: str) -> None:
+    """Check that the covariances ``names`` of ``params`` are positive definite (eagerly).
+
+    For entry points that need a density's log-determinant (singular covariances are valid
+    elsewhere). Skipped for traced values and time-varying fields.
+
+    Raises:
+        ValueError: a covariance is numerically singular, naming it and ``where``.
+    """
+    for name in names:
+        x = getattr(params, name)
+        if not _is_concrete(x) or x.ndim != 2:
+            continue
+        a = np.asarray(x, np.float64)
+        ok, smallest = _is_numerically_pd(a, psd_tolerance(x.dtype, a.shape[0]))
+        if not ok:
+            raise ValueError(
+                f"{name} must be positive definite for {where} (its log-determinant and "
+                f"inverse enter), got a singular {name} (smallest eigenvalue {smallest:.3g})"
+            )
+
+
+def unobserved_unstable_modes(params: LGSSM) -> list[complex]:
+    """Return the eigenvalues of ``A`` outside the unit circle that ``H`` does not see.
+
+    Eigenvalues ``lambda`` with ``|lambda| > 1`` whose eigenvector ``v`` has ``H v = 0`` (to
+    ``sqrt(eps)``): state directions that grow without bound unobserved. Their filter
+    variance grows like ``|lambda|^(2k)`` and overflows after about
+    ``log(max) / (2 log |lambda|)`` steps. Concrete, time-invariant ``A`` and ``H`` only
+    (else an empty list).
+    """
+    A, H = params.A, params.H
+    if not (_is_concrete(A) and _is_concrete(H)) or A.ndim != 2 or H.ndim != 2:
+        return []
+    a, h = np.asarray(A, np.float64), np.asarray(H, np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(h))):
+        return []
+    values, vectors = np.linalg.eig(a)
+    tol = np.sqrt(np.finfo(np.dtype(A.dtype)).eps) * max(float(np.linalg.norm(h, 2)), 1e-300)
+    found = []
+    for lam, v in zip(values, vectors.T, strict=True):
+        if abs(lam) > 1 and np.linalg.norm(h @ v) <= tol * np.linalg.norm(v):
+            found.append(complex(lam))
+    return found
+
+
+def check_finite_result(value, params: LGSSM, where: str):
+    """Return ``value``; raise if it is concrete and not finite, saying why where we can.
+
+    The entry points check their inputs; a non-finite log-likelihood from checked inputs
+    comes from the recursion itself. The one known cause is an unobserved state direction
+    that grows without bound (:func:`unobserved_unstable_modes`): its variance overflows to
+    ``inf`` and ``inf * 0`` makes every covariance NaN, although ``log p(y)`` is finite.
+    Skipped for traced values (under ``jit`` the NaN comes back; see :func:`check_values`).
+
+    Raises:
+        ValueError: ``value`` has a non-finite entry.
+    """
+    if not _is_concrete(value):
+        return value
+    a = np.asarray(value)
+    if np.all(np.isfinite(a)):
+        return value
+    got = "NaN" if np.isnan(a).any() else "infinite"
+    modes = unobserved_unstable_modes(params)
+    dtype = np.dtype(params.A.dtype)
+    if modes:
+        lam = max(modes, key=abs)
+        steps = int(np.log(np.finfo(dtype).max) / (2 * np.log(abs(lam))))
+        shown = f"{lam.real:.6g}" if lam.imag == 0 else f"{lam:.6g}"
+        raise ValueError(
+            f"{where}: the log-likelihood came out {got}, although log p(y) is finite: A has the "
+            f"eigenvalue {shown} (|lambda| = {abs(lam):.6g} > 1) whose eigenvector H does not "
+            f"see (H v = 0), so that state direction grows without bound unobserved. Its "
+            f"filter variance grows like |lambda|^(2k) and overflows {dtype} after about "
+            f"{steps} steps; inf * 0 then makes every covariance NaN. log p(y) does not depend "
+            f"on an unobserved direction: drop it from the state (restrict the model to the "
+            f"observed modes), or make it stable (|lambda| < 1)"
+        )
+    raise ValueError(
+        f"{where}: the log-likelihood came out {got} although params and ys passed the "
+        f"checks: the filter's covariances overflowed or lost definiteness ({dtype}). Try "
+        f"float64, rescale the data, or check for a state direction that grows without "
+        f"bound (an eigenvalue of A above 1 in modulus)"
+    )
+
+
 def check_trainable_covariances(params: LGSSM, update: tuple[str, ...]) -> None:
     """Covariances that gradient-based MLE trains must be positive definite (eager check).
 
@@ -384,8 +582,8 @@ def validate_observations(
 
     Raises:
         TypeError: ``ys`` is not floating point, or not in the parameters' dtype.
-        ValueError: a wrong shape, ``N = 0``, a time-varying field of another length, or an
-            ``inf`` entry.
+        ValueError: a wrong shape, ``N = 0``, an empty batch (``B = 0``), a time-varying
+            field of another length, or an ``inf`` entry.
     """
     ys = _as_float_array(name, ys)
     Dy = params.H.shape[-2]
@@ -403,7 +601,14 @@ def validate_observations(
             f"got shape {tuple(ys.shape)}"
         )
     if ys.shape[-2] < 1:
-        raise ValueError(f"{name} must hold at least one step (N >= 1), got shape {ys.shape}")
+        raise ValueError(
+            f"{name} must hold at least one step (N >= 1), got shape {tuple(ys.shape)}"
+        )
+    if ys.ndim == 3 and ys.shape[0] < 1:
+        raise ValueError(
+            f"{name} must hold at least one sequence (B >= 1 in [B, N, Dy]), got an empty "
+            f"batch of shape {tuple(ys.shape)}"
+        )
     check_time_varying_length(params, ys.shape[-2], f"{name}'s shape {tuple(ys.shape)}")
     if ys.dtype != params.A.dtype:
         raise TypeError(
@@ -506,5 +711,13 @@ def validate_inputs(inputs, params: LGSSM, ys: jax.Array, *, name: str = "inputs
             f"got {np.dtype(inputs.dtype)}"
         )
     if _is_concrete(inputs):
-        _check_finite(name, np.asarray(inputs))
+        a = np.asarray(inputs)
+        if np.isnan(a).any():
+            first = tuple(int(i) for i in np.argwhere(np.isnan(a))[0])
+            raise ValueError(
+                f"{name} must be finite, got nan at index {first}: NaN marks a missing entry "
+                f"in ys only; to pad a shorter sequence of a ragged batch, put NaN rows at the "
+                f"end of its ys and zeros (any finite value) in its {name}"
+            )
+        _check_finite(name, a)
     return inputs

@@ -20,10 +20,12 @@ __all__ = [
     "BASE_NDIM",
     "FilterResult",
     "SmootherResult",
+    "CovFactors",
     "SufficientStats",
     "EMStatus",
     "EMInfo",
     "MLEInfo",
+    "MLEStatus",
     "UnconstrainedParams",
     "SteadyInfo",
     "ScheduleInfo",
@@ -133,6 +135,19 @@ class SmootherResult(NamedTuple):
     covs: jax.Array
     gains: jax.Array
     log_likelihood: jax.Array
+
+
+class CovFactors(NamedTuple):
+    """Lower-triangular factors ``L`` (``P = L L^T``) of a result's covariances (``form="sqrt"``).
+
+    Attributes:
+        covs: factors of ``covs``, ``[N+1, D, D]``.
+        pred_covs: factors of a :class:`FilterResult`'s ``pred_covs``, ``[N, D, D]``;
+            ``None`` for a smoother.
+    """
+
+    covs: jax.Array
+    pred_covs: jax.Array | None
 
 
 class SufficientStats(NamedTuple):
@@ -273,6 +288,26 @@ class EMInfo(NamedTuple):
     schedule: ScheduleInfo | None = None
 
 
+class MLEStatus(enum.IntEnum):
+    """Which iterate :func:`~jaxssm.fit_mle` returned (the value of ``MLEInfo.status``).
+
+    An :class:`enum.IntEnum` with the codes of :class:`EMStatus` where they mean the same:
+    ``info.status == MLEStatus.DECREASED`` works on the array.
+    """
+
+    #: all ``num_iters`` steps ran and the last iterate is returned (its log-likelihood is
+    #: within round-off of the best seen, or above it).
+    MAX_ITERS = 0
+    #: the last iterate's log-likelihood fell below the best seen by more than round-off
+    #: (a non-monotone optimiser such as Adam oscillating about the maximum); the best
+    #: iterate is returned instead.
+    DECREASED = 2
+    #: the optimiser diverged: the last iterate's log-likelihood is not finite or below the
+    #: start's by more than round-off (a step size too large, say); the best iterate is
+    #: returned instead.
+    DIVERGED = 3
+
+
 class MLEInfo(NamedTuple):
     """What happened in :func:`~jaxssm.fit_mle`.
 
@@ -280,10 +315,20 @@ class MLEInfo(NamedTuple):
         log_likelihoods: ``[num_iters]``; entry ``i`` is ``log p(y | theta_i)``, the
             log-likelihood *before* optimiser step ``i`` (entry 0 is the starting point's).
         log_likelihood: ``log p(y | params)`` of the returned parameters, a scalar.
+        status: an :class:`MLEStatus` value, an int32 scalar (``0``, ``MAX_ITERS``, in an
+            ``MLEInfo`` built by hand).
+        decrease: ``log p(y | theta_best) - log p(y | theta_last)`` with ``theta_last`` the
+            iterate after the last step (``inf`` when its log-likelihood is not finite);
+            ``0`` when ``status == MLEStatus.MAX_ITERS``.
+        best_iter: the index ``i`` of the returned iterate ``theta_i`` (``num_iters`` for
+            the last one), an int32 scalar; ``None`` in an ``MLEInfo`` built by hand.
     """
 
     log_likelihoods: jax.Array
     log_likelihood: jax.Array
+    status: jax.Array | int = 0
+    decrease: jax.Array | float = 0.0
+    best_iter: jax.Array | None = None
 
 
 class UnconstrainedParams(NamedTuple):

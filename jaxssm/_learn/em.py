@@ -12,13 +12,16 @@ from jax.typing import ArrayLike
 
 from jaxssm._args import schedule as _schedule
 from jaxssm._args.callbacks import guard_callback, run_with_callback
-from jaxssm._args.checks import check_int, check_tol, check_update
+from jaxssm._args.checks import check_int, check_tol
 from jaxssm._args.prologue import prologue
+from jaxssm._args.structures import parse_update, resolve_update
+from jaxssm._args.validation import check_finite_result
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, EMInfo, EMStatus, ScheduleInfo, SufficientStats
 from jaxssm._learn.accelerate import squarem_loop
 from jaxssm._learn.mstep import check_m_step, m_step_unchecked
+from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = ["e_step", "fit_em"]
@@ -36,6 +39,7 @@ def e_step(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> tuple[SufficientStats, jax.Array]:
     r"""E-step of EM: RTS smoother, then the sufficient statistics (normalised by N).
 
@@ -59,8 +63,16 @@ def e_step(
     (m0s_b - m0_smoothed)^T]``, so that :func:`~jaxssm.m_step` returns the joint maximiser over
     all sequences. The returned log-likelihood is then the sum over sequences.
 
+    **Ragged batches.** Sequences of different lengths share one ``[B, N, Dy]`` array by
+    padding the shorter ones at the end with all-NaN rows: trailing all-NaN rows end a
+    sequence (its sums and ``num_steps`` count its own length). Their ``inputs`` rows there
+    are padded with zeros (any finite value: those steps observe nothing, so the values do
+    not matter); NaN padding in ``inputs`` is an error.
+
     Args:
-        params: an :class:`~jaxssm.LGSSM` (``theta_n``, the parameters the smoother runs with).
+        params: an :class:`~jaxssm.LGSSM` (``theta_n``, the parameters the smoother runs with);
+            ``inf`` on the diagonal of a concrete ``P0`` marks diffuse components: the exact
+            diffuse smoother's statistics and log-likelihood (sequential schedule).
         ys: observations ``[N, Dy]``, or a batch ``[B, N, Dy]``.
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch) when ``params`` has
             ``B`` or ``D``. With inputs or any of ``B, b, D, d`` the statistics also hold
@@ -69,6 +81,8 @@ def e_step(
         steady_state: as in :func:`~jaxssm.kalman_filter`. On the steady-state fast path the
             covariance sums are transient sums plus ``count x`` the converged terms and no
             ``[N, D, D]`` array is formed.
+        form: ``"cov"`` or ``"sqrt"`` (the smoother on Cholesky factors), as in
+            :func:`~jaxssm.kalman_filter`.
 
     Returns:
         ``(stats, log_likelihood)``: a :class:`~jaxssm.SufficientStats` (``Sigma [D, D]``,
@@ -80,9 +94,53 @@ def e_step(
         R. H. Shumway and D. S. Stoffer (1982).
     """
     params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state, allow_batch=True
+        params,
+        ys,
+        inputs,
+        method=method,
+        steady_state=steady_state,
+        form=form,
+        allow_batch=True,
+        allow_diffuse=True,
     )
-    return _dispatch.stats(params, ys, schedule, inputs=inputs)
+    if index := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_schedule(schedule, "e_step")
+        return _diffuse.stats(params, ys, inputs, index)
+    stats, value = _dispatch.stats(params, ys, schedule, inputs=inputs)
+    return stats, check_finite_result(value, params, "e_step")
+
+
+def _while_loop_guard(reason: str):
+    """Return an identity whose reverse-mode derivative raises a ``ValueError`` on ``reason``.
+
+    Applied to the outputs of a ``while_loop`` (``fit_em(tol=...)``, SQUAREM): the backward
+    pass reaches it before the loop, so ``jax.grad`` stops with this message instead of
+    JAX's generic one about ``while_loop``. On concrete values (no transformation) it
+    returns its argument untouched.
+    """
+
+    def guard(x):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x)):
+            return identity(x)
+        return x
+
+    @jax.custom_vjp
+    def identity(x):
+        return x
+
+    def fwd(x):
+        return x, None
+
+    def bwd(_, g):
+        raise ValueError(
+            f"fit_em cannot be differentiated in reverse mode (jax.grad, jax.vjp) with {reason}: "
+            "the loop is then a lax.while_loop (it stops when converged), which reverse-mode "
+            "autodiff does not support. Pass tol=None and accelerate=None to differentiate "
+            "through a fixed num_iters iterations (a lax.scan)"
+        )
+
+    identity.defvjp(fwd, bwd)
+    return guard
 
 
 class _State(NamedTuple):
@@ -296,6 +354,7 @@ def fit_em(
     tol: float | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
     decrease_rtol: float | None = None,
     progress: bool = False,
     callback: Callable[[jax.Array, jax.Array], None] | None = None,
@@ -345,7 +404,8 @@ def fit_em(
     by how much.
 
     For a batch ``ys [B, N, Dy]`` the statistics are pooled (see :func:`~jaxssm.e_step`) and
-    the log-likelihoods are sums over sequences.
+    the log-likelihoods are sums over sequences; a ragged batch is padded as there (NaN rows
+    at the end of ``ys``, zeros in ``inputs``).
 
     **Acceleration** (``accelerate="squarem"``). The same E-step and M-step, extrapolated by
     SQUAREM (Varadhan and Roland 2008; :func:`jaxssm._learn.accelerate.squarem_loop`): cycles
@@ -359,21 +419,33 @@ def fit_em(
     available there. :func:`~jaxssm.fit` runs this loop to convergence.
 
     Args:
-        params: initial :class:`~jaxssm.LGSSM` ``theta_0``.
+        params: initial :class:`~jaxssm.LGSSM` ``theta_0``. With ``inf`` on the diagonal of
+            a concrete ``P0`` (diffuse components) the E-steps are exact diffuse ones
+            (sequential schedule) and ``m0``, ``P0`` are held fixed (an error in ``update``).
         ys: observations ``[N, Dy]`` or a batch ``[B, N, Dy]``.
-        num_iters: the maximum number of EM iterations (static: it fixes the trace length).
+        num_iters: the maximum number of EM iterations, a Python int (static: it fixes the
+            trace length; under ``jax.jit`` mark it ``static_argnames`` or close over it).
         inputs: ``u_1..u_N`` ``[N, Du]`` (``[B, N, Du]`` with a batch), as in
             :func:`~jaxssm.e_step`.
         update: parameter name(s) to learn, any subset of ``"m0", "P0", "A", "Q", "H", "R",
             "B", "b", "D", "d"``. ``(A, B, b)`` and ``(H, D, d)`` are joint regressions (any
             subset, the others held at their values exactly); an absent ``B, b, D`` or ``d``
             named here starts at zero. A regression with a time-varying field is not updated
-            (a ``ValueError``; fixed time-varying fields on the other side are fine).
+            (a ``ValueError``; fixed time-varying fields on the other side are fine). Or a
+            mapping ``{field: structure}`` (``"full"``, ``"diagonal"``, ``"scalar"``,
+            :class:`~jaxssm.Linear`), with the constrained M-steps of
+            :func:`~jaxssm.m_step`; every iterate has the structures (SQUAREM extrapolates
+            in their free coordinates).
         tol: ``None`` (run all iterations) or the relative-improvement threshold above.
+            With ``tol`` (or ``accelerate``) the loop is a ``lax.while_loop``, which
+            ``jax.grad`` cannot differentiate (a ``ValueError`` that says so; forward mode,
+            ``jax.jvp``, is not available either); with ``tol=None`` it is a ``lax.scan``.
         method: the E-step's schedule, ``"sequential"`` or ``"parallel"``, as in
             :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`; on the default steady-state fast
             path an iteration costs ``O(N D^2)`` plus the transients instead of ``O(N D^3)``.
+        form: the E-step's form, ``"cov"`` or ``"sqrt"`` (Cholesky factors; the full
+            recursion of ``method``), as in :func:`~jaxssm.kalman_filter`.
         decrease_rtol: relative tolerance of the decrease guard (default ``sqrt(eps)``).
         progress: print ``EM iteration i/num_iters: log-likelihood ...`` to stderr after each
             E-step (through :func:`jax.debug.callback`).
@@ -401,8 +473,9 @@ def fit_em(
         R. H. Shumway and D. S. Stoffer (1982); Z. Ghahramani and G. E. Hinton (1996);
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3.
     """
-    names = check_update(update)
-    schedule = _schedule.resolve(method, steady_state)
+    names = parse_update(update)
+    absent = tuple(n for n in names if getattr(params, n, None) is None)
+    schedule = _schedule.resolve(method, steady_state, form)
     num_iters = check_int(num_iters, "num_iters")
     tol = check_tol(tol)
     if accelerate not in (None, "squarem"):
@@ -418,11 +491,24 @@ def fit_em(
             "the trace in EMInfo.log_likelihoods has one entry per E-step"
         )
     params, ys, inputs, _ = prologue(
-        params, ys, inputs, schedule=schedule, allow_batch=True, update=names
+        params,
+        ys,
+        inputs,
+        schedule=schedule,
+        allow_batch=True,
+        update=tuple(names),
+        allow_diffuse=True,
     )
+    if diffuse := _diffuse.diffuse_index(params.P0):
+        _diffuse.check_em(schedule, names, "fit_em")
+        _diffuse.log_likelihood(params, ys, inputs, diffuse)  # identified by the data
     extended = _model.uses_input_sums(params, inputs)
-    check_m_step(params, names, (0 if inputs is None else inputs.shape[-1]) if extended else None)
-    plan = _dispatch.prepare_stats(params, ys, inputs, schedule)
+    check_m_step(
+        params, tuple(names), (0 if inputs is None else inputs.shape[-1]) if extended else None
+    )
+    params, spec = resolve_update(params, names, absent)
+    names = spec if spec.structures else spec.names
+    plan = _dispatch.prepare_stats(params, ys, inputs, schedule, diffuse)
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(params.A.dtype)
     else:
@@ -437,7 +523,7 @@ def fit_em(
             decrease_rtol=float(decrease_rtol),
         )
         info = EMInfo(sq.log_likelihoods, sq.log_likelihood, sq.num_e_steps, sq.status, sq.decrease)
-        return best, info
+        return _while_loop_guard(f"accelerate={accelerate!r}")((best, info))
     # Equal for equal (num_iters, callback, progress), so repeated calls reuse the loop.
     callback = guard_callback("EM iteration", num_iters, callback, progress)
     static = dict(
@@ -457,6 +543,8 @@ def fit_em(
         info = EMInfo(
             trace, state.best_ll, state.count, state.status, state.decrease, state.schedule
         )
+        if tol is not None:
+            return _while_loop_guard(f"tol={tol!r}")((state.best, info))
         return state.best, info
 
     return run_with_callback(callback, run)

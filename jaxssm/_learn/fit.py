@@ -238,6 +238,7 @@ def fit(
     max_iters: int = 10_000,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
     start: str = "auto",
     decrease_rtol: float | None = None,
     rank_tol: float | None = 1e-6,
@@ -268,6 +269,8 @@ def fit(
         max_iters: the budget of E-steps (static: the trace's length).
         method: ``"sequential"`` or ``"parallel"``, the E-step's schedule.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
+        form: ``"cov"`` or ``"sqrt"`` (Cholesky factors propagated; every E-step, filter
+            pass and gradient of the fit), as in :func:`~jaxssm.kalman_filter`.
         start: where the search starts. ``"params"``: at ``params``. ``"data"``: at
             ``params`` with the fields in ``update`` replaced by :func:`~jaxssm.initialize`'s
             estimate from the data. ``"auto"`` (default): at whichever of the two has the
@@ -306,6 +309,7 @@ def fit(
         inputs,
         method=method,
         steady_state=steady_state,
+        form=form,
         allow_batch=True,
         update=tuple(raw),
     )

@@ -189,7 +189,7 @@ def _filter_finish(params, ys, chunk, prefixes, incoming, num_steps):
     lls = batched(lambda m, Pc, y: log_likelihood_step(m, Pc, params.H, params.R, y))(
         pred.mean, pred.cov, ys
     )
-    real = chunk * L + jnp.arange(L) < num_steps
+    real = chunk * L + jnp.arange(L, dtype=jnp.asarray(chunk).dtype) < num_steps
     ll = jnp.sum(jnp.where(real, lls, jnp.zeros_like(lls)))
     return means, covs, pred.mean, pred.cov, ll
 
@@ -207,7 +207,7 @@ def _chunk_smooth_elements(params, means, covs, chunk, num_steps) -> SmoothEleme
         means, covs, pred.mean, pred.cov
     )
     last = SmoothElement(jnp.zeros_like(covs), means, covs)
-    is_last = chunk * L + jnp.arange(L) + 1 == num_steps
+    is_last = chunk * L + jnp.arange(L, dtype=jnp.asarray(chunk).dtype) + 1 == num_steps
 
     def pick(b, f):
         return jnp.where(is_last.reshape((L,) + (1,) * (b.ndim - 1)), f, b)

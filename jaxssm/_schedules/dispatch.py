@@ -68,10 +68,12 @@ from jaxssm._base.types import (
 )
 from jaxssm._blocks import stats as _stats
 from jaxssm._schedules import chunked as _chunked
+from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import gappy as _gap
 from jaxssm._schedules import parallel as _parallel
 from jaxssm._schedules import sequential as _sequential
 from jaxssm._schedules import settle as _settle
+from jaxssm._schedules import sqrt as _sqrt
 from jaxssm._schedules import steady as _steady
 
 __all__ = [
@@ -163,6 +165,8 @@ def place(schedule: Schedule | str, params: LGSSM, ys, inputs=None) -> Schedule:
     schedule = by_name(schedule)
     if schedule.name != "parallel" or inputs is not None or not _model.is_plain(params):
         return schedule
+    if schedule.form == "sqrt":  # the chunked schedule has no square-root form
+        return schedule
     on = _chunked.time_sharding(ys)
     return schedule if on is None else schedule._replace(mesh=on[0], axis_name=on[1])
 
@@ -170,6 +174,8 @@ def place(schedule: Schedule | str, params: LGSSM, ys, inputs=None) -> Schedule:
 def _bound(schedule: Schedule, params: LGSSM, num_steps: int, max_transient: int) -> int:
     """Return the steady-state bound ``T`` for a series of ``num_steps``, 0 for none (static)."""
     if schedule.steady_state is False or _model.has_time_varying_matrices(params):
+        return 0
+    if schedule.form == "sqrt":  # the full square-root recursion (no steady-state path)
         return 0
     if schedule.steady_state is None and num_steps < MIN_STEADY_STEPS:
         return 0
@@ -183,19 +189,28 @@ def _full_info(kind: Kind, num_steps: int) -> ScheduleInfo:
     return ScheduleInfo(jnp.array(False), n, n if smoothed else jnp.int32(0), jnp.int32(0))
 
 
-def _full(kind: Kind, params: LGSSM, ys: jax.Array, parallel: bool, e=None, v=None):
+def _full(kind: Kind, params: LGSSM, ys: jax.Array, parallel: bool, e=None, v=None, sqrt=False):
     """Run the full recursion of the sequential or the parallel schedule for one result.
 
     ``params`` and ``ys`` are reduced (:func:`jaxssm._base.model.reduce`); ``e`` and ``v`` are
-    the observation offsets and augmented inputs the statistics need.
+    the observation offsets and augmented inputs the statistics need. ``sqrt``: the
+    square-root form of either schedule (:mod:`jaxssm._schedules.sqrt`).
     """
     mod = _parallel if parallel else _sequential
-    filtered = mod.filter(params, ys)
+    if sqrt:
+        fwd = _sqrt.parallel_filter_factors if parallel else _sqrt.filter_factors
+        filtered, factors = fwd(params, ys)
+    else:
+        filtered = mod.filter(params, ys)
     if kind is Kind.FILTER:
         return filtered
     if kind is Kind.LOG_LIKELIHOOD:
         return filtered.log_likelihood  # under jit, XLA drops the unused moments
-    smoothed = mod.smooth(params, filtered)
+    if sqrt:
+        bwd = _sqrt.parallel_smooth_factors if parallel else _sqrt.smooth_factors
+        smoothed = bwd(params, filtered, factors)[0]
+    else:
+        smoothed = mod.smooth(params, filtered)
     if kind is Kind.SMOOTH:
         return smoothed
     stats = _stats.from_smoother(smoothed, ys, params.H, params.R, e, v)
@@ -379,7 +394,9 @@ def run(
         v = _model.augmented_inputs(u, y.shape[:-1], y.dtype) if extended else None
         if T:
             return _steady_schedule(kind, core, y_s, T, rtol, e, v, fd, paths, schedule.parallel)
-        return _full(kind, core, y_s, schedule.parallel, e, v), _full_info(kind, y.shape[0])
+        sqrt = schedule.form == "sqrt"
+        out = _full(kind, core, y_s, schedule.parallel, e, v, sqrt)
+        return out, _full_info(kind, y.shape[0])
 
     if ys.ndim == 2:
         return one(ys, inputs, fast)
@@ -449,7 +466,7 @@ def smooth_filtered(
 @partial(
     jax.tree_util.register_dataclass,
     data_fields=["ys", "inputs", "fast", "sums"],
-    meta_fields=["schedule", "paths"],
+    meta_fields=["schedule", "paths", "diffuse"],
 )
 @dataclasses.dataclass(frozen=True)
 class StatsPlan:
@@ -467,6 +484,8 @@ class StatsPlan:
             :func:`jaxssm._blocks.stats.data_sums`), computed once; else ``None``.
         schedule: the :class:`~jaxssm._args.schedule.Schedule`.
         paths: the :class:`Paths` of the steady-state schedule the E-step's program holds.
+        diffuse: the diffuse components of ``P0`` (:mod:`jaxssm._schedules.diffuse`): the
+            E-step is then the exact diffuse smoother's; ``()`` for none.
     """
 
     ys: jax.Array
@@ -475,6 +494,7 @@ class StatsPlan:
     sums: dict | None
     schedule: Schedule
     paths: Paths
+    diffuse: tuple[int, ...] = ()
 
 
 def _missing_on_device(ys: jax.Array):
@@ -509,7 +529,11 @@ def _is_traced(tree) -> bool:
 
 
 def prepare_stats(
-    params: LGSSM, ys: jax.Array, inputs: jax.Array | None, schedule: Schedule | str
+    params: LGSSM,
+    ys: jax.Array,
+    inputs: jax.Array | None,
+    schedule: Schedule | str,
+    diffuse: tuple[int, ...] = (),
 ) -> StatsPlan:
     """Plan the E-steps of a loop over ``ys`` on ``schedule`` (on the host, once).
 
@@ -526,6 +550,8 @@ def prepare_stats(
         ys: ``[N, Dy]`` or ``[B, N, Dy]`` (checked).
         inputs: ``[N, Du]`` (``[B, N, Du]``) or ``None`` (checked).
         schedule: the resolved :class:`~jaxssm._args.schedule.Schedule`.
+        diffuse: the diffuse components of ``P0`` (concrete): the E-step is then the exact
+            diffuse smoother's (:mod:`jaxssm._schedules.diffuse`), one path.
 
     Returns:
         A :class:`StatsPlan` for :func:`stats_step`.
@@ -534,6 +560,8 @@ def prepare_stats(
         ValueError: concrete ``ys`` has no observed entry (all NaN).
     """
     schedule = by_name(schedule)
+    if diffuse:
+        return StatsPlan(ys, inputs, None, None, schedule, Paths.GAP_AWARE, tuple(diffuse))
     T = _bound(schedule, params, ys.shape[-2], _settle.DEFAULT_MAX_TRANSIENT)
     if isinstance(ys, jax.core.Tracer):
         return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
@@ -558,6 +586,9 @@ def stats_step(
     the answer only where ``info.fast_path`` is true; elsewhere the loop goes on with
     :func:`with_fallback` of the plan.
     """
+    if plan.diffuse:
+        out_ll = _diffuse.stats_unchecked(params, plan.ys, plan.inputs, plan.diffuse)
+        return out_ll, _full_info(Kind.STATS, plan.ys.shape[-2])
     (out, ll), info = run(
         Kind.STATS,
         params,
