@@ -10,6 +10,8 @@ each test, with their reasons.
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -445,3 +447,26 @@ def test_float32_vague_prior_local_linear_trend_parallel():
     assert sq["negative"] == 0 and sq["nan"] == 0
     assert abs(float(runs["sqrt"].log_likelihood) - float(exact.log_likelihood)) < 1e-3
     assert np.max(sq["var_rel"][2:]) < 1e-2 and np.max(sq["mean_sd"][2:]) < 1e-2
+
+
+def test_covariance_form_reports_a_negative_variance():
+    # The stiff model of test_float32_stiff_integrated_wiener_process, N = 30: the float32
+    # covariance form's smoothed variances cross zero (about -0.3 against a largest of 1.2)
+    # and rts_smoother says so with the remedy; the square-root form and float64 do not warn.
+    A, Q = (np.asarray(x) for x in ssm.priors.iwp(4, 0.005))
+    H = np.zeros((1, 5))
+    H[0, 0] = 1.0
+    fields = (np.zeros(5), np.eye(5), A, Q, H, np.array([[1e-8]]))
+    p64 = ssm.LGSSM(*(jnp.asarray(x, jnp.float64) for x in fields))
+    p32 = ssm.LGSSM(*(jnp.asarray(x, jnp.float32) for x in fields))
+    _, ys = ssm.sample(jax.random.key(0), p64, 30)
+    ys32 = np.asarray(ys, np.float32)
+    with pytest.warns(RuntimeWarning, match=r"rts_smoother: the smoothed covariance lost positive"):
+        cov = ssm.rts_smoother(p32, ys32)
+    var = np.diagonal(np.asarray(cov.covs), axis1=1, axis2=2)
+    assert var.min() < 0  # the report is true
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sq = ssm.rts_smoother(p32, ys32, form="sqrt")
+        ssm.rts_smoother(p64, jnp.asarray(ys32, jnp.float64))
+    assert np.diagonal(np.asarray(sq.covs), axis1=1, axis2=2).min() >= 0

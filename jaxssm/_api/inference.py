@@ -12,7 +12,7 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxssm._args.prologue import prologue
-from jaxssm._args.validation import check_finite_result
+from jaxssm._args.validation import check_finite_result, check_variances
 from jaxssm._base.types import LGSSM, CovFactors, FilterResult, SmootherResult
 from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
@@ -84,6 +84,11 @@ def kalman_filter(
         ``pred_means [N, D]``, ``pred_covs [N, D, D]`` and ``log_likelihood []``; with
         ``factors=True`` the pair ``(FilterResult, CovFactors)``.
 
+    Warns:
+        RuntimeWarning: eagerly, when a returned variance is negative beyond round-off
+            (the covariance form in float32 on stiff models or vague priors; use
+            ``form="sqrt"`` or float64).
+
     Raises:
         ValueError: a bad ``method``, ``steady_state=True`` with a time-varying model, or a
             shape that does not match (the message names the argument and the expected shape);
@@ -111,6 +116,7 @@ def kalman_filter(
         return _sqrt.run_factors(params, ys, inputs, smoothed=False, parallel=schedule.parallel)
     result = _dispatch.filter(params, ys, schedule, inputs=inputs)
     check_finite_result(result.log_likelihood, params, "kalman_filter")
+    check_variances(result.covs, "kalman_filter", "filtered covariance")
     return result
 
 
@@ -145,6 +151,11 @@ def rts_smoother(
         ``gains [N, D, D]`` and ``log_likelihood []``; row 0 is ``p(x_0 | y_1:N)``. With
         ``factors=True`` the pair ``(SmootherResult, CovFactors)``.
 
+    Warns:
+        RuntimeWarning: eagerly, when a returned variance is negative beyond round-off
+            (the covariance form in float32 on stiff models or vague priors; use
+            ``form="sqrt"`` or float64).
+
     Raises:
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
 
@@ -163,6 +174,7 @@ def rts_smoother(
         return _sqrt.run_factors(params, ys, inputs, smoothed=True, parallel=schedule.parallel)
     result = _dispatch.smooth(params, ys, schedule, inputs=inputs)
     check_finite_result(result.log_likelihood, params, "rts_smoother")
+    check_variances(result.covs, "rts_smoother", "smoothed covariance")
     return result
 
 

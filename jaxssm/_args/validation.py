@@ -15,6 +15,7 @@ under transformations they are opt-in (:func:`check_values`, with ``checkify``):
 from __future__ import annotations
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -498,6 +499,39 @@ def unobserved_unstable_modes(params: LGSSM) -> list[complex]:
         if abs(lam) > 1 and np.linalg.norm(h @ v) <= tol * np.linalg.norm(v):
             found.append(complex(lam))
     return found
+
+
+def check_variances(covs, where: str, what: str):
+    """Warn when concrete covariances ``[..., n, n]`` hold a clearly negative variance.
+
+    The covariance form subtracts to update, so in float32 (stiff models, vague priors) a
+    returned covariance can leave the positive semi-definite cone although the model is
+    valid; the square-root form cannot. A variance below ``-tol * max_k |variance|`` (``tol``
+    of :func:`psd_tolerance`: round-off is not reported) is reported with its step and the
+    remedies. Skipped for traced values. Only the diagonal is checked (one reduction on the
+    device and a scalar to the host): a covariance that loses definiteness off the diagonal
+    alone is not caught.
+
+    Warns:
+        RuntimeWarning: a negative variance beyond round-off.
+    """
+    if not _is_concrete(covs):
+        return
+    var = jnp.diagonal(covs, axis1=-2, axis2=-1)
+    lowest, scale = (float(x) for x in (jnp.min(var), jnp.max(jnp.abs(var))))
+    tol = psd_tolerance(np.dtype(var.dtype), var.shape[-1])
+    if not lowest < -tol * scale:
+        return
+    index = np.unravel_index(int(jnp.argmin(var)), var.shape)
+    warnings.warn(
+        f"{where}: the {what} lost positive semi-definiteness: a variance of {lowest:.3g} at "
+        f"index {tuple(int(i) for i in index)} (largest variance {scale:.3g}, "
+        f"{np.dtype(var.dtype)}); the covariance form's update subtracts and rounding can cross "
+        "zero on stiff models or vague priors. Use form='sqrt' (Cholesky factors, "
+        "semi-definite by construction) or float64",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def check_finite_result(value, params: LGSSM, where: str):
