@@ -100,6 +100,20 @@ PAGES: dict[str, tuple[str, str, str]] = {
         "EM on the first 3,000 steps of the test split with and without the joint torques as "
         "inputs, and the one-step-ahead RMSE on those steps and the 1,448 after them.",
     ),
+    "time_to_max_standin": (
+        "Time to the maximum likelihood: the 44,484-step stand-in",
+        "python benchmarks/time_to_max.py --standin --starts initialize --accel-iters 1000 "
+        "--mle-iters 20 --reference-grads 0",
+        "The same comparison on the 44,484-step stand-in from `initialize` (where `fit` does "
+        "not yet reach the maximum: see the notes in `results/time_to_max_standin.md`).",
+    ),
+    "standard_errors": (
+        "Standard errors: the two routes of the observed information",
+        "python benchmarks/standard_errors.py --steps 1000 --update A --runs 2",
+        "The observed information of `standard_errors` by forward differentiation of the "
+        "Fisher-identity score and by `jax.hessian` of the filter, side by side, at SARCOS "
+        "dimensions (D = 21) on the first 1,000 steps of the test split.",
+    ),
     "sqrt_form": (
         "The square-root form",
         "python benchmarks/sqrt_form.py --runs 5 --parallel-cost 2000 --out benchmarks/results",
