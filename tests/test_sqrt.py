@@ -178,21 +178,23 @@ def test_sqrt_singular_predicted_covariances(method):
 
 @pytest.mark.parametrize("method", ["sequential", PARALLEL])
 def test_sqrt_steady_state_runs_the_full_square_root_recursion(method):
-    """``steady_state=True`` (and ``None``) with ``form="sqrt"``: the full square-root
-    recursion of the method, and its ScheduleInfo says so (no transient bound)."""
+    """``steady_state=None`` with ``form="sqrt"``: the full square-root recursion of the
+    method, and its ScheduleInfo says so (no transient bound); ``steady_state=True`` is an
+    error, not silently ignored."""
     rng = np.random.default_rng(5)
     m = ref.random_model(rng, 2, 1)
     _, ys = ref.simulate(rng, m, 40)
     params = ssm.LGSSM(*(jnp.asarray(x) for x in m))
     ys = jnp.asarray(ys)
     seq = ssm.rts_smoother(params, ys, steady_state=False)
-    for steady in (True, None):
-        out, info = dispatch.run("smooth", params, ys, resolve(method, steady, "sqrt"))
-        assert int(info.num_transient) == 0 and not bool(info.fast_path)
-        for a, b in zip(out, seq, strict=True):
-            assert_close(a, b, RTOL)
-    ll = ssm.log_likelihood(params, ys, steady_state=True, form="sqrt", method=method)
+    out, info = dispatch.run("smooth", params, ys, resolve(method, None, "sqrt"))
+    assert int(info.num_transient) == 0 and not bool(info.fast_path)
+    for a, b in zip(out, seq, strict=True):
+        assert_close(a, b, RTOL)
+    ll = ssm.log_likelihood(params, ys, form="sqrt", method=method)
     assert_close(ll, seq.log_likelihood, RTOL)
+    with pytest.raises(ValueError, match="steady_state=True: form='sqrt' has no steady-state"):
+        ssm.log_likelihood(params, ys, steady_state=True, form="sqrt", method=method)
 
 
 @pytest.mark.slow
