@@ -7,7 +7,7 @@ Standalone (needs only jaxssm and its dependencies)::
     python benchmarks/data_sums.py --out DIR       # default benchmarks/results/local/
 
 On fully observed data an eager ``fit_em`` plans its E-steps with the data-only sums
-(``jaxssm._schedules.dispatch.prepare_stats``): ``D = (1/N) sum y y^T`` (and, with inputs,
+(``jaxssm._schedules.plan.prepare_stats``): ``D = (1/N) sum y y^T`` (and, with inputs,
 ``U``, ``YU``) is computed once, before the loop, in place of the E-step's own. This script
 compiles that program and the same program without the sums in the plan (the statistic
 recomputed by every E-step, as before)
@@ -48,14 +48,14 @@ def measure(args) -> dict:
 
     import jaxssm as ssm
     from jaxssm._learn import em as _em
-    from jaxssm._schedules import dispatch as _dispatch
+    from jaxssm._schedules import plan as _plan
 
     data = ssm.datasets.sarcos_stand_in(args.num_steps + 1)
     start, ys = ssm.datasets.exercise_setup(jnp.asarray(data.inputs), jax.random.PRNGKey(0))
     ys = jax.block_until_ready(jnp.asarray(ys))
     options = dict(tol=None, decrease_rtol=_em.default_decrease_rtol(ys.dtype), callback=None)
     # The fast path alone, with the data sums of the plan (observed) or without them.
-    plan = _dispatch.prepare_stats(start, ys, None, "auto")
+    plan = _plan.prepare_stats(start, ys, None, "auto")
     plans = {True: plan, False: dataclasses.replace(plan, sums=None)}
     progs = {}
     for label, update in UPDATES.items():

@@ -66,7 +66,7 @@ import workloads  # noqa: E402
 import jaxssm as ssm  # noqa: E402
 from jaxssm._base import compile as _compile  # noqa: E402
 from jaxssm._learn import em as _em  # noqa: E402
-from jaxssm._schedules import dispatch as _dispatch  # noqa: E402
+from jaxssm._schedules import plan as _plan  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -155,12 +155,12 @@ def in_process(args) -> dict:
         fits[k] = fn.lower(start, ys).compile()
         compile_s[k] = time.perf_counter() - t
     # The program an eager fit_em compiles on fully observed data: the fast path alone
-    # (the plan of jaxssm._schedules.dispatch.prepare_stats: Paths.FAST and the data-only
+    # (the plan of jaxssm._schedules.plan.prepare_stats: Paths.FAST and the data-only
     # sums); its temp reservation, and its iteration timed below through the public eager
     # call (the cache holds it after the first call).
     eager = _em._fit_jit.lower(
         start,
-        _dispatch.prepare_stats(start, ys, None, "auto"),
+        _plan.prepare_stats(start, ys, None, "auto"),
         None,
         num_iters=args.k2,
         update=("A", "Q"),

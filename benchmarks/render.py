@@ -118,8 +118,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
         "The square-root form",
         "python benchmarks/sqrt_form.py --runs 5 --parallel-cost 2000 --out benchmarks/results",
         '`form="sqrt"` against `form="cov"`: float32 accuracy on a stiff model and on vague '
-        "priors (against float64 on the same data), sequential and parallel, and the cost of "
-        "the filter + smoother at SARCOS size in float64 and float32.",
+        "priors (against float64 on the same data), sequential, parallel and steady-state "
+        "(`steady_state=True`), and the cost of the filter + smoother at SARCOS size in "
+        "float64 and float32, full recursions and steady-state fast paths.",
     ),
     "compare_trees": (
         "One EM iteration in two source trees",

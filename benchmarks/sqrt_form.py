@@ -19,15 +19,18 @@ from the model with ``P0 = I`` in float64 and rounded to float32 for both runs):
   a local linear trend (Q = diag(0.1, 0.01), R = 1) with ``P0 = 1e7 I``, N = 100.
 
 For each, the smoother in float32 with ``form="cov"`` and ``form="sqrt"`` on the sequential
-and the parallel schedule: negative smoothed
+and the parallel schedule and with ``steady_state=True`` (the schedule column says whether
+the fast path applied or the fallback ran): negative smoothed
 variances, NaNs, the log-likelihood's error (relative and in nats), the largest relative
 error of a smoothed variance and the largest error of a smoothed mean in units of the exact
 posterior standard deviation.
 
 **Cost**: filter + RTS smoother at SARCOS size (D = Dy = 21, N = 44,484, simulated from a
 random dense stable model), float64 and float32: ``form="sqrt"`` against ``form="cov"`` on
-the full sequential recursion (``steady_state=False``, the like-for-like comparison) and the
-covariance form's default (the steady-state fast path), median of ``--runs`` calls after
+the full sequential recursion (``steady_state=False``, the like-for-like comparison), the
+covariance form's default (the steady-state fast path) and the square-root form's
+steady-state fast path (``steady_state=True``; ``fast_path`` in the JSON says it applied),
+median of ``--runs`` calls after
 compilation, interleaved round by round (the ratio: the median of per-round ratios); with
 ``--parallel-cost N`` also both forms on the parallel schedule at that
 ``N`` (on CPU the square-root elements' QR is a loop: slow, and not what the parallel
@@ -51,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workloads import machine_info, random_dense_model, simulate  # noqa: E402
 
 import jaxssm as ssm  # noqa: E402
+from jaxssm._args.schedule import resolve  # noqa: E402
+from jaxssm._schedules import dispatch  # noqa: E402
 
 
 def _case_models():
@@ -113,10 +118,20 @@ def accuracy(name: str, fields: dict, P0: np.ndarray, N: int) -> list[dict]:
         ("sqrt", "sequential"),
         ("cov", "parallel"),
         ("sqrt", "parallel"),
+        ("cov", "steady"),
+        ("sqrt", "steady"),
     )
     for form, method in forms:
-        steady = False if method == "sequential" else None
         row = dict(case=name, N=N, form=form, method=method)
+        if method == "steady":  # steady_state=True, through the dispatcher for its info
+            schedule = resolve("sequential", True, form)
+            run, info = dispatch.run(dispatch.Kind.SMOOTH, p32, jnp.asarray(ys32), schedule)
+            row |= _errors(run, exact) | dict(fast_path=bool(info.fast_path))
+            row["method"] = "steady (fast path)" if row["fast_path"] else "steady (fallback)"
+            print(json.dumps(row), file=sys.stderr)
+            rows.append(row)
+            continue
+        steady = False if method == "sequential" else None
         try:
             run = ssm.rts_smoother(p32, ys32, method=method, steady_state=steady, form=form)
             row |= _errors(run, exact)
@@ -135,6 +150,7 @@ def cost(N: int, runs: int, parallel: bool = False) -> list[dict]:
         ("cov, full recursion", "cov", False, "sequential"),
         ("sqrt (full recursion)", "sqrt", False, "sequential"),
         ("cov, default (steady-state fast path)", "cov", None, "sequential"),
+        ("sqrt, steady_state=True (steady-state fast path)", "sqrt", True, "sequential"),
     )
     if parallel:
         cases = (
@@ -144,7 +160,7 @@ def cost(N: int, runs: int, parallel: bool = False) -> list[dict]:
     for dtype in (jnp.float64, jnp.float32):
         params = ssm.LGSSM(*(jnp.asarray(x, dtype) for x in model))
         y = jnp.asarray(ys, dtype)
-        compiled, compile_s = {}, {}
+        compiled, compile_s, fast_path = {}, {}, {}
         for label, form, steady, method in cases:
 
             def smoother(p, yy, f=form, s=steady, m=method):
@@ -153,6 +169,10 @@ def cost(N: int, runs: int, parallel: bool = False) -> list[dict]:
             t0 = time.perf_counter()
             compiled[label] = jax.jit(smoother).lower(params, y).compile()
             compile_s[label] = time.perf_counter() - t0
+            if steady is not False:  # whether the steady-state fast path applies here
+                sched = resolve(method, steady, form)
+                info = dispatch.run(dispatch.Kind.SMOOTH, params, y, sched)[1]
+                fast_path[label] = bool(info.fast_path)
             jax.block_until_ready(compiled[label](params, y))  # warm-up
         # Interleaved rounds (one call of each case per round): on a shared machine the load
         # drifts, and a ratio of calls made side by side is steadier than one of medians
@@ -164,6 +184,7 @@ def cost(N: int, runs: int, parallel: bool = False) -> list[dict]:
                 jax.block_until_ready(fn(params, y))
                 times[label].append(time.perf_counter() - t0)
         base = times[cases[0][0]]
+        steady_base = times.get("cov, default (steady-state fast path)")
         for label, _, _, method in cases:
             row = dict(
                 method=method,
@@ -177,6 +198,12 @@ def cost(N: int, runs: int, parallel: bool = False) -> list[dict]:
                     [t / b for t, b in zip(times[label], base, strict=True)]
                 ),
             )
+            if label in fast_path:
+                row["fast_path"] = fast_path[label]
+            if steady_base is not None:
+                row["ratio_to_cov_steady"] = statistics.median(
+                    [t / b for t, b in zip(times[label], steady_base, strict=True)]
+                )
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     return rows
@@ -243,13 +270,15 @@ def main(argv=None) -> int:
         f"Median of {args.runs} calls after compilation and a warm-up (seconds), the cases "
         "interleaved call by call; the ratio is the median of the per-round ratios.",
         "",
-        "| schedule | N | dtype | case | median (s) | ratio to cov, full recursion | compile (s) |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: |",
+        "| schedule | N | dtype | case | median (s) | ratio to cov, full recursion | ratio to "
+        "cov, steady-state fast path | compile (s) |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in costs:
         lines.append(
             f"| {r['method']} | {r['N']:,} | {r['dtype']} | {r['case']} | {r['median_s']:.3f} | "
-            f"{r['ratio_to_cov_full']:.2f} | {r['compile_s']:.1f} |"
+            f"{r['ratio_to_cov_full']:.2f} | {_fmt(r.get('ratio_to_cov_steady'), '.2f')} | "
+            f"{r['compile_s']:.1f} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

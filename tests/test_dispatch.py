@@ -1,4 +1,5 @@
-"""The schedule rules (_schedules.dispatch): argument checks, the short-series rule, the wiring.
+"""The schedule rules (_schedules.dispatch, _schedules.plan): argument checks, the
+short-series rule, the wiring.
 
 No numerical tolerance here: the checks are exact.
 
@@ -32,6 +33,7 @@ from reference import random_model, simulate
 import jaxssm as ssm
 from jaxssm._args import schedule as _schedule
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import plan as _plan
 from jaxssm._schedules import settle as _settle
 
 VALID = [
@@ -360,24 +362,24 @@ def test_prepare_stats_picks_the_paths_from_the_data(fast_problem):
     params, ys = fast_problem
     P = _dispatch.Paths
     steady = _schedule.resolve("sequential", True)
-    plan = _dispatch.prepare_stats(params, ys, None, steady)
+    plan = _plan.prepare_stats(params, ys, None, steady)
     assert plan.paths is P.FAST and plan.fast is None and set(plan.sums) == {"D"}
     gappy = ys.at[4, 1].set(jnp.nan)
-    plan_gap = _dispatch.prepare_stats(params, gappy, None, steady)
+    plan_gap = _plan.prepare_stats(params, gappy, None, steady)
     assert plan_gap.paths is P.GAP_AWARE and plan_gap.sums is None
     # No fast path on this schedule: the data sums all the same, the paths moot.
-    plan_full = _dispatch.prepare_stats(params, ys, None, _schedule.resolve("sequential", False))
+    plan_full = _plan.prepare_stats(params, ys, None, _schedule.resolve("sequential", False))
     assert plan_full.paths is P.BOTH and plan_full.fast is None and plan_full.sums is not None
     seen = []
-    jax.jit(lambda p, y: seen.append(_dispatch.prepare_stats(p, y, None, steady)))(params, ys)
+    jax.jit(lambda p, y: seen.append(_plan.prepare_stats(p, y, None, steady)))(params, ys)
     assert seen[0].paths is P.BOTH and seen[0].sums is None and seen[0].fast is not None
     with pytest.raises(ValueError, match="no observed entry"):
-        _dispatch.prepare_stats(params, jnp.full_like(ys, jnp.nan), None, steady)
+        _plan.prepare_stats(params, jnp.full_like(ys, jnp.nan), None, steady)
     # stats_step equals stats, on every plan; the resumed plan holds both paths.
-    both = _dispatch.with_fallback(plan)
+    both = _plan.with_fallback(plan)
     assert both.paths is P.BOTH and both.sums is plan.sums and both.fast is not None
     for p, data in ((plan, ys), (plan_gap, gappy), (plan_full, ys), (both, ys)):
-        (st, ll), info = _dispatch.stats_step(p, params)
+        (st, ll), info = _plan.stats_step(p, params)
         ref, ref_ll = _dispatch.stats(params, data, p.schedule)
         assert bool(info.fast_path) == (p.paths is not P.GAP_AWARE and p is not plan_full)
         assert_close(ll, ref_ll, 1e-12)

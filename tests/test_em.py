@@ -32,6 +32,7 @@ from reference import Model, random_model, simulate, unobserved_unit_root
 import jaxssm as ssm
 from jaxssm._learn import em as _em
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import plan as _plan
 from jaxssm._schedules import settle
 
 
@@ -438,7 +439,7 @@ def test_fit_em_resumes_with_the_fallback_where_the_fast_path_stops(monkeypatch,
     assert np.all(np.diff(lls) > 0)
     threshold = 0.5 * (lls[2] + lls[3])
 
-    real_step = _dispatch.stats_step
+    real_step = _plan.stats_step
 
     def stats_step(plan, params):
         (s, ll), info = real_step(plan, params)
@@ -447,7 +448,7 @@ def test_fit_em_resumes_with_the_fallback_where_the_fast_path_stops(monkeypatch,
         # "not covered" from iteration 3 on
         return (s, ll), info._replace(fast_path=info.fast_path & (ll < threshold))
 
-    monkeypatch.setattr(_dispatch, "stats_step", stats_step)
+    monkeypatch.setattr(_plan, "stats_step", stats_step)
     calls = _spy_fit(monkeypatch)
     seen = []
     a, ia = ssm.fit_em(p, ys, callback=lambda i, ll: seen.append(int(i)), **kwargs)

@@ -20,9 +20,11 @@ import reference as ref
 from helpers import assert_close
 
 import jaxssm as ssm
+from jaxssm._args.results import check_variances
 from jaxssm._args.schedule import resolve
+from jaxssm._base import model
 from jaxssm._base.tria import tria
-from jaxssm._schedules import dispatch
+from jaxssm._schedules import dispatch, sqrt_steady
 
 RTOL = 1e-10
 
@@ -177,10 +179,9 @@ def test_sqrt_singular_predicted_covariances(method):
 
 
 @pytest.mark.parametrize("method", ["sequential", PARALLEL])
-def test_sqrt_steady_state_runs_the_full_square_root_recursion(method):
+def test_sqrt_steady_state_none_runs_the_full_square_root_recursion(method):
     """``steady_state=None`` with ``form="sqrt"``: the full square-root recursion of the
-    method, and its ScheduleInfo says so (no transient bound); ``steady_state=True`` is an
-    error, not silently ignored."""
+    method whatever ``N``, and its ScheduleInfo says so (no transient bound)."""
     rng = np.random.default_rng(5)
     m = ref.random_model(rng, 2, 1)
     _, ys = ref.simulate(rng, m, 40)
@@ -193,8 +194,8 @@ def test_sqrt_steady_state_runs_the_full_square_root_recursion(method):
         assert_close(a, b, RTOL)
     ll = ssm.log_likelihood(params, ys, form="sqrt", method=method)
     assert_close(ll, seq.log_likelihood, RTOL)
-    with pytest.raises(ValueError, match="steady_state=True: form='sqrt' has no steady-state"):
-        ssm.log_likelihood(params, ys, steady_state=True, form="sqrt", method=method)
+    long = dispatch.steady_bound(resolve(method, None, "sqrt"), params, dispatch.MIN_STEADY_STEPS)
+    assert long == 0
 
 
 @pytest.mark.slow
@@ -309,6 +310,182 @@ def test_grad_log_likelihood_sqrt_equals_cov(method):
         singular = params._replace(Q=F @ F.T)
         for a, b in zip(grad("sqrt", singular), grad("cov", singular), strict=True):
             assert_close(a, b, 1e-9)
+
+
+# --- the steady-state schedule on factors (steady_state=True) --------------------------------
+
+
+def _steady_model(missing: bool = False):
+    """D = 3, Dy = 2, N = 300 (bound T = 100: the three regions of the steady-state schedule
+    exist, and the transients settle in about 30 steps): a singular ``Q`` (rank 2), inputs
+    through ``B`` and ``D``, offsets ``b`` and ``d``; optionally one missing entry."""
+    rng = np.random.default_rng(12)
+    N = 300
+    m = ref.random_model(rng, 3, 2)
+    U, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    Q = (U * np.array([0.5, 0.3, 0.0])) @ U.T
+    _, ys = ref.simulate(rng, m, N)
+    if missing:
+        ys[150, 1] = np.nan
+    fields = dict(
+        m._asdict(),
+        Q=Q,
+        B=rng.standard_normal((3, 2)),
+        b=rng.standard_normal(3),
+        D=rng.standard_normal((2, 2)),
+        d=rng.standard_normal(2),
+    )
+    params = ssm.LGSSM(**{k: jnp.asarray(v) for k, v in fields.items()})
+    return params, jnp.asarray(ys), jnp.asarray(rng.standard_normal((N, 2)))
+
+
+STEADY_SQRT = resolve("sequential", True, "sqrt")
+
+
+def _assert_all_close(a, b, rtol=RTOL):
+    for x, y in zip(a, b, strict=True):
+        assert_close(x, y, rtol)
+
+
+def test_sqrt_steady_state_smoother_equals_full_recursion():
+    """``steady_state=True, form="sqrt"`` runs the fast path (the covariance side on
+    factors; ScheduleInfo says so) and its smoother equals the covariance form's full
+    recursion to rtol 1e-10 (measured 3e-13: the fast path takes the covariances as settled
+    once a round changed by at most ``1e4 eps`` on the correlation scale), with inputs,
+    offsets and a rank-2 ``Q``. The slow tests below add the E-step, the filter, the
+    log-likelihood, the factors, the parallel schedule and gradients."""
+    params, ys, u = _steady_model()
+    s, info = dispatch.run(dispatch.Kind.SMOOTH, params, ys, STEADY_SQRT, inputs=u)
+    assert bool(info.fast_path) and int(info.num_transient) == 100
+    assert 0 < int(info.filter_transient) < 100 and 0 < int(info.smoother_transient) < 100
+    _assert_all_close(s, ssm.rts_smoother(params, ys, inputs=u, steady_state=False))
+
+
+@pytest.mark.slow
+def test_sqrt_steady_state_smoother_and_e_step_equal_cov_steady_and_full():
+    """The smoother and the E-step statistics of the square-root fast path against the
+    covariance form's fast path and its full recursion, rtol 1e-10."""
+    params, ys, u = _steady_model()
+    s = ssm.rts_smoother(params, ys, inputs=u, steady_state=True, form="sqrt")
+    _assert_all_close(s, ssm.rts_smoother(params, ys, inputs=u, steady_state=True))
+    stats, ll = ssm.e_step(params, ys, inputs=u, steady_state=True, form="sqrt")
+    assert_close(ll, s.log_likelihood, RTOL)
+    for steady in (True, False):
+        stats_c, ll_c = ssm.e_step(params, ys, inputs=u, steady_state=steady)
+        assert_close(ll, ll_c, RTOL)
+        _assert_all_close(stats, stats_c)
+
+
+def test_sqrt_steady_state_missing_entry_falls_back_to_the_full_sqrt_recursion():
+    """A missing entry rules the fast path out (ScheduleInfo: ``fast_path`` false, the bound
+    still 100); the fallback is the full square-root recursion, equal to it and to the
+    covariance form's full recursion to rtol 1e-10."""
+    params, ys, u = _steady_model(missing=True)
+    s, info = dispatch.run(dispatch.Kind.SMOOTH, params, ys, STEADY_SQRT, inputs=u)
+    assert not bool(info.fast_path) and int(info.num_transient) == 100
+    full = resolve("sequential", False, "sqrt")
+    _assert_all_close(s, dispatch.run(dispatch.Kind.SMOOTH, params, ys, full, inputs=u)[0])
+    _assert_all_close(s, ssm.rts_smoother(params, ys, inputs=u, steady_state=False))
+
+
+@pytest.mark.slow
+def test_sqrt_steady_state_filter_likelihood_and_factors():
+    """The filter, the log-likelihood and ``factors=True`` on the fast path: equal to the
+    covariance form's fast path and full recursion and to the full square-root recursion's
+    factors (unique here: the covariances are positive definite) to rtol 1e-10; the factors
+    are lower triangular with a nonnegative diagonal and rebuild the covariances."""
+    params, ys, u = _steady_model()
+    f = ssm.kalman_filter(params, ys, inputs=u, steady_state=True, form="sqrt")
+    _assert_all_close(f, ssm.kalman_filter(params, ys, inputs=u, steady_state=True))
+    _assert_all_close(f, ssm.kalman_filter(params, ys, inputs=u, steady_state=False))
+    ll = ssm.log_likelihood(params, ys, inputs=u, steady_state=True, form="sqrt")
+    assert_close(ll, f.log_likelihood, RTOL)
+    # The fast path's own factors, assembled outside the lax.cond that picks them (whose
+    # fallback would give the same values).
+    core, y_s, _ = model.reduce(params, ys, u)
+    N = ys.shape[0]
+
+    @jax.jit
+    def fast(core):
+        fs, ff = sqrt_steady.filter_side(core, 100)
+        side, sf = sqrt_steady.smoother_side(core, 100)
+        return sqrt_steady.filter_factors(fs, ff, N), sqrt_steady.smoother_factors(side, sf, N)
+
+    for smoother, own in zip((ssm.kalman_filter, ssm.rts_smoother), fast(core), strict=True):
+        kw = dict(inputs=u, form="sqrt", factors=True)
+        res, fac = smoother(params, ys, steady_state=True, **kw)
+        res_full, fac_full = smoother(params, ys, steady_state=False, **kw)
+        _assert_all_close(res, res_full)
+        _assert_all_close(fac, fac_full)
+        _assert_all_close(own, fac_full)
+        for L, P in ((fac.covs, res.covs), (fac.pred_covs, getattr(res, "pred_covs", None))):
+            if L is None:
+                continue
+            L = np.asarray(L)
+            assert np.all(np.triu(L, 1) == 0) and np.all(np.diagonal(L, axis1=1, axis2=2) >= 0)
+            assert_close(L @ np.swapaxes(L, 1, 2), P, 1e-14)
+    # a missing entry: the factors of the full square-root recursion
+    params_m, ys_m, u_m = _steady_model(missing=True)
+    res, fac = ssm.rts_smoother(
+        params_m, ys_m, inputs=u_m, steady_state=True, form="sqrt", factors=True
+    )
+    _assert_all_close(
+        fac, ssm.rts_smoother(params_m, ys_m, inputs=u_m, form="sqrt", factors=True)[1]
+    )
+    varying = params._replace(A=jnp.stack([params.A] * ys.shape[0]))
+    with pytest.raises(ValueError, match="steady_state=True needs a time-invariant model"):
+        ssm.kalman_filter(varying, ys, inputs=u, steady_state=True, form="sqrt", factors=True)
+
+
+@pytest.mark.slow
+def test_sqrt_steady_state_parallel_equals_cov():
+    """``method="parallel", steady_state=True, form="sqrt"``: the fast path with log-depth
+    mean recursions, and the full square-root associative scan as its fallback, against the
+    covariance form's full recursion at rtol 1e-10."""
+    params, ys, u = _steady_model()
+    sched = resolve("parallel", True, "sqrt")
+    s, info = dispatch.run(dispatch.Kind.SMOOTH, params, ys, sched, inputs=u)
+    assert bool(info.fast_path)
+    _assert_all_close(s, ssm.rts_smoother(params, ys, inputs=u, steady_state=False))
+    params_m, ys_m, u_m = _steady_model(missing=True)
+    s, info = dispatch.run(dispatch.Kind.SMOOTH, params_m, ys_m, sched, inputs=u_m)
+    assert not bool(info.fast_path)
+    _assert_all_close(s, ssm.rts_smoother(params_m, ys_m, inputs=u_m, steady_state=False))
+
+
+@pytest.mark.slow
+def test_sqrt_steady_state_grad_and_fit_em_equal_cov():
+    """float64 gradients of the fast path's log-likelihood in the two forms agree to 1e-8
+    relative (every field, inputs and offsets, an SPD ``Q`` and the rank-2 ``Q`` moved
+    through ``Q = F F^T``); four EM iterations on the fast path agree with the covariance
+    form to 1e-9 (the statistics agree to round-off; the M-step's solves amplify it a
+    little)."""
+    params, ys, u = _steady_model()
+    rng = np.random.default_rng(13)
+    spd = params._replace(Q=jnp.asarray(ref.random_spd(rng, 3, 0.5)))
+
+    def grad(form, p):
+        def f(p):
+            return ssm.log_likelihood(p, ys, inputs=u, form=form, steady_state=True)
+
+        return jax.grad(f)(p)
+
+    _assert_all_close(grad("sqrt", spd), grad("cov", spd), 1e-8)
+    F = jnp.asarray(rng.standard_normal((3, 2)))
+
+    def grad_factor(form):
+        def f(F):
+            p = params._replace(Q=F @ F.T)
+            return ssm.log_likelihood(p, ys, inputs=u, form=form, steady_state=True)
+
+        return jax.grad(f)(F)
+
+    assert_close(grad_factor("sqrt"), grad_factor("cov"), 1e-8)
+    kw = dict(inputs=u, num_iters=4, update=("A", "Q", "R"), steady_state=True)
+    p_s, info_s = ssm.fit_em(spd, ys, form="sqrt", **kw)
+    p_c, info_c = ssm.fit_em(spd, ys, **kw)
+    assert_close(info_s.log_likelihoods, info_c.log_likelihoods, 1e-9)
+    _assert_all_close(p_s, p_c, 1e-9)
 
 
 # --- float32: where the covariance form goes wrong -------------------------------------------
@@ -472,3 +649,67 @@ def test_covariance_form_reports_a_negative_variance():
         sq = ssm.rts_smoother(p32, ys32, form="sqrt")
         ssm.rts_smoother(p64, jnp.asarray(ys32, jnp.float64))
     assert np.diagonal(np.asarray(sq.covs), axis1=1, axis2=2).min() >= 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_check_variances_reports_an_indefinite_covariance_with_nonnegative_variances(dtype):
+    # [[1, 2], [2, 1]] has variances 1 and eigenvalues 3 and -1 (exact): the diagonal check
+    # alone misses it; the eigenvalue check names its step and the eigenvalue -1.
+    covs = np.tile(np.eye(2), (5, 1, 1))
+    covs[3] = [[1.0, 2.0], [2.0, 1.0]]
+    with pytest.warns(RuntimeWarning, match=r"smoothed covariance lost positive") as seen:
+        check_variances(jnp.asarray(covs, dtype), "rts_smoother", "smoothed covariance")
+    (message,) = [str(w.message) for w in seen]
+    assert "at index (3,) is -1 " in message and "form='sqrt'" in message
+    # A long series: the step is in the checked subsample (its start transient).
+    long = np.tile(np.eye(2), (5000, 1, 1))
+    long[7] = covs[3]
+    with pytest.warns(RuntimeWarning, match=r"at index \(7,\) is -1 "):
+        check_variances(jnp.asarray(long, dtype), "kalman_filter", "filtered covariance")
+
+
+def test_check_variances_is_quiet_on_semidefinite_covariances():
+    # Singular v v^T (its smallest eigenvalue at round-off, either sign), an identity and
+    # zeros: semi-definite, no warning, in float64 and float32.
+    v = np.random.default_rng(3).standard_normal((40, 3, 1))
+    covs = np.concatenate([v @ np.swapaxes(v, 1, 2), np.eye(3)[None], np.zeros((1, 3, 3))])
+    assert np.linalg.eigvalsh(covs)[:40, 0].min() < 0  # round-off below zero: a real test
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dtype in (jnp.float64, jnp.float32):
+            check_variances(jnp.asarray(covs, dtype), "rts_smoother", "smoothed covariance")
+
+
+@pytest.mark.slow
+def test_float32_stiff_steady_state():
+    """The stiff model on the steady-state schedule, float32, N = 800 (bound T = 256: the
+    float32 transients settle in about 200 steps, at ``1e4 eps32`` on the correlation scale).
+    The square-root fast path runs and returns no negative variance and no NaN, the
+    log-likelihood within ``N eps32 = 4.8e-5`` relative (the float32 sum of N terms;
+    measured 3e-6). Its variances are within 3e-2 relative of float64 (measured 1.2e-2,
+    against 9e-4 for the full square-root recursion) and its means within 3 posterior sd
+    (measured 1.2, full recursion 0.54): the fast path takes the covariances as settled at
+    a change of ``1e4 eps32 = 1.2e-3`` per step, while float64's are still moving (its
+    transient is about 780 steps), so the steps in between carry the rest of the transient.
+    The covariance form's fast path returns negative variances and means 29 sd off."""
+    A, Q = (np.asarray(x) for x in ssm.priors.iwp(4, 0.005))
+    H = np.zeros((1, 5))
+    H[0, 0] = 1.0
+    fields = (np.zeros(5), np.eye(5), A, Q, H, np.array([[1e-8]]))
+    p64 = ssm.LGSSM(*(jnp.asarray(x) for x in fields))
+    p32 = ssm.LGSSM(*(jnp.asarray(x, jnp.float32) for x in fields))
+    N = 800
+    _, ys = ssm.sample(jax.random.key(0), p64, N)
+    ys32 = jnp.asarray(np.asarray(ys).astype(np.float32))
+    exact = ssm.rts_smoother(p64, jnp.asarray(ys32, jnp.float64), steady_state=False)
+    run, info = dispatch.run(dispatch.Kind.SMOOTH, p32, ys32, STEADY_SQRT)
+    assert bool(info.fast_path) and int(info.num_transient) == 256
+    sq = _errors(run, exact)
+    assert sq["negative"] == 0 and sq["nan"] == 0
+    assert sq["ll_rel"] < N * float(np.finfo(np.float32).eps)
+    assert np.max(sq["var_rel"]) < 3e-2
+    assert np.max(sq["mean_sd"]) < 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # its negative variances are reported
+        cov = _errors(ssm.rts_smoother(p32, ys32, steady_state=True), exact)
+    assert cov["negative"] > 0 and np.max(cov["mean_sd"]) > 5.0

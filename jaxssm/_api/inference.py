@@ -12,11 +12,10 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxssm._args.prologue import prologue
-from jaxssm._args.validation import check_finite_result, check_variances
+from jaxssm._args.results import check_finite_result, check_variances
 from jaxssm._base.types import LGSSM, CovFactors, FilterResult, SmootherResult
 from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
-from jaxssm._schedules import sqrt as _sqrt
 
 __all__ = ["kalman_filter", "rts_smoother", "rts_smoother_from_filter", "log_likelihood"]
 
@@ -72,9 +71,11 @@ def kalman_filter(
             construction, which keeps float32 and vague priors right where ``"cov"`` goes
             wrong (docs/numerics.md, "When to use form='sqrt'"). The same results to
             round-off in float64. Sequential and parallel (square-root associative
-            elements) schedules; no steady-state path: with ``steady_state`` ``None`` or
-            ``True`` it runs the full square-root recursion of ``method``, and no
-            time-sharded one.
+            elements) schedules; ``steady_state=True`` runs the steady-state schedule with
+            its covariance side on factors (the full square-root recursion where a missing
+            entry or an unsettled transient rules the fast path out: there is no
+            square-root gap-aware recursion), ``None`` the full square-root recursion of
+            ``method`` whatever ``N``; no time-sharded schedule.
         factors: with ``form="sqrt"``, also return the factors
             (:class:`~jaxssm.CovFactors`: ``covs [N+1, D, D]`` and ``pred_covs [N, D, D]``,
             ``P = L L^T``). An error with ``form="cov"``.
@@ -113,7 +114,7 @@ def kalman_filter(
         _wants_factors(factors, form)
         return _diffuse.filter(params, ys, inputs, index)
     if _wants_factors(factors, form):
-        return _sqrt.run_factors(params, ys, inputs, smoothed=False, parallel=schedule.parallel)
+        return _dispatch.run_factors(params, ys, schedule, smoothed=False, inputs=inputs)
     result = _dispatch.filter(params, ys, schedule, inputs=inputs)
     check_finite_result(result.log_likelihood, params, "kalman_filter")
     check_variances(result.covs, "kalman_filter", "filtered covariance")
@@ -171,7 +172,7 @@ def rts_smoother(
         _wants_factors(factors, form)
         return _diffuse.smooth(params, ys, inputs, index)
     if _wants_factors(factors, form):
-        return _sqrt.run_factors(params, ys, inputs, smoothed=True, parallel=schedule.parallel)
+        return _dispatch.run_factors(params, ys, schedule, smoothed=True, inputs=inputs)
     result = _dispatch.smooth(params, ys, schedule, inputs=inputs)
     check_finite_result(result.log_likelihood, params, "rts_smoother")
     check_variances(result.covs, "rts_smoother", "smoothed covariance")

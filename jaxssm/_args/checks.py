@@ -4,6 +4,11 @@ Each function checks one argument, returns it in the form the library uses (a Py
 ``int``, a ``float``, a tuple of names) and raises naming the argument otherwise. They run on
 the host, before anything is traced: the values they check fix shapes, loop lengths or
 static options, so they must be concrete.
+
+Below them, the value rules the checks of arrays share (:mod:`jaxssm._args.validation`,
+:mod:`jaxssm._args.diffuse`, :mod:`jaxssm._args.results`): :func:`is_concrete` (an array
+whose values are known on the host), :func:`psd_tolerance`, :func:`check_finite` and
+:func:`check_psd`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import operator
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxssm._base.types import PARAMETER_NAMES
@@ -25,6 +31,10 @@ __all__ = [
     "check_update",
     "check_key",
     "check_callback",
+    "is_concrete",
+    "psd_tolerance",
+    "check_finite",
+    "check_psd",
 ]
 
 
@@ -203,3 +213,66 @@ def check_callback(callback) -> Callable | None:
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     return callback
+
+
+def is_concrete(x) -> bool:
+    """Whether ``x`` holds concrete values (not a tracer): its values can be checked."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def psd_tolerance(dtype, dim: int) -> float:
+    """Relative tolerance of the PSD check: ``10 * dim * eps`` of ``dtype``.
+
+    An eigenvalue computed from a matrix whose entries carry relative round-off ``eps`` is
+    uncertain by about ``dim * eps`` times the matrix's spectral norm; a factor 10 above that
+    accepts singular matrices the library itself produces (EM and MLE fits whose smallest
+    eigenvalue is at round-off) and still rejects any real indefiniteness.
+    """
+    return 10.0 * max(int(dim), 1) * float(jnp.finfo(dtype).eps)
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    """Raise a ``ValueError`` naming ``name`` and the first non-finite entry of ``a``."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} must be finite, got {a[first]} at index {first}")
+
+
+def check_psd(name: str, x) -> None:
+    """Finite, symmetric and positive semi-definite, relative to the matrix's scale.
+
+    Skipped under tracing (see :func:`jaxssm._args.validation.validate_params`). ``x`` may
+    be singular: the smallest eigenvalue must be at least ``-psd_tolerance * |x|_2``. A
+    time-varying ``x`` ``[N, n, n]`` is checked step by step; the message names the first
+    bad step.
+    """
+    if not is_concrete(x):
+        return
+    if x.ndim == 3:
+        a = np.asarray(x, dtype=np.float64)
+        check_finite(name, a)
+        for k in range(a.shape[0]):
+            check_psd(f"{name}[{k}]", x[k])
+        return
+    a = np.asarray(x, dtype=np.float64)
+    check_finite(name, a)
+    eps = float(jnp.finfo(x.dtype).eps)
+    scale = float(np.max(np.abs(a))) if a.size else 0.0
+    asym = float(np.max(np.abs(a - a.T))) if a.size else 0.0
+    if asym > np.sqrt(eps) * scale:
+        raise ValueError(
+            f"{name} must be symmetric positive definite or semi-definite, got a matrix of "
+            f"shape {a.shape} with max |{name} - {name}^T| = {asym:.3g} "
+            f"(more than sqrt(eps) = {np.sqrt(eps):.2g} times max |{name}| = {scale:.3g})"
+        )
+    if a.size == 0:
+        return
+    eig = np.linalg.eigvalsh(0.5 * (a + a.T))
+    tol = psd_tolerance(x.dtype, a.shape[0]) * float(np.max(np.abs(eig)))
+    if eig[0] < -tol:
+        raise ValueError(
+            f"{name} must be symmetric positive definite or semi-definite, got shape "
+            f"{a.shape} with smallest eigenvalue {eig[0]:.3g} (below -{tol:.2g}, the "
+            f"round-off allowance relative to its largest |eigenvalue| {np.max(np.abs(eig)):.3g})"
+        )

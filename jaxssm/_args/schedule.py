@@ -49,7 +49,7 @@ class Schedule(NamedTuple):
             Set by the dispatcher only (``method="parallel"``, ``steady_state=False``).
         axis_name: the axis of ``mesh`` that splits time, or ``None``.
         form: ``"cov"`` (covariances) or ``"sqrt"`` (their Cholesky factors, propagated by
-            QR: the full sequential or parallel recursion whatever ``steady_state`` is).
+            QR; ``steady_state=None`` runs the full recursion of the method).
     """
 
     method: str
@@ -81,11 +81,13 @@ class Schedule(NamedTuple):
 def resolve(method: str, steady_state: bool | None, form: str = "cov") -> Schedule:
     """Check ``method``, ``steady_state`` and ``form`` (in that order): their :class:`Schedule`.
 
-    ``form="sqrt"`` has no steady-state path: with ``steady_state=None`` the dispatcher runs
-    the full square-root recursion of the method (sequential or parallel), and its
-    :class:`~jaxssm.ScheduleInfo` says so (``num_transient == 0``); ``steady_state=True`` is
-    an error (an argument is never silently ignored); nor a time-sharded one (a sharded
-    ``ys`` runs the unsharded parallel square-root schedule).
+    ``form="sqrt"`` with ``steady_state=None`` runs the full square-root recursion of the
+    method (sequential or parallel) whatever the length, and its
+    :class:`~jaxssm.ScheduleInfo` says so (``num_transient == 0``); with
+    ``steady_state=True`` the steady-state schedule with its covariance side on factors
+    (:mod:`jaxssm._schedules.sqrt_steady`), the full square-root recursion as its fallback.
+    It has no time-sharded schedule (a sharded ``ys`` runs the unsharded parallel
+    square-root schedule).
 
     ``method="parallel"`` with ``steady_state=None`` is ``Schedule("parallel", False)``: the
     length rule applies to the sequential schedule only, so the two spellings are one value
@@ -94,8 +96,7 @@ def resolve(method: str, steady_state: bool | None, form: str = "cov") -> Schedu
     Raises:
         ValueError: ``method`` is not ``"sequential"`` or ``"parallel"``.
         TypeError: ``steady_state`` is not ``None``, ``True`` or ``False``.
-        ValueError: ``form`` is not ``"cov"`` or ``"sqrt"``, or ``form="sqrt"`` with
-            ``steady_state=True``.
+        ValueError: ``form`` is not ``"cov"`` or ``"sqrt"``.
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be 'sequential' or 'parallel', got {method!r}")
@@ -103,11 +104,6 @@ def resolve(method: str, steady_state: bool | None, form: str = "cov") -> Schedu
         raise TypeError(f"steady_state must be None, True or False, got {steady_state!r}")
     if not isinstance(form, str) or form not in FORMS:
         raise ValueError(f"form must be 'cov' or 'sqrt', got {form!r}")
-    if form == "sqrt" and steady_state is True:
-        raise ValueError(
-            "steady_state=True: form='sqrt' has no steady-state path yet; pass "
-            "steady_state=None (the full square-root recursion) or form='cov'"
-        )
     if method == "parallel" and steady_state is None:
         steady_state = False
     return Schedule(method, steady_state, form=form)

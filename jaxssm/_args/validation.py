@@ -15,12 +15,13 @@ under transformations they are opt-in (:func:`check_values`, with ``checkify``):
 from __future__ import annotations
 
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssm._args.checks import check_finite, check_psd, is_concrete, psd_tolerance
+from jaxssm._args.diffuse import check_p0
 from jaxssm._base import model as _model
 from jaxssm._base.types import BASE_NDIM, LGSSM, OPTIONAL_NAMES, PARAMETER_NAMES, TIME_VARYING_NAMES
 
@@ -30,29 +31,14 @@ __all__ = [
     "check_trainable_covariances",
     "check_positive_definite",
     "check_finite_psd",
-    "check_finite_result",
-    "unobserved_unstable_modes",
     "validate_observations",
     "validate_inputs",
     "check_plain_model",
     "check_time_invariant",
     "check_time_varying_length",
-    "psd_tolerance",
-    "DIFFUSE_SUPPORTED",
-    "diffuse_components",
 ]
 
 _COVARIANCES = ("P0", "Q", "R")
-
-#: The entry points that accept a diffuse ``P0`` (``inf`` on its diagonal).
-DIFFUSE_SUPPORTED = (
-    "kalman_filter, rts_smoother, log_likelihood, posterior_sample, forecast, e_step and "
-    "fit_em, with method='sequential', steady_state None or False and form='cov'"
-)
-
-
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
 
 
 def _as_float_array(name: str, x) -> jax.Array:
@@ -69,124 +55,6 @@ def _as_float_array(name: str, x) -> jax.Array:
             f"{name} must have a real floating dtype (float32 or float64), got {np.dtype(dtype)}"
         )
     return jnp.asarray(x)
-
-
-def psd_tolerance(dtype, dim: int) -> float:
-    """Relative tolerance of the PSD check: ``10 * dim * eps`` of ``dtype``.
-
-    An eigenvalue computed from a matrix whose entries carry relative round-off ``eps`` is
-    uncertain by about ``dim * eps`` times the matrix's spectral norm; a factor 10 above that
-    accepts singular matrices the library itself produces (EM and MLE fits whose smallest
-    eigenvalue is at round-off) and still rejects any real indefiniteness.
-    """
-    return 10.0 * max(int(dim), 1) * float(jnp.finfo(dtype).eps)
-
-
-def _check_psd(name: str, x) -> None:
-    """Finite, symmetric and positive semi-definite, relative to the matrix's scale.
-
-    Skipped under tracing (see :func:`validate_params`). ``x`` may be singular: the
-    smallest eigenvalue must be at least ``-psd_tolerance * |x|_2``. A time-varying ``x``
-    ``[N, n, n]`` is checked step by step; the message names the first bad step.
-    """
-    if not _is_concrete(x):
-        return
-    if x.ndim == 3:
-        a = np.asarray(x, dtype=np.float64)
-        _check_finite(name, a)
-        for k in range(a.shape[0]):
-            _check_psd(f"{name}[{k}]", x[k])
-        return
-    a = np.asarray(x, dtype=np.float64)
-    _check_finite(name, a)
-    eps = float(jnp.finfo(x.dtype).eps)
-    scale = float(np.max(np.abs(a))) if a.size else 0.0
-    asym = float(np.max(np.abs(a - a.T))) if a.size else 0.0
-    if asym > np.sqrt(eps) * scale:
-        raise ValueError(
-            f"{name} must be symmetric positive definite or semi-definite, got a matrix of "
-            f"shape {a.shape} with max |{name} - {name}^T| = {asym:.3g} "
-            f"(more than sqrt(eps) = {np.sqrt(eps):.2g} times max |{name}| = {scale:.3g})"
-        )
-    if a.size == 0:
-        return
-    eig = np.linalg.eigvalsh(0.5 * (a + a.T))
-    tol = psd_tolerance(x.dtype, a.shape[0]) * float(np.max(np.abs(eig)))
-    if eig[0] < -tol:
-        raise ValueError(
-            f"{name} must be symmetric positive definite or semi-definite, got shape "
-            f"{a.shape} with smallest eigenvalue {eig[0]:.3g} (below -{tol:.2g}, the "
-            f"round-off allowance relative to its largest |eigenvalue| {np.max(np.abs(eig)):.3g})"
-        )
-
-
-def diffuse_components(a: np.ndarray) -> np.ndarray:
-    """Check the pattern of a concrete ``P0`` with ``inf`` entries; return the diffuse mask.
-
-    ``+inf`` may appear only on the diagonal, and a diffuse component's row and column of
-    ``P0`` are otherwise zero; ``-inf`` and NaN are errors. The message names ``P0``.
-    """
-    nan = np.isnan(a)
-    if nan.any():
-        first = tuple(int(i) for i in np.argwhere(nan)[0])
-        raise ValueError(
-            f"P0 must be finite, or +inf on its diagonal to mark a diffuse component, got nan "
-            f"at index {first}"
-        )
-    neg = np.isneginf(a)
-    if neg.any():
-        first = tuple(int(i) for i in np.argwhere(neg)[0])
-        raise ValueError(
-            f"P0 must be finite, or +inf on its diagonal to mark a diffuse component, got -inf "
-            f"at index {first}"
-        )
-    pos = np.isposinf(a)
-    off = pos & ~np.eye(a.shape[0], dtype=bool)
-    if off.any():
-        first = tuple(int(i) for i in np.argwhere(off)[0])
-        raise ValueError(
-            f"P0 may hold inf only on its diagonal (a diffuse component of x_0), got inf at "
-            f"index {first}"
-        )
-    diffuse = np.diagonal(pos).copy()
-    rows = diffuse[:, None] | diffuse[None, :]
-    bad = rows & ~np.eye(a.shape[0], dtype=bool) & (a != 0)
-    if bad.any():
-        i, j = (int(v) for v in np.argwhere(bad)[0])
-        c = i if diffuse[i] else j
-        raise ValueError(
-            f"P0's row and column of the diffuse component {c} (inf at P0[{c}, {c}]) must "
-            f"otherwise be zero, got P0[{i}, {j}] = {a[i, j]:.6g}"
-        )
-    return diffuse
-
-
-def _check_p0(x, allow_diffuse: bool) -> None:
-    """``P0``: PSD, or (where ``allow_diffuse``) a diffuse pattern with a PSD known part."""
-    if not _is_concrete(x):
-        return
-    a = np.asarray(x, dtype=np.float64)
-    if not np.isinf(a).any():
-        _check_psd("P0", x)
-        return
-    diffuse = diffuse_components(a)
-    if not allow_diffuse:
-        raise ValueError(
-            f"P0 has inf on its diagonal (exact diffuse initialisation of the components "
-            f"{np.flatnonzero(diffuse).tolist()}), which this entry point does not support; "
-            f"diffuse P0 is supported by {DIFFUSE_SUPPORTED}; elsewhere give P0 finite"
-        )
-    known = np.where(diffuse[:, None] | diffuse[None, :], 0.0, a)
-    _check_psd(
-        "P0 (its known part, without the diffuse rows and columns)", jnp.asarray(known, x.dtype)
-    )
-
-
-def _check_finite(name: str, a: np.ndarray) -> None:
-    bad = ~np.isfinite(a)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite, got {a[first]} at index {first}")
 
 
 def _shape_spec(name: str, D: int, Dy: int, Du: int | None) -> tuple[tuple, str]:
@@ -226,8 +94,8 @@ def validate_params(
         check_values: also check the values of concrete fields (finite, symmetric, PSD).
         allow_diffuse: accept ``+inf`` on the diagonal of a concrete ``P0`` (a diffuse
             component, its row and column otherwise zero; the rest of ``P0`` PSD), for the
-            entry points that support it (:data:`DIFFUSE_SUPPORTED`). Otherwise such a ``P0``
-            is an error that says which entry points do.
+            entry points that support it (:data:`jaxssm._args.diffuse.DIFFUSE_SUPPORTED`).
+            Otherwise such a ``P0`` is an error that says which entry points do.
 
     Returns:
         ``params`` with every field converted to a JAX array.
@@ -318,11 +186,11 @@ def validate_params(
         raise TypeError(f"all LGSSM fields must share one floating dtype, got {listing}")
     if check_values:
         for name in ("m0", "A", "H", *OPTIONAL_NAMES):
-            if name in fields and _is_concrete(fields[name]):
-                _check_finite(name, np.asarray(fields[name]))
-        _check_p0(fields["P0"], allow_diffuse)
+            if name in fields and is_concrete(fields[name]):
+                check_finite(name, np.asarray(fields[name]))
+        check_p0(fields["P0"], allow_diffuse)
         for name in ("Q", "R"):
-            _check_psd(name, fields[name])
+            check_psd(name, fields[name])
         _check_first_innovation(fields)
     return LGSSM(**fields)
 
@@ -341,7 +209,7 @@ def _check_first_innovation(fields: dict) -> None:
     steps are fine when that is positive definite; otherwise ``S_k`` for ``k >= 2`` depends
     on the filtered covariances and is not checked.
     """
-    if not all(_is_concrete(fields[n]) for n in ("P0", "A", "Q", "H", "R")):
+    if not all(is_concrete(fields[n]) for n in ("P0", "A", "Q", "H", "R")):
         return
 
     def first(n):  # step 1's matrix of a time-varying field
@@ -396,7 +264,7 @@ def check_values(params: LGSSM, ys=None) -> None:
     """
     params = validate_params(params, check_values=False)
     leaves = [x for x in params if x is not None] + ([] if ys is None else [ys])
-    if all(_is_concrete(x) for x in leaves):
+    if all(is_concrete(x) for x in leaves):
         validate_params(params)
         if ys is not None:
             validate_observations(ys, params, allow_batch=True)
@@ -449,10 +317,10 @@ def check_finite_psd(params: LGSSM) -> None:
     """
     for name in ("m0", "A", "H", *OPTIONAL_NAMES):
         x = getattr(params, name)
-        if x is not None and _is_concrete(x):
-            _check_finite(name, np.asarray(x))
+        if x is not None and is_concrete(x):
+            check_finite(name, np.asarray(x))
     for name in _COVARIANCES:
-        _check_psd(name, getattr(params, name))
+        check_psd(name, getattr(params, name))
 
 
 def check_positive_definite(params: LGSSM, names: tuple[str, ...], where: str) -> None:
@@ -466,7 +334,7 @@ def check_positive_definite(params: LGSSM, names: tuple[str, ...], where: str) -
     """
     for name in names:
         x = getattr(params, name)
-        if not _is_concrete(x) or x.ndim != 2:
+        if not is_concrete(x) or x.ndim != 2:
             continue
         a = np.asarray(x, np.float64)
         ok, smallest = _is_numerically_pd(a, psd_tolerance(x.dtype, a.shape[0]))
@@ -475,104 +343,6 @@ def check_positive_definite(params: LGSSM, names: tuple[str, ...], where: str) -
                 f"{name} must be positive definite for {where} (its log-determinant and "
                 f"inverse enter), got a singular {name} (smallest eigenvalue {smallest:.3g})"
             )
-
-
-def unobserved_unstable_modes(params: LGSSM) -> list[complex]:
-    """Return the eigenvalues of ``A`` outside the unit circle that ``H`` does not see.
-
-    Eigenvalues ``lambda`` with ``|lambda| > 1`` whose eigenvector ``v`` has ``H v = 0`` (to
-    ``sqrt(eps)``): state directions that grow without bound unobserved. Their filter
-    variance grows like ``|lambda|^(2k)`` and overflows after about
-    ``log(max) / (2 log |lambda|)`` steps. Concrete, time-invariant ``A`` and ``H`` only
-    (else an empty list).
-    """
-    A, H = params.A, params.H
-    if not (_is_concrete(A) and _is_concrete(H)) or A.ndim != 2 or H.ndim != 2:
-        return []
-    a, h = np.asarray(A, np.float64), np.asarray(H, np.float64)
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(h))):
-        return []
-    values, vectors = np.linalg.eig(a)
-    tol = np.sqrt(np.finfo(np.dtype(A.dtype)).eps) * max(float(np.linalg.norm(h, 2)), 1e-300)
-    found = []
-    for lam, v in zip(values, vectors.T, strict=True):
-        if abs(lam) > 1 and np.linalg.norm(h @ v) <= tol * np.linalg.norm(v):
-            found.append(complex(lam))
-    return found
-
-
-def check_variances(covs, where: str, what: str):
-    """Warn when concrete covariances ``[..., n, n]`` hold a clearly negative variance.
-
-    The covariance form subtracts to update, so in float32 (stiff models, vague priors) a
-    returned covariance can leave the positive semi-definite cone although the model is
-    valid; the square-root form cannot. A variance below ``-tol * max_k |variance|`` (``tol``
-    of :func:`psd_tolerance`: round-off is not reported) is reported with its step and the
-    remedies. Skipped for traced values. Only the diagonal is checked (one reduction on the
-    device and a scalar to the host): a covariance that loses definiteness off the diagonal
-    alone is not caught.
-
-    Warns:
-        RuntimeWarning: a negative variance beyond round-off.
-    """
-    if not _is_concrete(covs):
-        return
-    var = jnp.diagonal(covs, axis1=-2, axis2=-1)
-    lowest, scale = (float(x) for x in (jnp.min(var), jnp.max(jnp.abs(var))))
-    tol = psd_tolerance(np.dtype(var.dtype), var.shape[-1])
-    if not lowest < -tol * scale:
-        return
-    index = np.unravel_index(int(jnp.argmin(var)), var.shape)
-    warnings.warn(
-        f"{where}: the {what} lost positive semi-definiteness: a variance of {lowest:.3g} at "
-        f"index {tuple(int(i) for i in index)} (largest variance {scale:.3g}, "
-        f"{np.dtype(var.dtype)}); the covariance form's update subtracts and rounding can cross "
-        "zero on stiff models or vague priors. Use form='sqrt' (Cholesky factors, "
-        "semi-definite by construction) or float64",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-def check_finite_result(value, params: LGSSM, where: str):
-    """Return ``value``; raise if it is concrete and not finite, saying why where we can.
-
-    The entry points check their inputs; a non-finite log-likelihood from checked inputs
-    comes from the recursion itself. The one known cause is an unobserved state direction
-    that grows without bound (:func:`unobserved_unstable_modes`): its variance overflows to
-    ``inf`` and ``inf * 0`` makes every covariance NaN, although ``log p(y)`` is finite.
-    Skipped for traced values (under ``jit`` the NaN comes back; see :func:`check_values`).
-
-    Raises:
-        ValueError: ``value`` has a non-finite entry.
-    """
-    if not _is_concrete(value):
-        return value
-    a = np.asarray(value)
-    if np.all(np.isfinite(a)):
-        return value
-    got = "NaN" if np.isnan(a).any() else "infinite"
-    modes = unobserved_unstable_modes(params)
-    dtype = np.dtype(params.A.dtype)
-    if modes:
-        lam = max(modes, key=abs)
-        steps = int(np.log(np.finfo(dtype).max) / (2 * np.log(abs(lam))))
-        shown = f"{lam.real:.6g}" if lam.imag == 0 else f"{lam:.6g}"
-        raise ValueError(
-            f"{where}: the log-likelihood came out {got}, although log p(y) is finite: A has the "
-            f"eigenvalue {shown} (|lambda| = {abs(lam):.6g} > 1) whose eigenvector H does not "
-            f"see (H v = 0), so that state direction grows without bound unobserved. Its "
-            f"filter variance grows like |lambda|^(2k) and overflows {dtype} after about "
-            f"{steps} steps; inf * 0 then makes every covariance NaN. log p(y) does not depend "
-            f"on an unobserved direction: drop it from the state (restrict the model to the "
-            f"observed modes), or make it stable (|lambda| < 1)"
-        )
-    raise ValueError(
-        f"{where}: the log-likelihood came out {got} although params and ys passed the "
-        f"checks: the filter's covariances overflowed or lost definiteness ({dtype}). Try "
-        f"float64, rescale the data, or check for a state direction that grows without "
-        f"bound (an eigenvalue of A above 1 in modulus)"
-    )
 
 
 def check_trainable_covariances(params: LGSSM, update: tuple[str, ...]) -> None:
@@ -584,7 +354,7 @@ def check_trainable_covariances(params: LGSSM, update: tuple[str, ...]) -> None:
     """
     for name in _COVARIANCES:
         x = getattr(params, name)
-        if name not in update or not _is_concrete(x):
+        if name not in update or not is_concrete(x):
             continue
         a = np.asarray(x, np.float64)
         ok, smallest = _is_numerically_pd(a, psd_tolerance(x.dtype, a.shape[0]))
@@ -649,7 +419,7 @@ def validate_observations(
             f"{name} must have the parameters' dtype {np.dtype(params.A.dtype)}, "
             f"got {np.dtype(ys.dtype)}"
         )
-    if _is_concrete(ys):
+    if is_concrete(ys):
         a = np.asarray(ys)
         bad = np.isinf(a)
         if bad.any():
@@ -744,7 +514,7 @@ def validate_inputs(inputs, params: LGSSM, ys: jax.Array, *, name: str = "inputs
             f"{name} must have the parameters' dtype {np.dtype(params.A.dtype)}, "
             f"got {np.dtype(inputs.dtype)}"
         )
-    if _is_concrete(inputs):
+    if is_concrete(inputs):
         a = np.asarray(inputs)
         if np.isnan(a).any():
             first = tuple(int(i) for i in np.argwhere(np.isnan(a))[0])
@@ -753,5 +523,5 @@ def validate_inputs(inputs, params: LGSSM, ys: jax.Array, *, name: str = "inputs
                 f"in ys only; to pad a shorter sequence of a ragged batch, put NaN rows at the "
                 f"end of its ys and zeros (any finite value) in its {name}"
             )
-        _check_finite(name, a)
+        check_finite(name, a)
     return inputs

@@ -56,6 +56,7 @@ __all__ = [
     "predict_factor_q",
     "update",
     "smooth_step",
+    "smoother_gain",
 ]
 
 
@@ -253,24 +254,73 @@ def smooth_step(
     Returns:
         :class:`SqrtSmoothStep`.
     """
-    D = chol.shape[0]
-    top = jnp.concatenate([A @ chol, chol_Q], axis=1)
-    bottom = jnp.concatenate([chol, jnp.zeros_like(chol)], axis=1)
-    T = tri(jnp.concatenate([top, bottom], axis=0))
-    chol_pred, Y, Z = T[:D, :D], T[D:, :D], T[D:, D:]
-    pred = chol_pred @ chol_pred.T
-    d = jnp.diagonal(chol_pred)
-    ok = jnp.all(d * d > pivot_tolerance(pred, equilibrate=True))
-    safe = jnp.where(ok, chol_pred, jnp.eye(D, dtype=chol.dtype))
+    ok, chol_pred, Y, Z, safe = _joint(chol, A, chol_Q, tri)
 
     def regular():
         gain = la.solve_lower_t(safe, Y.T).T
         return gain, tri(jnp.concatenate([gain @ next_chol, Z], axis=1))
 
     def singular():
-        gain = psd_solve(pred, chol_pred @ Y.T).T
+        gain = _range_gain(chol_pred, Y)
         blocks = [chol - gain @ (A @ chol), gain @ chol_Q, gain @ next_chol]
         return gain, tri(jnp.concatenate(blocks, axis=1))
 
     gain, chol_s = jax.lax.cond(ok, regular, singular)
     return SqrtSmoothStep(mean + gain @ (next_mean - next_pred_mean), chol_s, gain)
+
+
+def _joint(chol: jax.Array, A: jax.Array, chol_Q: jax.Array, tri):
+    """Return the RTS step's joint block ``tria([[A L_k, L_Q], [L_k, 0]])`` in parts.
+
+    ``(ok, L^-, Y, Z, safe)``: ``ok`` whether ``P^-_{k+1}`` is positive definite by the pivot
+    rule of :func:`jaxssm.steps.smoother_gain`, ``safe`` ``L^-`` where ``ok`` and the identity
+    elsewhere.
+    """
+    D = chol.shape[0]
+    top = jnp.concatenate([A @ chol, chol_Q], axis=1)
+    bottom = jnp.concatenate([chol, jnp.zeros_like(chol)], axis=1)
+    T = tri(jnp.concatenate([top, bottom], axis=0))
+    chol_pred, Y, Z = T[:D, :D], T[D:, :D], T[D:, D:]
+    d = jnp.diagonal(chol_pred)
+    ok = jnp.all(d * d > pivot_tolerance(chol_pred @ chol_pred.T, equilibrate=True))
+    safe = jnp.where(ok, chol_pred, jnp.eye(D, dtype=chol.dtype))
+    return ok, chol_pred, Y, Z, safe
+
+
+def _range_gain(chol_pred: jax.Array, Y: jax.Array) -> jax.Array:
+    """Return the gain exact on the range of a singular ``P^-_{k+1} = L^- L^{-T}``."""
+    return psd_solve(chol_pred @ chol_pred.T, chol_pred @ Y.T).T
+
+
+def smoother_gain(
+    chol: jax.Array, A: jax.Array, chol_Q: jax.Array, tri=tria, la: Linalg = LAPACK
+) -> tuple[jax.Array, jax.Array]:
+    """Return the RTS step's gain ``G_k`` and a factor ``C_k`` of its data-free part.
+
+    ``C_k C_k^T = P_k - G_k P^-_{k+1} G_k^T`` (for a singular ``P^-_{k+1}`` in the Joseph
+    form ``(I - G_k A) P_k (I - G_k A)^T + G_k Q G_k^T``), so that the smoothed factor of
+    :func:`smooth_step` is ``L^s_k = tria([G_k L^s_{k+1}, C_k])``: the step with ``L^s_{k+1}``
+    left free, for the steady-state schedule, whose gains do not depend on it. ``C_k`` is
+    ``[Z, 0]`` where ``P^-_{k+1}`` is positive definite, ``[(I - G_k A) L_k, G_k L_Q]``
+    elsewhere (:func:`smooth_step`'s two cases).
+
+    Args:
+        chol: filtered factor ``L_k`` ``[D, D]``.
+        A: transition of step ``k + 1`` ``[D, D]``.
+        chol_Q: factor of ``Q`` of step ``k + 1`` ``[D, D]``.
+        tri: the form of ``tria``.
+        la: the linear algebra of the triangular solve.
+
+    Returns:
+        ``(G_k [D, D], C_k [D, 2D])``.
+    """
+    ok, chol_pred, Y, Z, safe = _joint(chol, A, chol_Q, tri)
+
+    def regular():
+        return la.solve_lower_t(safe, Y.T).T, jnp.concatenate([Z, jnp.zeros_like(Z)], axis=1)
+
+    def singular():
+        gain = _range_gain(chol_pred, Y)
+        return gain, jnp.concatenate([chol - gain @ (A @ chol), gain @ chol_Q], axis=1)
+
+    return jax.lax.cond(ok, regular, singular)

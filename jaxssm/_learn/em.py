@@ -14,8 +14,8 @@ from jaxssm._args import schedule as _schedule
 from jaxssm._args.callbacks import guard_callback, run_with_callback
 from jaxssm._args.checks import check_int, check_tol
 from jaxssm._args.prologue import prologue
+from jaxssm._args.results import check_finite_result
 from jaxssm._args.structures import parse_update, resolve_update
-from jaxssm._args.validation import check_finite_result
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, EMInfo, EMStatus, ScheduleInfo, SufficientStats
@@ -23,6 +23,7 @@ from jaxssm._learn.accelerate import squarem_loop
 from jaxssm._learn.mstep import check_m_step, m_step_unchecked
 from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import plan as _plan
 
 __all__ = ["e_step", "fit_em"]
 
@@ -172,7 +173,7 @@ def _decrease_size(decreased, best_ll, ll):
 
 def _fit(
     params: LGSSM,
-    plan: _dispatch.StatsPlan,
+    plan: _plan.StatsPlan,
     resume: tuple[_State, jax.Array] | None,
     *,
     num_iters: int,
@@ -183,7 +184,7 @@ def _fit(
 ) -> tuple[_State, jax.Array]:
     """Unchecked EM loop; every keyword argument is static. Returns the state and the trace.
 
-    Each E-step is :func:`jaxssm._schedules.dispatch.stats_step` of ``plan``. On a plan that
+    Each E-step is :func:`jaxssm._schedules.plan.stats_step` of ``plan``. On a plan that
     holds the fast path alone, an iteration whose E-step it does not cover
     (``info.fast_path`` false) stops the loop before it: the state is left as it was but for
     its ``schedule`` info, ``count`` is that iteration. ``resume=(state, trace)`` then starts
@@ -246,7 +247,7 @@ def _fit(
 
     def iterate(state: _State, i) -> tuple[_State, jax.Array]:
         """E-step at ``theta_i``; then the M-step (``i < num_iters``) or the final check."""
-        (stats, ll), info = _dispatch.stats_step(plan, state.params)
+        (stats, ll), info = _plan.stats_step(plan, state.params)
         state = state._replace(schedule=info)
         if not may_stop:
             return update_state(state, stats, ll, i), ll
@@ -310,21 +311,21 @@ _STATIC = ("num_iters", "update", "tol", "decrease_rtol", "callback")
 _fit_jit = _compile.jit(_fit, static_argnames=_STATIC)
 
 
-def squarem_plan(plan: _dispatch.StatsPlan) -> _dispatch.StatsPlan:
+def squarem_plan(plan: _plan.StatsPlan) -> _plan.StatsPlan:
     """Return the E-step plan of the SQUAREM loop made from a ``prepare_stats`` plan.
 
     Both steady-state paths where the plan holds the fast path alone: an extrapolated point
     may be a model whose covariances do not settle within the bound. The data-only sums stay
     computed once.
     """
-    return _dispatch.with_fallback(plan) if plan.paths is _dispatch.Paths.FAST else plan
+    return _plan.with_fallback(plan) if plan.paths is _dispatch.Paths.FAST else plan
 
 
 def _squarem(params, plan, tol, budget=None, *, update, num_iters, decrease_rtol):
     """SQUAREM over the plan's E-step and the closed-form M-step (unchecked)."""
 
     def em_map(p):
-        (stats, ll), _ = _dispatch.stats_step(plan, p)
+        (stats, ll), _ = _plan.stats_step(plan, p)
         return m_step_unchecked(p, stats, update), ll
 
     return squarem_loop(
@@ -445,7 +446,8 @@ def fit_em(
         steady_state: as in :func:`~jaxssm.kalman_filter`; on the default steady-state fast
             path an iteration costs ``O(N D^2)`` plus the transients instead of ``O(N D^3)``.
         form: the E-step's form, ``"cov"`` or ``"sqrt"`` (Cholesky factors; the full
-            recursion of ``method``), as in :func:`~jaxssm.kalman_filter`.
+            recursion of ``method``, or with ``steady_state=True`` the steady-state fast
+            path with its covariance side on factors), as in :func:`~jaxssm.kalman_filter`.
         decrease_rtol: relative tolerance of the decrease guard (default ``sqrt(eps)``).
         progress: print ``EM iteration i/num_iters: log-likelihood ...`` to stderr after each
             E-step (through :func:`jax.debug.callback`).
@@ -508,7 +510,7 @@ def fit_em(
     )
     params, spec = resolve_update(params, names, absent)
     names = spec if spec.structures else spec.names
-    plan = _dispatch.prepare_stats(params, ys, inputs, schedule, diffuse)
+    plan = _plan.prepare_stats(params, ys, inputs, schedule, diffuse)
     if decrease_rtol is None:
         decrease_rtol = default_decrease_rtol(params.A.dtype)
     else:
@@ -538,7 +540,7 @@ def fit_em(
         state, trace = _fit_jit(params, plan, None, **static)
         if plan.paths is _dispatch.Paths.FAST and not bool(state.schedule.fast_path):
             # An iteration the fast path does not cover: go on from it with both paths.
-            plan_both = _dispatch.with_fallback(plan)
+            plan_both = _plan.with_fallback(plan)
             state, trace = _fit_jit(params, plan_both, (state, trace), **static)
         info = EMInfo(
             trace, state.best_ll, state.count, state.status, state.decrease, state.schedule

@@ -78,6 +78,7 @@ from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mstep import check_m_step, expected_log_joint, m_step_unchecked
 from jaxssm._learn.score import score_from_stats
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import plan as _plan
 
 __all__ = ["fit", "FitInfo", "FitStatus", "num_free_params"]
 
@@ -333,7 +334,7 @@ def fit(
     num_sequences = ys.shape[0] if ys.ndim == 3 else 1
     static = dict(update=names, num_iters=max_iters, decrease_rtol=float(decrease_rtol))
     # The loop's E-step: the data-only sums once per fit, both steady-state paths.
-    plan = squarem_plan(_dispatch.prepare_stats(params, ys, inputs, schedule))
+    plan = squarem_plan(_plan.prepare_stats(params, ys, inputs, schedule))
 
     traces, used, extrapolations, rejected = [], start_evals, 0, 0
     round_tol = tol

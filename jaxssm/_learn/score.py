@@ -31,9 +31,8 @@ import jax
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxssm._args.checks import check_update
+from jaxssm._args.checks import check_update, psd_tolerance
 from jaxssm._args.prologue import prologue
-from jaxssm._args.validation import psd_tolerance
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import LGSSM, SufficientStats

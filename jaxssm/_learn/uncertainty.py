@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxssm._args.checks import psd_tolerance
 from jaxssm._args.prologue import prologue
 from jaxssm._args.structures import parse_update, resolve_update
-from jaxssm._args.validation import psd_tolerance
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.structure import coordinate_labels, pack, unpack
@@ -108,19 +108,8 @@ def observed_information(
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
-    params, ys, inputs, schedule, spec, num_sequences = _prepare(
-        params, ys, update, inputs, method, steady_state
-    )
-    info = _information(
-        params,
-        ys,
-        inputs,
-        spec=spec,
-        schedule=schedule,
-        route=route,
-        num_sequences=num_sequences,
-    )
-    return info, coordinate_labels(params, spec)
+    info, labels, _, _ = _observed(params, ys, update, inputs, method, steady_state, route)
+    return info, labels
 
 
 #: The covariance whose Gaussian term each field's complete-data gradient goes through.
@@ -146,6 +135,26 @@ def choose_route(params: LGSSM, spec) -> str:
         if not eig[0] > tol:
             return "hessian"
     return "score"
+
+
+def _observed(params, ys, update, inputs, method, steady_state, route=None):
+    """Check the arguments; return ``(information, labels, params, spec)`` of the checked model.
+
+    ``route``: that of :func:`_information`; ``None`` for :func:`choose_route`'s.
+    """
+    params, ys, inputs, schedule, spec, num_sequences = _prepare(
+        params, ys, update, inputs, method, steady_state
+    )
+    info = _information(
+        params,
+        ys,
+        inputs,
+        spec=spec,
+        schedule=schedule,
+        route=choose_route(params, spec) if route is None else route,
+        num_sequences=num_sequences,
+    )
+    return info, coordinate_labels(params, spec), params, spec
 
 
 def _invert(info: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -245,19 +254,7 @@ def standard_errors(
         section 7.3 (asymptotic errors from the observed information); E. E. Holmes (2012),
         "Derivation of an EM algorithm for constrained and unconstrained MARSS models".
     """
-    params, ys, inputs, schedule, spec, num_sequences = _prepare(
-        params, ys, update, inputs, method, steady_state
-    )
-    info = _information(
-        params,
-        ys,
-        inputs,
-        spec=spec,
-        schedule=schedule,
-        route=choose_route(params, spec),
-        num_sequences=num_sequences,
-    )
-    labels = coordinate_labels(params, spec)
+    info, labels, params, spec = _observed(params, ys, update, inputs, method, steady_state)
     w, V = _invert(np.asarray(info, np.float64), labels)
     root = V / np.sqrt(w)[None, :]  # inv(I) = root root^T
     theta = pack(params, spec)

@@ -52,8 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssm import steps
+from jaxssm._args.diffuse import DIFFUSE_SUPPORTED
 from jaxssm._args.schedule import Schedule
-from jaxssm._args.validation import DIFFUSE_SUPPORTED
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.linalg import psd_solve, symmetrize

@@ -26,8 +26,11 @@ is exact when the covariances settled within ``T`` steps and every entry of ``ys
 observed; otherwise the *gap-aware recursion* (:mod:`jaxssm._schedules.gappy`) is: full
 steps at the start, at each missing entry and after it until the covariance is back at
 its fixed point, steady steps elsewhere (full steps everywhere when the covariances did not
-settle, i.e. the full recursion). Which one applies is known on device; a program holds
-the :class:`Paths` its caller asks for:
+settle, i.e. the full recursion). With ``form="sqrt"`` (``steady_state=True`` only: with
+``None`` it runs the full square-root recursion) the covariance side runs on factors
+(:mod:`jaxssm._schedules.sqrt_steady`) and the fallback is the full square-root recursion of
+the method. Which one applies is known on device; a program holds the :class:`Paths` its
+caller asks for:
 
 * :attr:`Paths.BOTH` (the default): both, and the one ``lax.cond`` that picks;
 * :attr:`Paths.FAST`: the caller knows every entry is observed; the fast path alone, whose
@@ -40,27 +43,26 @@ A program with one path compiles in less time than one with both.
 ``(result, info)``, ``info`` a :class:`~jaxssm.ScheduleInfo` saying which path ran.
 :func:`filter`, :func:`smooth`, :func:`log_likelihood` and :func:`stats` are :func:`run`
 without the info, for the entry points whose public results do not carry it. An EM loop
-runs its E-steps through a plan made once on the host (:func:`prepare_stats`: the paths
-the data need, the data-only sums) and one call per iteration (:func:`stats_step`).
+runs its E-steps through a plan made once on the host and one call per iteration
+(:mod:`jaxssm._schedules.plan`, on :func:`run`, :func:`steady_bound` and :func:`full_info`).
 Everything here is unchecked: the arguments come from the entry points' prologue.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxssm._args.schedule import METHODS, Schedule, by_name, is_parallel, resolve
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base.types import (
     LGSSM,
+    CovFactors,
     FilterResult,
     ScheduleInfo,
     SmootherResult,
@@ -68,12 +70,12 @@ from jaxssm._base.types import (
 )
 from jaxssm._blocks import stats as _stats
 from jaxssm._schedules import chunked as _chunked
-from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import gappy as _gap
 from jaxssm._schedules import parallel as _parallel
 from jaxssm._schedules import sequential as _sequential
 from jaxssm._schedules import settle as _settle
 from jaxssm._schedules import sqrt as _sqrt
+from jaxssm._schedules import sqrt_steady as _sqrt_steady
 from jaxssm._schedules import steady as _steady
 
 __all__ = [
@@ -82,20 +84,19 @@ __all__ = [
     "Kind",
     "Paths",
     "FastData",
-    "StatsPlan",
     "resolve",
     "is_parallel",
     "place",
     "prepare",
     "run",
+    "run_factors",
     "filter",
     "smooth",
     "smooth_filtered",
     "log_likelihood",
     "stats",
-    "prepare_stats",
-    "stats_step",
-    "with_fallback",
+    "steady_bound",
+    "full_info",
 ]
 
 #: With ``steady_state=None``, series shorter than this run the full recursion.
@@ -175,8 +176,8 @@ def _bound(schedule: Schedule, params: LGSSM, num_steps: int, max_transient: int
     """Return the steady-state bound ``T`` for a series of ``num_steps``, 0 for none (static)."""
     if schedule.steady_state is False or _model.has_time_varying_matrices(params):
         return 0
-    if schedule.form == "sqrt":  # the full square-root recursion (no steady-state path)
-        return 0
+    if schedule.form == "sqrt" and schedule.steady_state is None:
+        return 0  # auto: the full square-root recursion (its steady path only when asked)
     if schedule.steady_state is None and num_steps < MIN_STEADY_STEPS:
         return 0
     return _settle.transient_bound(num_steps, max_transient)
@@ -243,6 +244,7 @@ def _steady_schedule(
     fast: FastData | None,
     paths: Paths,
     parallel: bool,
+    sqrt: bool = False,
 ):
     """Run the steady-state schedule with bound ``T > 0``: ``(result, info)``.
 
@@ -256,16 +258,24 @@ def _steady_schedule(
     ``vmap`` over parameters the predicate is batched and both branches run.
 
     The fallback is the gap-aware recursion, or on the parallel schedule the full
-    associative scan (the gap-aware recursion is sequential).
+    associative scan (the gap-aware recursion is sequential). ``sqrt``: the covariance side
+    on factors (:mod:`jaxssm._schedules.sqrt_steady`) and the full square-root recursion of
+    the method as the fallback (the gap-aware recursion has no square-root form).
     """
-    if paths is Paths.GAP_AWARE and parallel:
-        return _full(kind, params, ys, True, e, v), _full_info(kind, ys.shape[0])
+    if paths is Paths.GAP_AWARE and (parallel or sqrt):
+        return _full(kind, params, ys, parallel, e, v, sqrt), _full_info(kind, ys.shape[0])
     if kind in (Kind.FILTER, Kind.LOG_LIKELIHOOD):
-        side = _settle.filter_side(params, T, rtol)
+        if sqrt:
+            side = _sqrt_steady.filter_side(params, T, rtol).side
+        else:
+            side = _settle.filter_side(params, T, rtol)
         converged = side.converged
         transients = (side.transient, jnp.int32(0))
     else:
-        side = _settle.smoother_side(params, T, rtol)
+        if sqrt:
+            side = _sqrt_steady.smoother_side(params, T, rtol).side
+        else:
+            side = _settle.smoother_side(params, T, rtol)
         converged = side.info.converged
         transients = (side.info.filter_transient, side.info.smoother_transient)
     point = _gap.steady_point(side)
@@ -274,8 +284,8 @@ def _steady_schedule(
         return ScheduleInfo(fast_path, *transients, jnp.int32(T))
 
     def fallback(p, y, pt, c):
-        if parallel:
-            return _full(kind, p, y, True, e, v)
+        if parallel or sqrt:
+            return _full(kind, p, y, parallel, e, v, sqrt)
         return _gappy(kind, p, y, pt, c, rtol, e, v)
 
     if paths is Paths.GAP_AWARE:
@@ -337,6 +347,16 @@ def _time_sharded(kind: Kind, params: LGSSM, ys: jax.Array, schedule: Schedule):
     return out, _full_info(kind, ys.shape[0])
 
 
+def _check_invariant(schedule: Schedule, params: LGSSM) -> None:
+    """Raise where ``steady_state=True`` meets a time-varying model."""
+    if schedule.steady_state and _model.has_time_varying_matrices(params):
+        names = ", ".join(_model.time_varying_names(params))
+        raise ValueError(
+            f"steady_state=True needs a time-invariant model, got time-varying {names}; "
+            "pass steady_state=None or False"
+        )
+
+
 @partial(_compile.jit, static_argnames=("kind", "schedule", "max_transient", "rtol", "paths"))
 def run(
     kind: Kind | str,
@@ -378,12 +398,7 @@ def run(
     kind, schedule = Kind(kind), by_name(schedule)
     if schedule.time_sharded:
         return _time_sharded(kind, params, ys, schedule)
-    if schedule.steady_state and _model.has_time_varying_matrices(params):
-        names = ", ".join(_model.time_varying_names(params))
-        raise ValueError(
-            f"steady_state=True needs a time-invariant model, got time-varying {names}; "
-            "pass steady_state=None or False"
-        )
+    _check_invariant(schedule, params)
     if ys.ndim != 2 and kind not in (Kind.LOG_LIKELIHOOD, Kind.STATS):
         raise ValueError(f"{kind.value} takes ys [N, Dy], got shape {ys.shape}")
     extended = _model.uses_input_sums(params, inputs)
@@ -392,9 +407,11 @@ def run(
     def one(y, u, fd):
         core, y_s, e = _model.reduce(params, y, u)
         v = _model.augmented_inputs(u, y.shape[:-1], y.dtype) if extended else None
-        if T:
-            return _steady_schedule(kind, core, y_s, T, rtol, e, v, fd, paths, schedule.parallel)
         sqrt = schedule.form == "sqrt"
+        if T:
+            return _steady_schedule(
+                kind, core, y_s, T, rtol, e, v, fd, paths, schedule.parallel, sqrt
+            )
         out = _full(kind, core, y_s, schedule.parallel, e, v, sqrt)
         return out, _full_info(kind, y.shape[0])
 
@@ -445,6 +462,33 @@ def stats(
     return run(Kind.STATS, params, ys, schedule, **options)[0]
 
 
+@partial(_compile.jit, static_argnames=("schedule", "smoothed", "max_transient", "rtol"))
+def run_factors(
+    params: LGSSM,
+    ys: jax.Array,
+    schedule: Schedule | str,
+    smoothed: bool,
+    inputs: jax.Array | None = None,
+    max_transient: int = _settle.DEFAULT_MAX_TRANSIENT,
+    rtol: float | None = None,
+) -> tuple[FilterResult | SmootherResult, CovFactors]:
+    """Run the square-root filter (``smoothed``: and smoother) of ``ys [N, Dy]`` with factors.
+
+    ``(result, CovFactors)`` on a ``form="sqrt"`` ``schedule`` (jitted): with a steady-state
+    bound (:func:`steady_bound`) the fast path where it applies and the full square-root
+    recursion elsewhere (:func:`jaxssm._schedules.sqrt_steady.run_factors`); without one the
+    full square-root recursion of the method (:func:`jaxssm._schedules.sqrt.run_factors`).
+    Options as for :func:`run`.
+    """
+    schedule = by_name(schedule)
+    _check_invariant(schedule, params)
+    T = _bound(schedule, params, ys.shape[0], max_transient)
+    if not T:
+        return _sqrt.run_factors(params, ys, inputs, smoothed, schedule.parallel)
+    core, y_s, _ = _model.reduce(params, ys, inputs)
+    return _sqrt_steady.run_factors(core, y_s, T, rtol, smoothed, schedule.parallel)
+
+
 @partial(_compile.jit, static_argnames="schedule")
 def smooth_filtered(
     params: LGSSM, filtered: FilterResult, schedule: Schedule | str
@@ -458,151 +502,16 @@ def smooth_filtered(
     return mod.smooth(core, filtered)
 
 
-# ---------------------------------------------------------------------------------------------
-# The E-steps of an EM loop: a plan made once on the host, one call per iteration
-# ---------------------------------------------------------------------------------------------
-
-
-@partial(
-    jax.tree_util.register_dataclass,
-    data_fields=["ys", "inputs", "fast", "sums"],
-    meta_fields=["schedule", "paths", "diffuse"],
-)
-@dataclasses.dataclass(frozen=True)
-class StatsPlan:
-    """What every E-step of a loop needs besides the parameters (:func:`prepare_stats`).
-
-    A pytree whose ``schedule`` and ``paths`` are static (part of its structure): passed to
-    a jitted loop, different paths compile different programs.
-
-    Attributes:
-        ys: ``[N, Dy]`` or ``[B, N, Dy]``.
-        inputs: ``[N, Du]`` (``[B, N, Du]``), or ``None``.
-        fast: :class:`FastData` of ``ys`` for a program holding both paths, else ``None``.
-        sums: with every entry of ``ys`` observed (known on the host), the statistics that
-            depend on the data alone (``D``, and ``U, YU`` of ``v = [u; 1]``,
-            :func:`jaxssm._blocks.stats.data_sums`), computed once; else ``None``.
-        schedule: the :class:`~jaxssm._args.schedule.Schedule`.
-        paths: the :class:`Paths` of the steady-state schedule the E-step's program holds.
-        diffuse: the diffuse components of ``P0`` (:mod:`jaxssm._schedules.diffuse`): the
-            E-step is then the exact diffuse smoother's; ``()`` for none.
-    """
-
-    ys: jax.Array
-    inputs: jax.Array | None
-    fast: FastData | None
-    sums: dict | None
-    schedule: Schedule
-    paths: Paths
-    diffuse: tuple[int, ...] = ()
-
-
-def _missing_on_device(ys: jax.Array):
-    nan = jnp.isnan(ys)
-    return jnp.any(nan), jnp.all(nan)
-
-
-_missing_jit = _compile.jit(_missing_on_device)
-
-
-def _missing(ys: jax.Array) -> tuple[bool, bool]:
-    """Whether any and whether every entry of concrete ``ys`` is NaN.
-
-    On the host with numpy when ``ys`` lives in this process's CPU memory (no copy, no
-    compilation), else one small compiled program on its devices.
-    """
-    if ys.is_fully_addressable and all(d.platform == "cpu" for d in ys.devices()):
-        nan = np.isnan(np.asarray(ys))
-        return bool(nan.any()), bool(nan.all())
-    some, every = _missing_jit(ys)
-    return bool(some), bool(every)
-
-
-@partial(_compile.jit, static_argnames="extended")
-def _data_sums(ys: jax.Array, inputs: jax.Array | None, extended: bool) -> dict:
-    v = _model.augmented_inputs(inputs, ys.shape[:-1], ys.dtype) if extended else None
-    return _stats.data_sums(ys, v)
-
-
-def _is_traced(tree) -> bool:
-    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
-
-
-def prepare_stats(
-    params: LGSSM,
-    ys: jax.Array,
-    inputs: jax.Array | None,
+def steady_bound(
     schedule: Schedule | str,
-    diffuse: tuple[int, ...] = (),
-) -> StatsPlan:
-    """Plan the E-steps of a loop over ``ys`` on ``schedule`` (on the host, once).
-
-    Concrete ``ys`` with a missing entry: the gap-aware recursion alone. Concrete ``ys``,
-    ``params`` and ``inputs`` with every entry observed: the fast path alone, and the
-    data-only statistics computed here, once. Under a transformation (traced arrays): both
-    paths in one program, chosen on device. Where the schedule has no fast path for this
-    series (:data:`MIN_STEADY_STEPS`, ``steady_state=False``, a time-varying model) the
-    full recursion runs either way.
-
-    Args:
-        params: the loop's starting :class:`~jaxssm.LGSSM` (checked): its structure and
-            whether it is traced.
-        ys: ``[N, Dy]`` or ``[B, N, Dy]`` (checked).
-        inputs: ``[N, Du]`` (``[B, N, Du]``) or ``None`` (checked).
-        schedule: the resolved :class:`~jaxssm._args.schedule.Schedule`.
-        diffuse: the diffuse components of ``P0`` (concrete): the E-step is then the exact
-            diffuse smoother's (:mod:`jaxssm._schedules.diffuse`), one path.
-
-    Returns:
-        A :class:`StatsPlan` for :func:`stats_step`.
-
-    Raises:
-        ValueError: concrete ``ys`` has no observed entry (all NaN).
-    """
-    schedule = by_name(schedule)
-    if diffuse:
-        return StatsPlan(ys, inputs, None, None, schedule, Paths.GAP_AWARE, tuple(diffuse))
-    T = _bound(schedule, params, ys.shape[-2], _settle.DEFAULT_MAX_TRANSIENT)
-    if isinstance(ys, jax.core.Tracer):
-        return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
-    some, every = _missing(ys)
-    if every:
-        raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
-    if some:
-        return StatsPlan(ys, inputs, None, None, schedule, Paths.GAP_AWARE)
-    if _is_traced((params, inputs)):
-        return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
-    sums = _data_sums(ys, inputs, _model.uses_input_sums(params, inputs))
-    return StatsPlan(ys, inputs, None, sums, schedule, Paths.FAST if T else Paths.BOTH)
+    params: LGSSM,
+    num_steps: int,
+    max_transient: int = _settle.DEFAULT_MAX_TRANSIENT,
+) -> int:
+    """Return the steady-state bound ``T`` of ``schedule`` for ``num_steps`` (0: none; static)."""
+    return _bound(by_name(schedule), params, num_steps, max_transient)
 
 
-def stats_step(
-    plan: StatsPlan, params: LGSSM
-) -> tuple[tuple[SufficientStats, jax.Array], ScheduleInfo]:
-    """One E-step of a loop: ``((stats, log p(y)), info)`` at ``params`` (jittable).
-
-    The statistics of :func:`stats`, with the plan's data-only sums in place of the
-    E-step's own (XLA then drops those). On a plan with :attr:`Paths.FAST` the result is
-    the answer only where ``info.fast_path`` is true; elsewhere the loop goes on with
-    :func:`with_fallback` of the plan.
-    """
-    if plan.diffuse:
-        out_ll = _diffuse.stats_unchecked(params, plan.ys, plan.inputs, plan.diffuse)
-        return out_ll, _full_info(Kind.STATS, plan.ys.shape[-2])
-    (out, ll), info = run(
-        Kind.STATS,
-        params,
-        plan.ys,
-        plan.schedule,
-        inputs=plan.inputs,
-        fast=plan.fast,
-        paths=plan.paths,
-    )
-    if plan.sums is not None:
-        out = out._replace(**plan.sums)
-    return (out, ll), info
-
-
-def with_fallback(plan: StatsPlan) -> StatsPlan:
-    """Return ``plan`` with both paths: for the E-steps a fast-path-only plan did not cover."""
-    return dataclasses.replace(plan, fast=prepare(plan.ys), paths=Paths.BOTH)
+def full_info(kind: Kind | str, num_steps: int) -> ScheduleInfo:
+    """Return the :class:`~jaxssm.ScheduleInfo` of a full recursion of ``num_steps`` steps."""
+    return _full_info(Kind(kind), num_steps)

@@ -53,6 +53,7 @@ __all__ = [
     "round_length",
     "transient_bound",
     "small_change",
+    "last_unsettled",
     "Settling",
     "settling_scan",
     "FilterSide",
@@ -132,7 +133,7 @@ def small_change(new: jax.Array, old: jax.Array, rtol: float) -> jax.Array:
     return jnp.all(jnp.abs(new - old) <= rtol * (sd[:, None] * sd[None, :]))
 
 
-def _last_unsettled(small: jax.Array) -> jax.Array:
+def last_unsettled(small: jax.Array) -> jax.Array:
     """Return the largest 1-based step ``k`` with ``small[k - 1]`` False (0 if none), int32."""
     idx = jnp.arange(1, small.shape[0] + 1, dtype=jnp.int32)
     return jnp.max(jnp.where(small, 0, idx))
@@ -447,7 +448,7 @@ def filter_side(params: LGSSM, T: int, rtol: float | None = None) -> FilterSide:
         chol=half.chol,
         gain=steps.kalman_gain(half.chol, half.obs_factor),
         smoother_gain=steps.smoother_gain(cov, pred_cov, A),
-        transient=_last_unsettled(run.small),
+        transient=last_unsettled(run.small),
         converged=run.settled,
     )
 
@@ -535,7 +536,7 @@ def smoother_side(params: LGSSM, T: int, rtol: float | None = None) -> SmootherS
     end = settling_scan(step, operands, (fs.cov, jnp.zeros_like(fs.cov)), length=T, per_round=r)
     X_inf, end_sum = end.state
     end_sum = fs.cov + end_sum + (T - end.count).astype(end_sum.dtype) * X_inf
-    s_len = jnp.where(fs.converged, _last_unsettled(end.small), jnp.int32(T))
+    s_len = jnp.where(fs.converged, last_unsettled(end.small), jnp.int32(T))
 
     # Start: P^s_k, k = T-1..0, backward from P^s_T = X_inf, in the transient rounds only.
     zero = jnp.zeros_like(X_inf)

@@ -35,10 +35,11 @@ __all__ = [
     "parallel_filter_factors",
     "parallel_smooth_factors",
     "run_factors",
+    "outer",
 ]
 
 
-def _outer(L: jax.Array) -> jax.Array:
+def outer(L: jax.Array) -> jax.Array:
     """``L L^T`` over the last two axes (symmetric by construction, then exactly)."""
     P = L @ jnp.swapaxes(L, -1, -2)
     return 0.5 * (P + jnp.swapaxes(P, -1, -2))
@@ -78,7 +79,7 @@ def filter_factors(params: LGSSM, ys: jax.Array) -> tuple[FilterResult, CovFacto
     )
     means = jnp.concatenate([params.m0[None], means], axis=0)
     chols = jnp.concatenate([chol0[None], chols], axis=0)
-    result = FilterResult(means, _outer(chols), pred_means, _outer(pred_chols), ll)
+    result = FilterResult(means, outer(chols), pred_means, outer(pred_chols), ll)
     return result, CovFactors(chols, pred_chols)
 
 
@@ -106,7 +107,7 @@ def smooth_factors(
     _, (means, chols, gains) = jax.lax.scan(body, last, inputs, reverse=True)
     means = jnp.concatenate([means, filtered.means[-1:]], axis=0)
     chols = jnp.concatenate([chols, factors.covs[-1:]], axis=0)
-    result = SmootherResult(means, _outer(chols), gains, filtered.log_likelihood)
+    result = SmootherResult(means, outer(chols), gains, filtered.log_likelihood)
     return result, CovFactors(chols, None)
 
 
@@ -191,7 +192,7 @@ def parallel_filter_factors(params: LGSSM, ys: jax.Array) -> tuple[FilterResult,
         return pm, steps.log_normal_whitened(z, LS, jnp.sum(observed).astype(y.dtype))
 
     pred_means, lls = batched(log_lik)(means[:-1], pred_chols, chol_S, ys, varying)
-    result = FilterResult(means, _outer(chols), pred_means, _outer(pred_chols), jnp.sum(lls))
+    result = FilterResult(means, outer(chols), pred_means, outer(pred_chols), jnp.sum(lls))
     return result, CovFactors(chols, pred_chols)
 
 
@@ -221,7 +222,7 @@ def parallel_smooth_factors(
         last,
     )
     scanned = jax.lax.associative_scan(jax.vmap(_el.smooth_combine), elems, reverse=True)
-    result = SmootherResult(scanned.g, _outer(scanned.F), body.gain, filtered.log_likelihood)
+    result = SmootherResult(scanned.g, outer(scanned.F), body.gain, filtered.log_likelihood)
     return result, CovFactors(scanned.F, None)
 
 
