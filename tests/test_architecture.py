@@ -45,7 +45,7 @@ LAYERS = [
     ["_schedules.chunked"],
     ["_schedules.dispatch"],
     ["_schedules.plan"],
-    ["sharding", "_learn.constrained"],
+    ["sharding", "_learn.constrained", "_api.entry"],
     ["_api.inference", "_api.sampling", "_api.posterior", "_api.forecast", "_learn.mstep"],
     ["_learn.accelerate", "_learn.moments"],
     ["_learn.subspace"],

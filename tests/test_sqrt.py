@@ -24,6 +24,8 @@ from jaxssm._args.results import check_variances
 from jaxssm._args.schedule import resolve
 from jaxssm._base import model
 from jaxssm._base.tria import tria
+from jaxssm._learn.score import value_and_score
+from jaxssm._learn.uncertainty import observed_information
 from jaxssm._schedules import dispatch, sqrt_steady
 
 RTOL = 1e-10
@@ -261,6 +263,97 @@ def test_bad_form_arguments():
         ssm.kalman_filter(params, ys, inputs=u, factors=True)
     with pytest.raises(TypeError, match="factors must be True or False"):
         ssm.rts_smoother(params, ys, inputs=u, form="sqrt", factors=1)
+
+
+# --- form= on score, standard errors and forecast --------------------------------------------
+
+
+def _plain_model(N, D=2, Dy=2, seed=7):
+    """A random stable model with positive definite Q, R, P0 (Fisher's identity holds through
+    each) and ``N`` draws with one missing entry."""
+    rng = np.random.default_rng(seed)
+    m = ref.random_model(rng, D, Dy)
+    _, ys = ref.simulate(rng, m, N)
+    ys[N // 3, 0] = np.nan
+    return ssm.LGSSM(*(jnp.asarray(x) for x in m)), jnp.asarray(ys)
+
+
+def _not_bitwise_equal(a, b):
+    """Whether two float64 results differ anywhere: the two forms round differently, so a
+    bitwise-equal pair means one program ran twice (``form`` not passed through)."""
+    leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in leaves)
+
+
+def test_score_and_value_and_score_sqrt_equal_cov():
+    """The score through the square-root E-step equals the covariance form's, every field, to
+    rtol 1e-10 (both are the closed-form gradient of statistics that agree to round-off)."""
+    params, ys = _plain_model(15, D=3)
+    update = ("m0", "P0", "A", "Q", "H", "R")
+    ll_s, g_s = value_and_score(params, ys, update=update, form="sqrt")
+    ll_c, g_c = value_and_score(params, ys, update=update, form="cov")
+    assert_close(ll_s, ll_c, RTOL)
+    for name in update:
+        assert_close(getattr(g_s, name), getattr(g_c, name), RTOL, err_msg=name)
+    assert _not_bitwise_equal(g_s, g_c)
+    g = ssm.score(params, ys, update=update, form="sqrt")  # score passes form on
+    assert not _not_bitwise_equal(g, g_s)
+
+
+def _observed_information_equal(route):
+    params, ys = _plain_model(200)
+    info_s, labels_s = observed_information(params, ys, update="A", form="sqrt", route=route)
+    info_c, labels_c = observed_information(params, ys, update="A", route=route)
+    assert labels_s == labels_c
+    assert_close(info_s, info_c, RTOL)
+    assert _not_bitwise_equal(info_s, info_c)
+    return params, ys
+
+
+def test_standard_errors_sqrt_equal_cov():
+    """The observed information by ``jax.jacfwd`` of the Fisher-identity score (the route
+    ``standard_errors`` takes here: Q positive definite) and the standard errors on the
+    square-root form equal the covariance form's to rtol 1e-10 (A only, N = 200)."""
+    params, ys = _observed_information_equal("score")
+    se_s = ssm.standard_errors(params, ys, update="A", form="sqrt")
+    se_c = ssm.standard_errors(params, ys, update="A", form="cov")
+    assert se_s.Q is None
+    assert_close(se_s.A, se_c.A, RTOL)
+    assert _not_bitwise_equal(se_s.A, se_c.A)
+
+
+@pytest.mark.slow
+def test_observed_information_hessian_route_sqrt_equal_cov():
+    """``jax.hessian`` of the square-root filter's log-likelihood equals the covariance
+    form's, rtol 1e-10 (A only, N = 200)."""
+    _observed_information_equal("hessian")
+
+
+def test_forecast_sqrt_equals_cov():
+    """The forecast from the square-root filter (its last covariance rebuilt from the factor,
+    the prediction steps in covariance form) equals the covariance form's, rtol 1e-10: inputs,
+    offsets, singular Q, missing entries."""
+    params, _, ys, u = _model(False)
+    future = jnp.asarray(np.random.default_rng(8).standard_normal((4, 2)))
+    kw = dict(inputs=u, future_inputs=future)
+    f_s = ssm.forecast(params, ys, 4, form="sqrt", **kw)
+    f_c = ssm.forecast(params, ys, 4, form="cov", steady_state=False, **kw)
+    for a, b, name in zip(f_s, f_c, ssm.Forecast._fields, strict=True):
+        assert_close(a, b, RTOL, err_msg=name)
+    assert _not_bitwise_equal(f_s, f_c)
+
+
+def test_bad_form_on_score_standard_errors_and_forecast():
+    params, ys = _plain_model(6)
+    for call in (
+        lambda: ssm.score(params, ys, form="chol"),
+        lambda: value_and_score(params, ys, form=None),
+        lambda: ssm.standard_errors(params, ys, update="A", form="Sqrt"),
+        lambda: observed_information(params, ys, update="A", form=1),
+        lambda: ssm.forecast(params, ys, 2, form="chol"),
+    ):
+        with pytest.raises(ValueError, match="form must be 'cov' or 'sqrt'"):
+            call()
 
 
 def test_grad_log_likelihood_sqrt_equals_cov_small():

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxssm import steps
+from jaxssm._api.entry import diffuse
 from jaxssm._args.checks import check_int, check_key
 from jaxssm._args.prologue import prologue
 from jaxssm._args.schedule import Schedule
@@ -153,6 +154,7 @@ def forecast(
     future_inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> Forecast:
     """Exact ``h``-step forecast of states and observations beyond ``y_1..y_N``.
 
@@ -165,6 +167,10 @@ def forecast(
         future_inputs: ``u_{N+1}..u_{N+h}`` ``[h, Du]``, likewise.
         method: the filter's schedule, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
+        form: the filter's form, ``"cov"`` or ``"sqrt"``, as in
+            :func:`~jaxssm.kalman_filter`. The ``h`` prediction steps beyond ``N`` run in
+            covariance form either way, from the last filtered covariance (rebuilt from its
+            factor with ``"sqrt"``).
 
     Returns:
         :class:`Forecast` with ``means [h, D]``, ``covs [h, D, D]``, ``obs_means [h, Dy]`` and
@@ -176,10 +182,17 @@ def forecast(
     """
     num_steps = check_int(num_steps, "num_steps", hint=_HORIZON)
     params, ys, inputs, future, schedule = _check_forecast(
-        params, ys, num_steps, inputs, future_inputs, method, steady_state, allow_diffuse=True
+        params,
+        ys,
+        num_steps,
+        inputs,
+        future_inputs,
+        method,
+        steady_state,
+        form=form,
+        allow_diffuse=True,
     )
-    if index := _diffuse.diffuse_index(params.P0):
-        _diffuse.check_schedule(schedule, "forecast")
+    if index := diffuse(params, schedule, "forecast"):
         last = _diffuse.filter(params, ys, inputs, index)
         c, e = _model.offsets(params, future, num_steps)
         return _predict_ahead(params, last.means[-1], last.covs[-1], num_steps, c, e)
@@ -227,7 +240,15 @@ _HORIZON = "the horizon, a Python int (it fixes the output shapes)"
 
 
 def _check_forecast(
-    params, ys, num_steps, inputs, future_inputs, method, steady_state, allow_diffuse=False
+    params,
+    ys,
+    num_steps,
+    inputs,
+    future_inputs,
+    method,
+    steady_state,
+    form="cov",
+    allow_diffuse=False,
 ):
     """Validate a forecast's arguments; the model must be time-invariant beyond ``N``."""
     params, ys, inputs, schedule = prologue(
@@ -236,6 +257,7 @@ def _check_forecast(
         inputs,
         method=method,
         steady_state=steady_state,
+        form=form,
         time_invariant="forecast",
         allow_diffuse=allow_diffuse,
     )

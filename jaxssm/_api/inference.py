@@ -1,7 +1,8 @@
 """Public inference entry points: filter, smoother and log-likelihood.
 
-Each checks its arguments (:func:`jaxssm._args.prologue.prologue`: the schedule first, then
-shapes and dtypes at trace time, covariance values when concrete) and hands the resolved
+Each checks its arguments (:func:`jaxssm._api.entry.prepare`: the prologue, the schedule
+first, then shapes and dtypes at trace time, covariance values when concrete; then, for a
+diffuse ``P0``, that the schedule runs the exact diffuse recursion) and hands the resolved
 schedule to the dispatcher (:mod:`jaxssm._schedules.dispatch`), which picks the schedule that
 runs on the checked data, the time-sharded one included.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
+from jaxssm._api.entry import prepare
 from jaxssm._args.prologue import prologue
 from jaxssm._args.results import check_finite_result, check_variances
 from jaxssm._base.types import LGSSM, CovFactors, FilterResult, SmootherResult
@@ -106,14 +108,13 @@ def kalman_filter(
         A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers", IEEE TAC
         66(1), 2021.
     """
-    params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state, form=form, allow_diffuse=True
+    params, ys, inputs, schedule, index = prepare(
+        "kalman_filter", params, ys, inputs, method=method, steady_state=steady_state, form=form
     )
-    if index := _diffuse.diffuse_index(params.P0):
-        _diffuse.check_schedule(schedule, "kalman_filter")
-        _wants_factors(factors, form)
+    want_factors = _wants_factors(factors, form)
+    if index:
         return _diffuse.filter(params, ys, inputs, index)
-    if _wants_factors(factors, form):
+    if want_factors:
         return _dispatch.run_factors(params, ys, schedule, smoothed=False, inputs=inputs)
     result = _dispatch.filter(params, ys, schedule, inputs=inputs)
     check_finite_result(result.log_likelihood, params, "kalman_filter")
@@ -164,14 +165,13 @@ def rts_smoother(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Theorem 8.2; Sarkka and
         Garcia-Fernandez (2021).
     """
-    params, ys, inputs, schedule = prologue(
-        params, ys, inputs, method=method, steady_state=steady_state, form=form, allow_diffuse=True
+    params, ys, inputs, schedule, index = prepare(
+        "rts_smoother", params, ys, inputs, method=method, steady_state=steady_state, form=form
     )
-    if index := _diffuse.diffuse_index(params.P0):
-        _diffuse.check_schedule(schedule, "rts_smoother")
-        _wants_factors(factors, form)
+    want_factors = _wants_factors(factors, form)
+    if index:
         return _diffuse.smooth(params, ys, inputs, index)
-    if _wants_factors(factors, form):
+    if want_factors:
         return _dispatch.run_factors(params, ys, schedule, smoothed=True, inputs=inputs)
     result = _dispatch.smooth(params, ys, schedule, inputs=inputs)
     check_finite_result(result.log_likelihood, params, "rts_smoother")
@@ -239,7 +239,8 @@ def log_likelihood(
     Raises:
         ValueError, TypeError: as :func:`~jaxssm.kalman_filter`.
     """
-    params, ys, inputs, schedule = prologue(
+    params, ys, inputs, schedule, index = prepare(
+        "log_likelihood",
         params,
         ys,
         inputs,
@@ -247,10 +248,8 @@ def log_likelihood(
         steady_state=steady_state,
         form=form,
         allow_batch=True,
-        allow_diffuse=True,
     )
-    if index := _diffuse.diffuse_index(params.P0):
-        _diffuse.check_schedule(schedule, "log_likelihood")
+    if index:
         return _diffuse.log_likelihood(params, ys, inputs, index)
     value = _dispatch.log_likelihood(params, ys, schedule, inputs=inputs)
     return check_finite_result(value, params, "log_likelihood")

@@ -42,8 +42,8 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxssm import steps
+from jaxssm._api.entry import prepare
 from jaxssm._args.checks import check_key
-from jaxssm._args.prologue import prologue
 from jaxssm._args.schedule import Schedule
 from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
@@ -181,16 +181,9 @@ def posterior_sample(
         Methods* (2012), section 4.9.
     """
     key = check_key(key)
-    params, ys, inputs, schedule = prologue(
-        params,
-        ys,
-        inputs,
-        method=method,
-        steady_state=steady_state,
-        form=form,
-        allow_diffuse=True,
+    params, ys, inputs, schedule, index = prepare(
+        "posterior_sample", params, ys, inputs, method=method, steady_state=steady_state, form=form
     )
-    if index := _diffuse.diffuse_index(params.P0):
-        _diffuse.check_schedule(schedule, "posterior_sample")
+    if index:
         return _diffuse.posterior_sample(key, params, ys, inputs, index)
     return _posterior_sample(key, params, ys, schedule, inputs)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxssm._api.entry import prepare
 from jaxssm._args import schedule as _schedule
 from jaxssm._args.callbacks import guard_callback, run_with_callback
 from jaxssm._args.checks import check_int, check_tol
@@ -94,7 +95,8 @@ def e_step(
         S. Sarkka, *Bayesian Filtering and Smoothing* (2013), Section 12.3.3;
         R. H. Shumway and D. S. Stoffer (1982).
     """
-    params, ys, inputs, schedule = prologue(
+    params, ys, inputs, schedule, index = prepare(
+        "e_step",
         params,
         ys,
         inputs,
@@ -102,10 +104,8 @@ def e_step(
         steady_state=steady_state,
         form=form,
         allow_batch=True,
-        allow_diffuse=True,
     )
-    if index := _diffuse.diffuse_index(params.P0):
-        _diffuse.check_schedule(schedule, "e_step")
+    if index:
         return _diffuse.stats(params, ys, inputs, index)
     stats, value = _dispatch.stats(params, ys, schedule, inputs=inputs)
     return stats, check_finite_result(value, params, "e_step")

@@ -74,7 +74,7 @@ def _check_nonsingular(params: LGSSM, update: tuple[str, ...]) -> None:
             )
 
 
-def _prologue(params, ys, update, inputs, method, steady_state):
+def _prologue(params, ys, update, inputs, method, steady_state, form):
     """Check the arguments of :func:`score`; return what :func:`_value_and_score` takes."""
     names = check_update(update)
     params, ys, inputs, schedule = prologue(
@@ -83,6 +83,7 @@ def _prologue(params, ys, update, inputs, method, steady_state):
         inputs,
         method=method,
         steady_state=steady_state,
+        form=form,
         allow_batch=True,
         update=names,
     )
@@ -140,6 +141,7 @@ def value_and_score(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> tuple[jax.Array, LGSSM]:
     """``(log p(y | params), score(params, ys, ...))`` from one E-step.
 
@@ -151,7 +153,7 @@ def value_and_score(
         ``(log_likelihood, grads)``: a scalar and an :class:`~jaxssm.LGSSM` as :func:`score`.
     """
     params, ys, inputs, names, schedule, num_sequences = _prologue(
-        params, ys, update, inputs, method, steady_state
+        params, ys, update, inputs, method, steady_state, form
     )
     return _value_and_score(
         params, ys, inputs, update=names, schedule=schedule, num_sequences=num_sequences
@@ -166,6 +168,7 @@ def score(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> LGSSM:
     r"""Exact gradient of ``log p(y | params)`` for the fields in ``update`` (Fisher's identity).
 
@@ -205,6 +208,8 @@ def score(
             ``B`` or ``D`` (or ``update`` names them).
         method: ``"sequential"`` or ``"parallel"``, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
+        form: the E-step's form, ``"cov"`` or ``"sqrt"`` (the smoother on Cholesky factors),
+            as in :func:`~jaxssm.e_step`; the same gradient to round-off in float64.
 
     Returns:
         An :class:`~jaxssm.LGSSM` holding ``d log p(y) / d field`` for the fields in
@@ -229,4 +234,5 @@ def score(
         inputs=inputs,
         method=method,
         steady_state=steady_state,
+        form=form,
     )[1]

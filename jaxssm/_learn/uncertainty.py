@@ -64,7 +64,7 @@ def _information(params, ys, inputs, *, spec, schedule, route, num_sequences):
     return -jax.jacfwd(grad)(theta)
 
 
-def _prepare(params, ys, update, inputs, method, steady_state):
+def _prepare(params, ys, update, inputs, method, steady_state, form):
     raw = parse_update(update)
     absent = tuple(n for n in raw if getattr(params, n, None) is None)
     params, ys, inputs, schedule = prologue(
@@ -73,6 +73,7 @@ def _prepare(params, ys, update, inputs, method, steady_state):
         inputs,
         method=method,
         steady_state=steady_state,
+        form=form,
         allow_batch=True,
         update=tuple(raw),
     )
@@ -95,6 +96,7 @@ def observed_information(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
     route: str = "hessian",
 ) -> tuple[jax.Array, list[str]]:
     """Return the observed information in the free coordinates, and their labels.
@@ -108,7 +110,7 @@ def observed_information(
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
-    info, labels, _, _ = _observed(params, ys, update, inputs, method, steady_state, route)
+    info, labels, _, _ = _observed(params, ys, update, inputs, method, steady_state, form, route)
     return info, labels
 
 
@@ -137,13 +139,13 @@ def choose_route(params: LGSSM, spec) -> str:
     return "score"
 
 
-def _observed(params, ys, update, inputs, method, steady_state, route=None):
+def _observed(params, ys, update, inputs, method, steady_state, form, route=None):
     """Check the arguments; return ``(information, labels, params, spec)`` of the checked model.
 
     ``route``: that of :func:`_information`; ``None`` for :func:`choose_route`'s.
     """
     params, ys, inputs, schedule, spec, num_sequences = _prepare(
-        params, ys, update, inputs, method, steady_state
+        params, ys, update, inputs, method, steady_state, form
     )
     info = _information(
         params,
@@ -194,6 +196,7 @@ def standard_errors(
     inputs: ArrayLike | None = None,
     method: str = "sequential",
     steady_state: bool | None = None,
+    form: str = "cov",
 ) -> LGSSM:
     r"""Compute standard errors of the estimated fields from the exact observed information.
 
@@ -239,6 +242,10 @@ def standard_errors(
         inputs: ``u_1..u_N`` ``[N, Du]`` when the model has ``B`` or ``D``.
         method: ``"sequential"`` or ``"parallel"``, as in :func:`~jaxssm.kalman_filter`.
         steady_state: as in :func:`~jaxssm.kalman_filter`.
+        form: ``"cov"`` or ``"sqrt"``, as in :func:`~jaxssm.kalman_filter`: the filter
+            (``"hessian"`` route) or the E-step's smoother (``"score"`` route) that is
+            differentiated runs on Cholesky factors with ``"sqrt"``; the same errors to
+            round-off in float64.
 
     Returns:
         An :class:`~jaxssm.LGSSM` of standard errors, each estimated field shaped like the
@@ -254,7 +261,7 @@ def standard_errors(
         section 7.3 (asymptotic errors from the observed information); E. E. Holmes (2012),
         "Derivation of an EM algorithm for constrained and unconstrained MARSS models".
     """
-    info, labels, params, spec = _observed(params, ys, update, inputs, method, steady_state)
+    info, labels, params, spec = _observed(params, ys, update, inputs, method, steady_state, form)
     w, V = _invert(np.asarray(info, np.float64), labels)
     root = V / np.sqrt(w)[None, :]  # inv(I) = root root^T
     theta = pack(params, spec)
