@@ -18,6 +18,11 @@ Tolerances (float64):
   same program, once inside the scan and once after it).
 - A replayed optimisation loop (plain optax in Python) against fit_mle's scan, rtol 1e-9 over
   a few Adam steps (round-off in the gradient can only move Adam's first steps by ~ulps).
+- fit_mle with one steady-state path in the gradient against the previous program (both
+  paths and their lax.cond), rtol 1e-10: the same value and gradient functions in two
+  compiled programs (seen: ~1e-15); against the full recursion (steady_state=False) after 12
+  L-BFGS steps, rtol 1e-8 (the steady-state schedule is exact to its settling tolerance
+  1e4 eps, which the steps can amplify).
 """
 
 import jax
@@ -437,3 +442,173 @@ def test_import_jaxssm_does_not_import_optax():
 
     code = "import sys, jaxssm; assert 'optax' not in sys.modules, 'optax imported eagerly'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- the steady-state paths of the gradient -----------------------------------------------------
+#
+# On fully observed data with a steady-state bound, fit_mle differentiates through the fast path
+# alone, and through the gap-aware recursion alone where the fast path does not cover a point
+# (mle._exact_on_fast_path); with a missing entry through the gap-aware recursion alone. The
+# reference is the previous program: the same call with both paths and the lax.cond
+# (plan.choose_paths forced to Paths.BOTH), whose value and gradient are the same functions,
+# so rtol 1e-10 (observed: ~1e-15; the loops compile to different programs, so not bitwise).
+# One optimiser object, N and num_iters throughout: the compiled loops are shared.
+PATHS_OPT = optax.adam(0.3)
+PATHS_ITERS = 15
+PATHS_N = 400  # steady_state=True: the bound T = 128 (settle.transient_bound)
+
+
+def _fit_paths(start, ys, monkeypatch=None, both=False, optimizer=PATHS_OPT, num_iters=PATHS_ITERS):
+    """fit_mle on the steady-state schedule; the paths it chose; ``both``: force Paths.BOTH."""
+    from jaxssm._schedules import plan as _plan
+
+    real, seen = _plan.choose_paths, []
+
+    def spy(*args):
+        seen.append(_plan.Paths.BOTH if both else real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(_plan, "choose_paths", spy)
+    out = ssm.fit_mle(start, ys, optimizer=optimizer, num_iters=num_iters, steady_state=True)
+    monkeypatch.setattr(_plan, "choose_paths", real)
+    return out, seen
+
+
+def _covered(params, ys) -> bool:
+    """Whether the steady-state fast path covers ``params`` (settled within the bound)."""
+    from jaxssm._args.schedule import resolve
+    from jaxssm._schedules import dispatch as _dispatch
+
+    kind, fast = _dispatch.Kind.LOG_LIKELIHOOD, _dispatch.Paths.FAST
+    return bool(_dispatch.run(kind, params, ys, resolve("sequential", True), paths=fast)[1][0])
+
+
+def _assert_same_fit(one, both, rtol=1e-10):
+    (p1, i1), (p2, i2) = one, both
+    assert np.all(np.isfinite(np.asarray(i1.log_likelihoods)))
+    assert_close(i1.log_likelihoods, i2.log_likelihoods, rtol)
+    assert_close(i1.log_likelihood, i2.log_likelihood, rtol)
+    for name in ("A", "Q"):
+        assert_close(getattr(p1, name), getattr(p2, name), rtol)
+    assert int(i1.status) == int(i2.status) and int(i1.best_iter) == int(i2.best_iter)
+
+
+@pytest.fixture(scope="module")
+def paths_problem():
+    """D = Dy = 2, N = 400, a model that settles within a few dozen steps."""
+    rng = np.random.default_rng(31)
+    model = random_model(rng, 2, 2)
+    _, ys = simulate(rng, model, PATHS_N)
+    start = to_params(model)._replace(A=0.3 * jnp.eye(2), Q=1.5 * jnp.eye(2))
+    return start, jnp.asarray(ys)
+
+
+def test_choose_paths_follows_the_data(paths_problem):
+    from jaxssm._args.schedule import resolve
+    from jaxssm._schedules import plan as _plan
+
+    P = _plan.Paths
+    start, ys = paths_problem
+    steady, full, auto = (resolve("sequential", s) for s in (True, False, None))
+    assert _plan.choose_paths(start, ys, None, steady) is P.FAST
+    assert _plan.choose_paths(start, ys.at[3, 1].set(jnp.nan), None, steady) is P.GAP_AWARE
+    assert _plan.choose_paths(start, ys, None, full) is P.BOTH  # no fast path: unchanged
+    assert _plan.choose_paths(start, ys, None, auto) is P.BOTH  # N < MIN_STEADY_STEPS
+    seen = []
+    jax.jit(lambda p: seen.append(_plan.choose_paths(p, ys, None, steady)))(start)
+    jax.jit(lambda y: seen.append(_plan.choose_paths(start, y, None, steady)))(ys)
+    assert seen == [P.BOTH, P.BOTH]  # traced: both paths, chosen on device
+    # prepare_stats (EM's plan) makes the same choice.
+    for y in (ys, ys.at[3, 1].set(jnp.nan)):
+        for s in (steady, full):
+            assert _plan.prepare_stats(start, y, None, s).paths is _plan.choose_paths(
+                start, y, None, s
+            )
+
+
+def test_exact_on_fast_path_picks_each_points_gradient():
+    """The custom VJP on a stand-in objective: the fast branch where covered, else the other.
+
+    ``f(x, FAST) = (sum x^2, covered = x_0 < 1)``, ``f(x, GAP_AWARE) = sum x^3``,
+    ``f(x, BOTH)`` the one that applies: exact gradients ``2 x`` and ``3 x^2``, bitwise.
+    """
+    from types import SimpleNamespace
+
+    from jaxssm._learn import mle as _mle
+
+    P = _dispatch_paths()
+
+    def f(theta, paths):
+        x = theta["x"]
+        fast, other, covered = jnp.sum(x**2), jnp.sum(x**3), x[0] < 1
+        value = {P.FAST: fast, P.GAP_AWARE: other, P.BOTH: jnp.where(covered, fast, other)}
+        return value[paths], SimpleNamespace(fast_path=covered if paths is P.FAST else None)
+
+    objective = jax.jit(jax.value_and_grad(_mle._exact_on_fast_path(f)))
+    for x, expected in ((jnp.array([0.5, -2.0]), "fast"), (jnp.array([1.5, -2.0]), "other")):
+        value, grad = objective({"x": x})
+        ref_value = jnp.sum(x**2) if expected == "fast" else jnp.sum(x**3)
+        ref_grad = 2 * x if expected == "fast" else 3 * x**2
+        assert float(value) == float(ref_value), expected
+        np.testing.assert_array_equal(grad["x"], ref_grad, err_msg=expected)
+        assert float(_mle._exact_on_fast_path(f)({"x": x})) == float(ref_value)  # primal
+
+
+@pytest.mark.slow  # test_uncovered_points_fall_back_and_match covers this in the default suite
+def test_fast_path_gradient_matches_both_paths(paths_problem, monkeypatch):
+    start, ys = paths_problem
+    assert _covered(start, ys)
+    one, seen = _fit_paths(start, ys, monkeypatch)
+    assert seen == [_dispatch_paths().FAST]
+    both, _ = _fit_paths(start, ys, monkeypatch, both=True)
+    _assert_same_fit(one, both)
+    assert float(one[1].log_likelihood) > float(one[1].log_likelihoods[0])  # it does fit
+
+
+def test_uncovered_points_fall_back_and_match(monkeypatch):
+    """A start whose covariances do not settle within the bound, and a run that leaves it.
+
+    A = 0.999 I, Q = 1e-6 I, R = I: the steady-state gain is ~1e-3, the closed-loop pole
+    ~0.998, so the covariances take thousands of steps to settle (T = 128); Adam grows Q
+    until they settle, so the loop evaluates on both sides of the fast path's cover.
+    """
+    rng = np.random.default_rng(7)
+    D = 2
+    true = Model(np.zeros(D), np.eye(D), 0.9 * np.eye(D), 0.3 * np.eye(D), np.eye(D), np.eye(D))
+    _, ys = simulate(rng, true, PATHS_N)
+    ys = jnp.asarray(ys)
+    start = to_params(true)._replace(A=0.999 * jnp.eye(D), Q=1e-6 * jnp.eye(D))
+    one, seen = _fit_paths(start, ys, monkeypatch)
+    assert seen == [_dispatch_paths().FAST]
+    assert not _covered(start, ys) and _covered(one[0], ys)  # both sides
+    both, _ = _fit_paths(start, ys, monkeypatch, both=True)
+    _assert_same_fit(one, both)
+
+
+@pytest.mark.slow  # the gap-aware path is dispatch's (test_dispatch.py); the choice is tested above
+def test_missing_entries_take_the_gap_aware_path(paths_problem, monkeypatch):
+    start, ys = paths_problem
+    ys = ys.at[50, 0].set(jnp.nan).at[200].set(jnp.nan)
+    one, seen = _fit_paths(start, ys, monkeypatch)
+    assert seen == [_dispatch_paths().GAP_AWARE]
+    both, _ = _fit_paths(start, ys, monkeypatch, both=True)
+    _assert_same_fit(one, both)
+
+
+@pytest.mark.slow
+def test_lbfgs_line_search_on_one_path_matches_both_paths(paths_problem, monkeypatch):
+    """L-BFGS's zoom line search evaluates trial points: every one is exact too."""
+    start, ys = paths_problem
+    slow = start._replace(A=0.999 * jnp.eye(2), Q=1e-6 * jnp.eye(2))  # starts uncovered
+    for s in (start, slow):
+        one, _ = _fit_paths(s, ys, monkeypatch, optimizer=LBFGS, num_iters=12)
+        both, _ = _fit_paths(s, ys, monkeypatch, both=True, optimizer=LBFGS, num_iters=12)
+        _assert_same_fit(one, both)
+        full = ssm.fit_mle(s, ys, optimizer=LBFGS, num_iters=12, steady_state=False)
+        _assert_same_fit(one, full, 1e-8)
+
+
+def _dispatch_paths():
+    from jaxssm._schedules.dispatch import Paths
+
+    return Paths

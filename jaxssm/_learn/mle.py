@@ -4,7 +4,9 @@ The log marginal likelihood ``log p(y_1:N | theta)`` of the sequential filter
 (:mod:`jaxssm._schedules.sequential`, or its steady-state fast path) or of the time-parallel one
 (:mod:`_schedules.parallel`) is differentiated with :func:`jax.value_and_grad` and maximised by
 any optax optimiser, ``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole
-optimisation is one compiled ``lax.scan`` over steps.
+optimisation is one compiled ``lax.scan`` over steps. On fully observed data the steady-state
+schedule's gradient is taken one path at a time (:func:`_exact_on_fast_path`), the paths chosen
+on the host (:func:`jaxssm._schedules.plan.choose_paths`).
 
 Parameterisation (an invertible map between an :class:`~jaxssm.LGSSM` and unconstrained
 real arrays, :func:`to_unconstrained` / :func:`from_unconstrained`):
@@ -50,6 +52,8 @@ from jaxssm._base.types import (
     UnconstrainedParams,
 )
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import plan as _plan
+from jaxssm._schedules.dispatch import Kind, Paths
 
 if TYPE_CHECKING:
     import optax
@@ -203,6 +207,50 @@ def from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
 # --- the optimisation loop -----------------------------------------------------------------
 
 
+def _exact_on_fast_path(f: Callable) -> Callable:
+    """Return the objective ``theta -> f(theta, Paths.BOTH)``, differentiated one path at a time.
+
+    ``f(theta, paths)`` returns ``(value, info)``: the normalised objective computed through
+    :func:`jaxssm._schedules.dispatch.run` with ``paths`` on fully observed data, and that
+    run's :class:`~jaxssm.ScheduleInfo`. The returned function's value is
+    ``f(theta, Paths.BOTH)``'s. Its gradient is taken through the fast path alone
+    (``Paths.FAST``) and, where ``ScheduleInfo.fast_path`` says the fast path does not cover
+    ``theta`` (covariances not settled within the bound), through the gap-aware recursion alone
+    (``Paths.GAP_AWARE``), inside a ``lax.cond`` on the value-and-gradient pairs: the
+    value and gradient of ``Paths.BOTH``, which holds the same two branches. Reverse mode
+    through ``Paths.BOTH`` itself keeps the residuals of both branches (partial evaluation
+    of its ``lax.cond``) and costs several times the fast path's gradient. Every evaluation,
+    a line search's trial points included, is therefore exact. Reverse mode only (a
+    ``custom_vjp``).
+    """
+
+    def with_info(theta):
+        value, info = f(theta, Paths.FAST)
+        return value, jnp.all(info.fast_path)
+
+    @jax.custom_vjp
+    def value(theta):
+        return f(theta, Paths.BOTH)[0]
+
+    def forward(theta):
+        (v, covered), g = jax.value_and_grad(with_info, has_aux=True)(theta)
+        v, g = jax.lax.cond(
+            covered,
+            lambda th, v, g: (v, g),
+            lambda th, v, g: jax.value_and_grad(lambda t: f(t, Paths.GAP_AWARE)[0])(th),
+            theta,
+            v,
+            g,
+        )
+        return v, g
+
+    def backward(g, cotangent):
+        return (jax.tree.map(lambda x: cotangent * x, g),)
+
+    value.defvjp(forward, backward)
+    return value
+
+
 def _stores_value_and_grad(state) -> bool:
     """Whether the optimiser state carries the objective's value and gradient (line search)."""
     import optax
@@ -239,20 +287,41 @@ def _fit(
     method: str,
     callback: Callable | None,
     spec=None,
+    paths: Paths = Paths.BOTH,
 ) -> tuple[LGSSM, MLEInfo]:
-    """Unchecked optimisation loop: one ``lax.scan`` over ``num_iters`` optimiser steps."""
+    """Unchecked optimisation loop: one ``lax.scan`` over ``num_iters`` optimiser steps.
+
+    ``paths``: those of the steady-state schedule the data need
+    (:func:`jaxssm._schedules.plan.choose_paths`); with ``Paths.FAST`` every evaluation is
+    :func:`_exact_on_fast_path`'s.
+    """
     import optax  # imported on use: `import jaxssm` works where only jax is installed
 
     dtype = template.A.dtype
     num_time_steps = ys.shape[0] * ys.shape[1] if ys.ndim == 3 else ys.shape[0]
     scale = jnp.asarray(num_time_steps, dtype)
 
+    schedule = _dispatch.place(method, template, ys, inputs)
+
+    def log_likelihood(theta, p):
+        params = _from_unconstrained(theta, template, spec)
+        return _dispatch.run(Kind.LOG_LIKELIHOOD, params, ys, schedule, inputs=inputs, paths=p)
+
+    def value_info(theta, p):
+        value, info = log_likelihood(theta, p)
+        return -value / scale, info
+
+    if paths is Paths.FAST:
+        normalised = _exact_on_fast_path(value_info)
+    else:
+
+        def normalised(theta):
+            return value_info(theta, paths)[0]
+
     def objective(theta):
         # A line search may hand back candidates promoted to a wider dtype (float32 params
         # with x64 enabled): keep every iterate in the parameters' dtype.
-        theta = jax.tree.map(lambda x: x.astype(dtype), theta)
-        params = _from_unconstrained(theta, template, spec)
-        return -_dispatch.log_likelihood(params, ys, method, inputs=inputs) / scale
+        return normalised(jax.tree.map(lambda x: x.astype(dtype), theta))
 
     opt = optax.with_extra_args_support(optimizer)
     # optax's own arithmetic mixes dtypes (Adam's ``decay**count``, L-BFGS's index
@@ -292,9 +361,7 @@ def _fit(
     (theta, _, best, best_ll, best_iter), lls = jax.lax.scan(
         step, carry0, jnp.arange(num_iters, dtype=jnp.int32)
     )
-    final = _dispatch.log_likelihood(
-        _from_unconstrained(theta, template, spec), ys, method, inputs=inputs
-    )
+    final = log_likelihood(theta, Paths.BOTH if paths is Paths.FAST else paths)[0]
     # The guard (as fit_em's): the last iterate unless its log-likelihood fell below the best
     # seen by more than round-off, or is not finite; then the best iterate.
     rtol = float(np.sqrt(np.finfo(dtype).eps))
@@ -321,7 +388,7 @@ def _fit(
 
 
 _fit_jit = _compile.jit(
-    _fit, static_argnames=("optimizer", "num_iters", "method", "callback", "spec")
+    _fit, static_argnames=("optimizer", "num_iters", "method", "callback", "spec", "paths")
 )
 
 
@@ -379,8 +446,22 @@ def fit_mle(
     returned covariance can be numerically singular; the checked public functions then reject
     it (call them under ``jax.jit`` to skip the value check, or keep that covariance fixed).
 
+    **Steady-state paths.** Called eagerly on fully observed ``ys`` with a steady-state
+    schedule for this series (``steady_state=True``, or the default from 2048 steps), each
+    gradient is taken through the fast path alone, and through the gap-aware recursion alone
+    at a point whose covariances do not settle within the schedule's bound; with a missing
+    entry in ``ys``, through the gap-aware recursion alone. Every evaluation, a line search's
+    trial points included, has the value and gradient of the filter that holds both paths
+    (equal to round-off), at the cost of the fast path's gradient where the fast path covers
+    the point (and of both gradients, one after the other, where it does not): reverse mode
+    through both paths and the ``lax.cond`` that picks one would pay for the residuals of
+    both at every point. The compiled loop holds both gradients. Under ``jit`` or
+    ``vmap`` (traced ``params``, ``ys`` or ``inputs``) the gradient goes through both paths,
+    chosen on device.
+
     Compilation is cached on the optimiser object, ``num_iters``, ``method``, ``update``,
-    ``callback`` and the shapes/dtypes: reuse one optimiser object (``opt = optax.adam(1e-2)``)
+    ``callback``, the shapes/dtypes and, on a steady-state schedule, whether ``ys`` has a
+    missing entry: reuse one optimiser object (``opt = optax.adam(1e-2)``)
     across calls to avoid recompiling.
 
     Args:
@@ -442,10 +523,13 @@ def fit_mle(
     check_trainable_covariances(params, tuple(n for n in update if spec.structure(n) is None))
     theta0 = _to_unconstrained(params, spec)
     spec = spec if spec.structures else None
+    paths = _plan.choose_paths(params, ys, inputs, schedule)
+    if not _dispatch.steady_bound(schedule, params, ys.shape[-2]):
+        paths = Paths.BOTH  # no fast path: one program whether or not an entry is missing
     return run_with_callback(
         callback,
         lambda: _fit_jit(
-            theta0, params, ys, inputs, optimizer, num_iters, schedule, callback, spec
+            theta0, params, ys, inputs, optimizer, num_iters, schedule, callback, spec, paths
         ),
     )
 

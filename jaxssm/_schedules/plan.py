@@ -26,7 +26,7 @@ from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
 from jaxssm._schedules.dispatch import FastData, Kind, Paths
 
-__all__ = ["StatsPlan", "prepare_stats", "stats_step", "with_fallback"]
+__all__ = ["StatsPlan", "choose_paths", "prepare_stats", "stats_step", "with_fallback"]
 
 
 @partial(
@@ -130,19 +130,36 @@ def prepare_stats(
     schedule = by_name(schedule)
     if diffuse:
         return StatsPlan(ys, inputs, None, None, schedule, Paths.GAP_AWARE, tuple(diffuse))
-    T = _dispatch.steady_bound(schedule, params, ys.shape[-2])
-    prepare = _dispatch.prepare
-    if isinstance(ys, jax.core.Tracer):
-        return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
-    some, every = _missing(ys)
-    if every:
-        raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
-    if some:
+    paths = choose_paths(params, ys, inputs, schedule)
+    if paths is Paths.GAP_AWARE:
+        if _missing(ys)[1]:
+            raise ValueError("ys has no observed entry (all NaN): there is nothing to fit")
         return StatsPlan(ys, inputs, None, None, schedule, Paths.GAP_AWARE)
-    if _is_traced((params, inputs)):
-        return StatsPlan(ys, inputs, prepare(ys) if T else None, None, schedule, Paths.BOTH)
+    if _is_traced((ys, params, inputs)):
+        T = _dispatch.steady_bound(schedule, params, ys.shape[-2])
+        return StatsPlan(ys, inputs, _dispatch.prepare(ys) if T else None, None, schedule, paths)
     sums = _data_sums(ys, inputs, _model.uses_input_sums(params, inputs))
-    return StatsPlan(ys, inputs, None, sums, schedule, Paths.FAST if T else Paths.BOTH)
+    return StatsPlan(ys, inputs, None, sums, schedule, paths)
+
+
+def choose_paths(
+    params: LGSSM, ys: jax.Array, inputs: jax.Array | None, schedule: Schedule | str
+) -> Paths:
+    """Return the :class:`~jaxssm._schedules.dispatch.Paths` a loop over ``ys`` needs (host).
+
+    Concrete ``ys`` with a missing entry: ``Paths.GAP_AWARE``. Concrete ``ys``, ``params``
+    and ``inputs`` with every entry observed, on a schedule with a steady-state bound for
+    this series (:func:`~jaxssm._schedules.dispatch.steady_bound` ``> 0``): ``Paths.FAST``,
+    whose results are the answer only where ``ScheduleInfo.fast_path`` is true. Otherwise
+    (traced arrays, or no fast path): ``Paths.BOTH``. The rule of :func:`prepare_stats`.
+    """
+    if isinstance(ys, jax.core.Tracer):
+        return Paths.BOTH
+    if _missing(ys)[0]:
+        return Paths.GAP_AWARE
+    if _is_traced((params, inputs)):
+        return Paths.BOTH
+    return Paths.FAST if _dispatch.steady_bound(schedule, params, ys.shape[-2]) else Paths.BOTH
 
 
 def stats_step(
