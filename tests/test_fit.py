@@ -202,6 +202,61 @@ def test_boundary_stage_adds_back_a_direction_that_violates_kkt(problem):
     np.testing.assert_allclose(np.asarray(params.Q), np.asarray(ref.Q), atol=1e-3)
 
 
+@pytest.mark.parametrize("every", [0, 3])
+def test_boundary_stage_adds_back_every_wrongly_held_direction(monkeypatch, every):
+    # Two of three directions held at zero at an interior maximum: both must grow back, by
+    # the end-of-stage KKT check (every=0) or the periodic one (every=3 accepted steps).
+    from jaxssm._learn import boundary
+
+    monkeypatch.setattr(boundary, "_KKT_EVERY", every)
+    true = ssm.LGSSM(
+        m0=jnp.zeros(3),
+        P0=jnp.eye(3),
+        A=jnp.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.1], [0.0, 0.0, 0.7]]),
+        Q=jnp.diag(jnp.array([0.1, 0.05, 0.08])),
+        H=jnp.eye(3),
+        R=0.1 * jnp.eye(3),
+    )
+    _, ys = ssm.sample(jax.random.PRNGKey(3), true, 400)
+    start = true._replace(A=jnp.zeros((3, 3)), Q=jnp.eye(3))
+    ref, ref_info = _fit(start, ys, rank_tol=None)
+    singular = start._replace(Q=jnp.diag(jnp.array([1.0, 0.0, 0.0])))
+    params, info = _fit(singular, ys)
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert info.rank_dropped == {} and info.num_grad_evals > 0
+    assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-4)
+    np.testing.assert_allclose(np.asarray(params.Q), np.asarray(ref.Q), atol=1e-3)
+
+
+def test_boundary_stage_keeps_a_direction_grown_back_below_rank_tol(problem):
+    # rank_tol = 0.9 calls the interior maximum's smaller eigenvalue (half the larger)
+    # vanishing: held at zero from a singular start, it fails the KKT check and its best size
+    # lies below rank_tol * lambda_max. The grow-back finds that size and lowers the stage's
+    # threshold under it, so the direction stays kept: the interior maximum, converged.
+    start, ys = problem
+    _, ref_info = _fit(start, ys)
+    singular = start._replace(Q=jnp.diag(jnp.array([1.0, 0.0])))
+    params, info = _fit(singular, ys, rank_tol=0.9)
+    assert info.status == ssm.FitStatus.CONVERGED
+    assert info.rank_dropped == {}
+    w = np.linalg.eigvalsh(np.asarray(params.Q))
+    assert w[0] < 0.9 * w[1]  # kept below the caller's rank_tol
+    assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-4)
+
+
+def test_boundary_stage_on_the_steady_state_schedule():
+    # Fully observed data on the steady-state schedule: the stage's gradients run on the
+    # fast path alone (reverse mode through one path); the same maximum as the full
+    # recursion's.
+    start, ys = _boundary_problem()
+    full, full_info = _fit(start, ys, tol=1e-9, steady_state=False)
+    steady, info = _fit(start, ys, tol=1e-9, steady_state=True)
+    assert info.status == ssm.FitStatus.CONVERGED and info.rank_dropped == {"Q": 1}
+    assert info.num_grad_evals > 0
+    assert float(info.log_likelihood) == pytest.approx(float(full_info.log_likelihood), abs=1e-6)
+    np.testing.assert_allclose(np.asarray(steady.A), np.asarray(full.A), atol=1e-4)
+
+
 def test_missing_entries(problem):
     start, ys = problem
     mask = jax.random.bernoulli(jax.random.PRNGKey(3), 0.15, ys.shape)

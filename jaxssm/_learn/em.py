@@ -345,6 +345,26 @@ def _squarem(params, plan, tol, budget=None, *, update, num_iters, decrease_rtol
 squarem_em = _compile.jit(_squarem, static_argnames=("update", "num_iters", "decrease_rtol"))
 
 
+def em_steps(
+    params: LGSSM, plan: _plan.StatsPlan, *, update, num_iters: int, decrease_rtol: float
+) -> tuple[LGSSM, np.ndarray, int]:
+    """``num_iters`` plain EM iterations over ``plan`` (unchecked, eager).
+
+    The compiled loop of :func:`fit_em` without ``tol`` (the decrease guard on), resumed with
+    both paths where a fast-path-only plan does not cover an E-step. Returns
+    ``(best params, log-likelihoods of the E-steps run, E-steps run)``.
+    """
+    static = dict(
+        num_iters=num_iters, update=update, tol=None, decrease_rtol=decrease_rtol, callback=None
+    )
+    state, trace = _fit_jit(params, plan, None, **static)
+    if plan.paths is _dispatch.Paths.FAST and not bool(state.schedule.fast_path):
+        state, trace = _fit_jit(params, _plan.with_fallback(plan), (state, trace), **static)
+    trace = np.asarray(trace)
+    # count iterations, each an E-step, plus the E-step that evaluates the last M-step
+    return state.best, trace[np.isfinite(trace)], int(state.count) + 1
+
+
 def fit_em(
     params: LGSSM,
     ys: ArrayLike,

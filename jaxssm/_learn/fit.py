@@ -46,10 +46,19 @@ When some pass (or eigenvalues at most ``rank_tol * lambda_max`` are already the
 E-step budget is not spent, they are set to zero (``C = L L^T``, ``L [n, r]``) and L-BFGS on
 the exact gradient (reverse mode through the filter) maximises over all the fields in
 ``update`` and ``L``, with the active set updated on the way and the KKT sign condition of a
-boundary maximum checked at the end (``v' (d log p / dC) v <= 0`` along the dropped ``v``).
+boundary maximum (``v' (d log p / dC) v <= 0`` along the dropped ``v``) checked on the way
+and at the end, a direction that fails it grown back.
 Its stopping test is the same kind of pairing: the gain ``<g, H g> / 2`` that L-BFGS's
 quasi-Newton model predicts, against ``tol |log p(y)|``. Without vanishing eigenvalues the stage
 is skipped and ``fit`` is the EM stage alone.
+
+**Rounds.** The boundary stage runs at most ``_BOUNDARY_CHUNK`` gradients at a time. When it
+has not converged, ``_EM_BURST`` plain EM iterations follow from its point, then the EM stage
+and the boundary stage again, until the boundary stage converges or a budget (``max_iters``
+E-steps, ``max_grad_evals`` gradients) is spent. EM keeps the held directions at zero (it
+cannot leave a face) and moves the fields it is not frozen in far faster than L-BFGS: on the
+44,484-step SARCOS stand-in, 100 EM iterations from the point 1,000 boundary-stage gradients
+reached gained 1,339 nats.
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ from jaxssm._base import model as _model
 from jaxssm._base import structure as _structure
 from jaxssm._base.types import LGSSM, EMStatus
 from jaxssm._learn.boundary import boundary_stage, log_likelihood_at, truncate, vanishing
-from jaxssm._learn.em import default_decrease_rtol, squarem_em, squarem_plan
+from jaxssm._learn.em import default_decrease_rtol, em_steps, squarem_em, squarem_plan
 from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mstep import check_m_step, expected_log_joint, m_step_unchecked
 from jaxssm._learn.score import score_from_stats
@@ -84,6 +93,10 @@ __all__ = ["fit", "FitInfo", "FitStatus", "num_free_params"]
 
 #: E-steps between the EM stage's tests for vanishing covariance directions.
 _CHECK_EVERY = 100
+#: Gradients per boundary-stage round, at most.
+_BOUNDARY_CHUNK = 200
+#: Plain EM iterations between boundary-stage rounds.
+_EM_BURST = 100
 #: Relative eigenvalues below which a direction is a candidate for truncation.
 _SUSPECT_TOL = 1e-2
 #: The values of ``fit``'s ``start``.
@@ -334,94 +347,97 @@ def fit(
     num_sequences = ys.shape[0] if ys.ndim == 3 else 1
     static = dict(update=names, num_iters=max_iters, decrease_rtol=float(decrease_rtol))
     # The loop's E-step: the data-only sums once per fit, both steady-state paths.
-    plan = squarem_plan(_plan.prepare_stats(params, ys, inputs, schedule))
+    plan = _plan.prepare_stats(params, ys, inputs, schedule)
+    paths = plan.paths  # the boundary stage's gradients: one path where the data allow
+    plan = squarem_plan(plan)
 
     traces, used, extrapolations, rejected = [], start_evals, 0, 0
-    round_tol = tol
-    rounds = 0
+    grads_left, boundary_traces = max_grad_evals, []
     status = FitStatus.MAX_ITERS
-    ll = grad_norm = stats = None
+    ll = grad_norm = stats = boundary = None
     # With the boundary stage on, the EM stage runs in chunks of _CHECK_EVERY E-steps and
     # after each one tests whether vanishing covariance directions should go (module
     # docstring): EM's own tests cannot see the boundary, and near it EM may never pass them.
     chunk = max_iters if rank_tol is None else _CHECK_EVERY
-    while True:
-        budget = min(max_iters - used, chunk)
-        if budget < 3:
-            break
-        params, info = squarem_em(
-            params,
-            plan,
-            jnp.asarray(round_tol, dtype),
-            jnp.asarray(budget, jnp.int32),
-            **static,
-        )
-        n = int(info.num_e_steps)
-        traces.append(np.asarray(info.log_likelihoods)[:n])
-        used += n
-        extrapolations += int(info.num_extrapolations)
-        rejected += int(info.num_rejected)
-        loop_status = int(info.status)
-        if loop_status == int(EMStatus.DECREASED):
+    while True:  # rounds: EM stage, then (where the boundary applies) the boundary stage
+        round_tol, rounds = tol, 0
+        while True:
+            budget = min(max_iters - used, chunk)
+            if budget < 3:
+                break
+            params, info = squarem_em(
+                params,
+                plan,
+                jnp.asarray(round_tol, dtype),
+                jnp.asarray(budget, jnp.int32),
+                **static,
+            )
+            n = int(info.num_e_steps)
+            traces.append(np.asarray(info.log_likelihoods)[:n])
+            used += n
+            extrapolations += int(info.num_extrapolations)
+            rejected += int(info.num_rejected)
+            loop_status = int(info.status)
+            if loop_status == int(EMStatus.DECREASED):
+                ll, grad_norm, stats = _scaled_gradient(
+                    params, ys, inputs, update=names, schedule=schedule, num_sequences=num_sequences
+                )
+                used += 1
+                status = FitStatus.DECREASED
+                break
+            if rank_tol is not None and max_iters - used >= 3:
+                # (not when the E-step budget is spent: then fit stops with MAX_ITERS, as
+                # without the boundary stage, so that a small max_iters stays a quick run)
+                params, dropped, evals = truncate(
+                    params,
+                    ys,
+                    inputs,
+                    update=names,
+                    schedule=schedule,
+                    suspect_tol=_SUSPECT_TOL,
+                    rtol=float(decrease_rtol),
+                )
+                used += evals  # filter passes (log p(y) only), counted as E-steps
+                if dropped or vanishing(params, spec.names, rank_tol):
+                    _, _, stats = _scaled_gradient(
+                        params,
+                        ys,
+                        inputs,
+                        update=names,
+                        schedule=schedule,
+                        num_sequences=num_sequences,
+                    )
+                    used += 1  # the E-step of the boundary stage's scales
+                    status = None  # the boundary stage decides (EM's tests are blind there)
+                    break
+            if loop_status != int(EMStatus.CONVERGED):
+                if used >= max_iters - 2:
+                    ll, grad_norm, stats = _scaled_gradient(
+                        params,
+                        ys,
+                        inputs,
+                        update=names,
+                        schedule=schedule,
+                        num_sequences=num_sequences,
+                    )
+                    used += 1
+                    status = FitStatus.MAX_ITERS
+                    break
+                continue  # the next chunk
             ll, grad_norm, stats = _scaled_gradient(
                 params, ys, inputs, update=names, schedule=schedule, num_sequences=num_sequences
             )
-            used += 1
-            status = FitStatus.DECREASED
-            break
-        if rank_tol is not None and max_iters - used >= 3:
-            # (not when the E-step budget is spent: then fit stops with MAX_ITERS, as without
-            # the boundary stage, so that a small max_iters stays a quick, bounded run)
-            params, dropped, evals = truncate(
-                params,
-                ys,
-                inputs,
-                update=names,
-                schedule=schedule,
-                suspect_tol=_SUSPECT_TOL,
-                rtol=float(decrease_rtol),
-            )
-            used += evals  # filter passes (log p(y) only), counted as E-steps
-            if dropped or vanishing(params, spec.names, rank_tol):
-                _, _, stats = _scaled_gradient(
-                    params,
-                    ys,
-                    inputs,
-                    update=names,
-                    schedule=schedule,
-                    num_sequences=num_sequences,
-                )
-                used += 1  # the E-step of the boundary stage's scales
-                status = None  # the boundary stage decides (EM's tests are blind there)
+            used += 1  # the E-step of the scaled gradient
+            if 0.5 * float(grad_norm) ** 2 <= tol * abs(float(ll)):
+                status = FitStatus.CONVERGED
                 break
-        if loop_status != int(EMStatus.CONVERGED):
-            if used >= max_iters - 2:
-                ll, grad_norm, stats = _scaled_gradient(
-                    params,
-                    ys,
-                    inputs,
-                    update=names,
-                    schedule=schedule,
-                    num_sequences=num_sequences,
-                )
-                used += 1
-                status = FitStatus.MAX_ITERS
+            status = FitStatus.STALLED
+            rounds += 1
+            if rounds > 2:  # the first round, then up to two with tol / 100 (module docstring)
                 break
-            continue  # the next chunk
-        ll, grad_norm, stats = _scaled_gradient(
-            params, ys, inputs, update=names, schedule=schedule, num_sequences=num_sequences
-        )
-        used += 1  # the E-step of the scaled gradient
-        if 0.5 * float(grad_norm) ** 2 <= tol * abs(float(ll)):
-            status = FitStatus.CONVERGED
+            round_tol = round_tol / 100.0
+        if status is not None:
             break
-        status = FitStatus.STALLED
-        rounds += 1
-        if rounds > 2:  # the first round, then up to two with tol / 100 (module docstring)
-            break
-        round_tol = round_tol / 100.0
-    boundary = None
-    if status is None:
         boundary = boundary_stage(
             params,
             ys,
@@ -431,19 +447,39 @@ def fit(
             schedule=schedule,
             rank_tol=float(rank_tol),
             tol=tol,
-            max_evals=max_grad_evals,
+            max_evals=min(grads_left, _BOUNDARY_CHUNK),
             num_steps=_observed_steps(ys),
             num_sequences=num_sequences,
+            paths=paths,
         )
+        grads_left -= boundary.num_grad_evals
+        boundary_traces.append(boundary.log_likelihoods)
         params = boundary.params
         ll = jnp.asarray(boundary.log_likelihood, dtype)
         grad_norm = jnp.asarray(boundary.grad_norm, dtype)
         if boundary.converged:
             status = FitStatus.CONVERGED
-        elif boundary.num_grad_evals >= max_grad_evals:
-            status = FitStatus.MAX_ITERS
-        else:
-            status = FitStatus.STALLED
+            break
+        if grads_left <= 0 or max_iters - used < _EM_BURST + _CHECK_EVERY + 3:
+            status = FitStatus.MAX_ITERS  # a budget (E-steps or gradients) is spent
+            break
+        # Not converged within the round: plain EM from the boundary stage's point. EM keeps
+        # the held directions at zero and moves the fields it is not frozen in far faster
+        # than L-BFGS does (module docstring, "Rounds"); then the EM stage and a new face.
+        params, burst, n = em_steps(
+            params,
+            plan,
+            update=names,
+            num_iters=_EM_BURST,
+            decrease_rtol=float(decrease_rtol),
+        )
+        traces.append(burst)
+        used += n
+        stalled = boundary.num_grad_evals < _BOUNDARY_CHUNK  # no ascent step found
+        if stalled and not np.max(burst, initial=-np.inf) - float(ll) > tol * abs(float(ll)):
+            status = FitStatus.STALLED  # neither the boundary stage nor EM rises
+            ll = jnp.asarray(max(float(ll), float(np.max(burst, initial=-np.inf))), dtype)
+            break
     trace = np.full(max_iters, np.nan, dtype=np.dtype(dtype))
     joined = np.concatenate(traces) if traces else np.zeros(0)
     trace[: min(len(joined), max_iters)] = joined[:max_iters]
@@ -461,10 +497,10 @@ def fit(
         bic=k * math.log(max(num_obs, 1)) - 2.0 * ll_arr,
         num_extrapolations=extrapolations,
         num_rejected=rejected,
-        num_grad_evals=0 if boundary is None else boundary.num_grad_evals,
+        num_grad_evals=max_grad_evals - grads_left,
         rank_dropped={} if boundary is None else boundary.rank_dropped,
         boundary_slope=float("nan") if boundary is None else boundary.boundary_slope,
-        grad_log_likelihoods=np.zeros(0) if boundary is None else boundary.log_likelihoods,
+        grad_log_likelihoods=(np.concatenate(boundary_traces) if boundary_traces else np.zeros(0)),
         start=start_used,
     )
     return params, info
