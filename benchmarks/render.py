@@ -92,7 +92,9 @@ PAGES: dict[str, tuple[str, str, str]] = {
     "score": (
         "The score by Fisher's identity",
         "python benchmarks/score.py --out benchmarks/results",
-        "`score` (one E-step) against `jax.grad(log_likelihood)` at N = 44,484.",
+        "`score` (one E-step) against `jax.grad(log_likelihood)` at N = 44,484, and the "
+        "gradient through the steady-state fast path alone (what `fit` and `fit_mle` take on "
+        "fully observed data).",
     ),
     "sarcos_inputs": (
         "SARCOS with the joint torques as inputs",

@@ -23,7 +23,7 @@ the range),
 and likewise ``H`` (with ``R`` and the smoothed ``\Sigma``), ``B, b`` (``Q``), ``D, d`` (``R``),
 ``m0`` (``P0``, per sequence).
 
-**Active set.** A kept eigenvalue that falls to ``rank_tol * lambda_max`` during the search is
+**Active set.** A kept eigenvalue that falls to the threshold (``rank_tol * lambda_max``) is
 dropped (the frame is rebuilt at the current point and the memory restarted). The **KKT sign
 condition** of a boundary maximum is checked at the end and every ``_KKT_EVERY`` accepted
 steps: with ``G = d log p / dC`` (the full, symmetric gradient), ``v' G v <= 0`` for every
@@ -34,18 +34,16 @@ direction that violates it (gain more than ``tol |log p|`` from an eigenvalue
 search resumes: at the end always, at a periodic check when the growth gained more than the
 last ``_KKT_EVERY`` steps did (the face chosen by the truncation test can be wrong: it runs
 after the first hundred E-steps). A direction's best size can lie far below
-``rank_tol * lambda_max`` (on the 44,484-step SARCOS stand-in, ``3e-9 lambda_max``, worth
-1,600 nats); the stage's threshold then moves to a hundredth of it, so that the direction
-stays kept. Up to two rounds more than the directions held at the start.
+``rank_tol * lambda_max`` (a noise variance many orders below the largest); the stage's
+threshold then moves to a hundredth of it, so that the direction stays kept. Up to two
+rounds more than the directions held at the start.
 
 **Gradients.** On fully observed data and the steady-state schedule the gradient is taken
 through the fast path alone (``Paths.FAST``), and recomputed with the gap-aware recursion
 where the fast path does not cover the point: reverse mode through a program that holds both
 paths pays for both (``benchmarks/score.py``). With directions held at zero the fast path
 often does not cover it: an observed direction without process noise has a filter variance
-that falls like ``1/k`` and does not settle, so the full recursion runs (on the 44,484-step
-stand-in, 2-core CPU: 0.15 s for the fast path's gradient, 3.5-3.8 s through the gap-aware
-recursion).
+that falls like ``1/k`` and does not settle, so the full recursion runs.
 
 **Stopping.** With ``g`` the gradient and ``d = H g`` L-BFGS's step (``H`` its inverse-Hessian
 approximation) in these coordinates, ``||g||_* = sqrt(<g, d>)``: ``\tfrac12 ||g||_*^2`` is the
