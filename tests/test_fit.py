@@ -244,6 +244,7 @@ def test_boundary_stage_keeps_a_direction_grown_back_below_rank_tol(problem):
     assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-4)
 
 
+@pytest.mark.slow  # about 11-14 s on 2 cores: two compiled fits
 def test_boundary_stage_on_the_steady_state_schedule():
     # Fully observed data on the steady-state schedule: the stage's gradients run on the
     # fast path alone (reverse mode through one path); the same maximum as the full

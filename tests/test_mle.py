@@ -565,6 +565,7 @@ def test_fast_path_gradient_matches_both_paths(paths_problem, monkeypatch):
     assert float(one[1].log_likelihood) > float(one[1].log_likelihoods[0])  # it does fit
 
 
+@pytest.mark.slow  # about 11-14 s on 2 cores: two compiled fits
 def test_uncovered_points_fall_back_and_match(monkeypatch):
     """A start whose covariances do not settle within the bound, and a run that leaves it.
 
