@@ -366,7 +366,7 @@ def fit(
     # docstring): EM's own tests cannot see the boundary, and near it EM may never pass them.
     chunk = max_iters if rank_tol is None else _CHECK_EVERY
     while True:  # rounds: EM stage, then (where the boundary applies) the boundary stage
-        round_tol, rounds = tol, 0
+        round_tol, rounds, status = tol, 0, FitStatus.MAX_ITERS
         while True:
             budget = min(max_iters - used, chunk)
             if budget < 3:
