@@ -3,7 +3,7 @@
 
 On fully observed data with a steady-state bound, ``fit_mle`` differentiates the filter
 through the fast path alone, and through the gap-aware recursion alone where the fast path
-does not cover a point (``jaxssm._learn.mle._exact_on_fast_path``). Before, the gradient went
+does not cover a point (``jaxssm._schedules.plan.exact_on_fast_path``). Before, the gradient went
 through the program holding both paths and a ``lax.cond``, whose reverse mode keeps both
 branches' residuals. "both paths" here is that program: the same call with
 ``jaxssm._schedules.plan.choose_paths`` replaced by one that answers ``Paths.BOTH``.

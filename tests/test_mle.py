@@ -448,11 +448,11 @@ def test_import_jaxssm_does_not_import_optax():
 #
 # On fully observed data with a steady-state bound, fit_mle differentiates through the fast path
 # alone, and through the gap-aware recursion alone where the fast path does not cover a point
-# (mle._exact_on_fast_path); with a missing entry through the gap-aware recursion alone. The
-# reference is the previous program: the same call with both paths and the lax.cond
-# (plan.choose_paths forced to Paths.BOTH), whose value and gradient are the same functions,
-# so rtol 1e-10 (observed: ~1e-15; the loops compile to different programs, so not bitwise).
-# One optimiser object, N and num_iters throughout: the compiled loops are shared.
+# (jaxssm._schedules.plan.exact_on_fast_path); with a missing entry through the gap-aware
+# recursion alone. The reference is the previous program: the same call with both paths and
+# the lax.cond (plan.choose_paths forced to Paths.BOTH), whose value and gradient are the same
+# functions, so rtol 1e-10 (observed: ~1e-15; the loops compile to different programs, so not
+# bitwise). One optimiser object, N and num_iters throughout: the compiled loops are shared.
 PATHS_OPT = optax.adam(0.3)
 PATHS_ITERS = 15
 PATHS_N = 400  # steady_state=True: the bound T = 128 (settle.transient_bound)
@@ -534,7 +534,7 @@ def test_exact_on_fast_path_picks_each_points_gradient():
     """
     from types import SimpleNamespace
 
-    from jaxssm._learn import mle as _mle
+    from jaxssm._schedules import plan as _plan
 
     P = _dispatch_paths()
 
@@ -544,14 +544,14 @@ def test_exact_on_fast_path_picks_each_points_gradient():
         value = {P.FAST: fast, P.GAP_AWARE: other, P.BOTH: jnp.where(covered, fast, other)}
         return value[paths], SimpleNamespace(fast_path=covered if paths is P.FAST else None)
 
-    objective = jax.jit(jax.value_and_grad(_mle._exact_on_fast_path(f)))
+    objective = jax.jit(jax.value_and_grad(_plan.exact_on_fast_path(f)))
     for x, expected in ((jnp.array([0.5, -2.0]), "fast"), (jnp.array([1.5, -2.0]), "other")):
         value, grad = objective({"x": x})
         ref_value = jnp.sum(x**2) if expected == "fast" else jnp.sum(x**3)
         ref_grad = 2 * x if expected == "fast" else 3 * x**2
         assert float(value) == float(ref_value), expected
         np.testing.assert_array_equal(grad["x"], ref_grad, err_msg=expected)
-        assert float(_mle._exact_on_fast_path(f)({"x": x})) == float(ref_value)  # primal
+        assert float(_plan.exact_on_fast_path(f)({"x": x})) == float(ref_value)  # primal
 
 
 @pytest.mark.slow  # test_uncovered_points_fall_back_and_match covers this in the default suite

@@ -39,9 +39,10 @@ threshold then moves to a hundredth of it, so that the direction stays kept. Up 
 rounds more than the directions held at the start.
 
 **Gradients.** On fully observed data and the steady-state schedule the gradient is taken
-through the fast path alone (``Paths.FAST``), and recomputed with the gap-aware recursion
-where the fast path does not cover the point: reverse mode through a program that holds both
-paths pays for both (``benchmarks/score.py``). With directions held at zero the fast path
+through the fast path alone (``Paths.FAST``), and through the gap-aware recursion where the
+fast path does not cover the point (:func:`jaxssm._schedules.plan.exact_on_fast_path`, as in
+:func:`~jaxssm.fit_mle`): reverse mode through a program that holds both paths pays for both
+(``benchmarks/score.py``). With directions held at zero the fast path
 often does not cover it: an observed direction without process noise has a filter variance
 that falls like ``1/k`` and does not settle, so the full recursion runs.
 
@@ -64,6 +65,7 @@ import numpy as np
 from jaxssm._base import compile as _compile
 from jaxssm._base.types import LGSSM
 from jaxssm._schedules import dispatch as _dispatch
+from jaxssm._schedules import plan as _plan
 
 __all__ = [
     "COVARIANCES",
@@ -227,23 +229,23 @@ def _assemble(theta, zeros, base, left, right, params):
 def _value_and_grad(theta, zeros, base, left, right, params, ys, inputs, *, schedule, paths):
     """``log p(y)``, its gradient in ``theta`` and in the full covariances (``zeros``).
 
-    Also whether the steady-state fast path covered the evaluation: with ``paths`` the
-    fast path alone (fully observed data), the value and gradient are the answer only then.
-    Reverse mode through a program that holds both paths costs several times the fast
-    path's gradient (both branches' residuals), so the stage asks for one path.
+    With ``paths`` the fast path alone (fully observed data), reverse mode goes one path at a
+    time (:func:`jaxssm._schedules.plan.exact_on_fast_path`): through a program that holds
+    both paths it pays for both branches' residuals.
     """
 
-    def f(th, z):
-        p = _assemble(th, z, base, left, right, params)
-        value, info = _dispatch.run(
-            _dispatch.Kind.LOG_LIKELIHOOD, p, ys, schedule, inputs=inputs, paths=paths
+    def f(th_z, p):
+        model = _assemble(*th_z, base, left, right, params)
+        return _dispatch.run(
+            _dispatch.Kind.LOG_LIKELIHOOD, model, ys, schedule, inputs=inputs, paths=p
         )
-        return value, jnp.all(info.fast_path)
 
-    (value, fast), (g_theta, g_cov) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
-        theta, zeros
-    )
-    return value, g_theta, g_cov, fast
+    if paths is _dispatch.Paths.FAST:
+        objective = _plan.exact_on_fast_path(f)
+    else:
+        objective = lambda th_z: f(th_z, paths)[0]  # noqa: E731
+    value, (g_theta, g_cov) = jax.value_and_grad(objective)((theta, zeros))
+    return value, g_theta, g_cov
 
 
 class _Flat:
@@ -334,7 +336,7 @@ def boundary_stage(
     ``stats`` are the E-step's statistics at ``params`` (they scale ``A`` and ``H``). Runs
     at most ``max_evals`` gradient evaluations (module docstring). ``paths``: the
     steady-state paths the data need (``Paths.FAST`` for fully observed data: a gradient
-    the fast path does not cover is recomputed with the gap-aware recursion).
+    the fast path does not cover is taken through the gap-aware recursion).
     """
     dtype = params.A.dtype
     zeros = {n: jnp.zeros_like(getattr(params, n)) for n in update if n in COVARIANCES}
@@ -361,11 +363,7 @@ def boundary_stage(
         nonlocal evals
         base, left, right = frame
         args = (flat.unravel(x, dtype), zeros, base, left, right, params, ys, inputs)
-        value, g, gc, fast = _value_and_grad(*args, schedule=schedule, paths=paths)
-        if paths is _dispatch.Paths.FAST and not bool(fast):
-            value, g, gc, _ = _value_and_grad(
-                *args, schedule=schedule, paths=_dispatch.Paths.GAP_AWARE
-            )
+        value, g, gc = _value_and_grad(*args, schedule=schedule, paths=paths)
         evals += 1
         value = float(value)
         trace.append(value)

@@ -5,8 +5,9 @@ The log marginal likelihood ``log p(y_1:N | theta)`` of the sequential filter
 (:mod:`_schedules.parallel`) is differentiated with :func:`jax.value_and_grad` and maximised by
 any optax optimiser, ``optax.adam(...)`` and ``optax.lbfgs()`` included. The whole
 optimisation is one compiled ``lax.scan`` over steps. On fully observed data the steady-state
-schedule's gradient is taken one path at a time (:func:`_exact_on_fast_path`), the paths chosen
-on the host (:func:`jaxssm._schedules.plan.choose_paths`).
+schedule's gradient is taken one path at a time
+(:func:`jaxssm._schedules.plan.exact_on_fast_path`), the paths chosen on the host
+(:func:`jaxssm._schedules.plan.choose_paths`).
 
 Parameterisation (an invertible map between an :class:`~jaxssm.LGSSM` and unconstrained
 real arrays, :func:`to_unconstrained` / :func:`from_unconstrained`):
@@ -207,50 +208,6 @@ def from_unconstrained(theta: UnconstrainedParams, template: LGSSM) -> LGSSM:
 # --- the optimisation loop -----------------------------------------------------------------
 
 
-def _exact_on_fast_path(f: Callable) -> Callable:
-    """Return the objective ``theta -> f(theta, Paths.BOTH)``, differentiated one path at a time.
-
-    ``f(theta, paths)`` returns ``(value, info)``: the normalised objective computed through
-    :func:`jaxssm._schedules.dispatch.run` with ``paths`` on fully observed data, and that
-    run's :class:`~jaxssm.ScheduleInfo`. The returned function's value is
-    ``f(theta, Paths.BOTH)``'s. Its gradient is taken through the fast path alone
-    (``Paths.FAST``) and, where ``ScheduleInfo.fast_path`` says the fast path does not cover
-    ``theta`` (covariances not settled within the bound), through the gap-aware recursion alone
-    (``Paths.GAP_AWARE``), inside a ``lax.cond`` on the value-and-gradient pairs: the
-    value and gradient of ``Paths.BOTH``, which holds the same two branches. Reverse mode
-    through ``Paths.BOTH`` itself keeps the residuals of both branches (partial evaluation
-    of its ``lax.cond``) and costs several times the fast path's gradient. Every evaluation,
-    a line search's trial points included, is therefore exact. Reverse mode only (a
-    ``custom_vjp``).
-    """
-
-    def with_info(theta):
-        value, info = f(theta, Paths.FAST)
-        return value, jnp.all(info.fast_path)
-
-    @jax.custom_vjp
-    def value(theta):
-        return f(theta, Paths.BOTH)[0]
-
-    def forward(theta):
-        (v, covered), g = jax.value_and_grad(with_info, has_aux=True)(theta)
-        v, g = jax.lax.cond(
-            covered,
-            lambda th, v, g: (v, g),
-            lambda th, v, g: jax.value_and_grad(lambda t: f(t, Paths.GAP_AWARE)[0])(th),
-            theta,
-            v,
-            g,
-        )
-        return v, g
-
-    def backward(g, cotangent):
-        return (jax.tree.map(lambda x: cotangent * x, g),)
-
-    value.defvjp(forward, backward)
-    return value
-
-
 def _stores_value_and_grad(state) -> bool:
     """Whether the optimiser state carries the objective's value and gradient (line search)."""
     import optax
@@ -293,7 +250,7 @@ def _fit(
 
     ``paths``: those of the steady-state schedule the data need
     (:func:`jaxssm._schedules.plan.choose_paths`); with ``Paths.FAST`` every evaluation is
-    :func:`_exact_on_fast_path`'s.
+    :func:`~jaxssm._schedules.plan.exact_on_fast_path`'s.
     """
     import optax  # imported on use: `import jaxssm` works where only jax is installed
 
@@ -312,7 +269,7 @@ def _fit(
         return -value / scale, info
 
     if paths is Paths.FAST:
-        normalised = _exact_on_fast_path(value_info)
+        normalised = _plan.exact_on_fast_path(value_info)
     else:
 
         def normalised(theta):

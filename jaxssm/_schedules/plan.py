@@ -11,6 +11,7 @@ entry points' prologue.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -26,7 +27,14 @@ from jaxssm._schedules import diffuse as _diffuse
 from jaxssm._schedules import dispatch as _dispatch
 from jaxssm._schedules.dispatch import FastData, Kind, Paths
 
-__all__ = ["StatsPlan", "choose_paths", "prepare_stats", "stats_step", "with_fallback"]
+__all__ = [
+    "StatsPlan",
+    "choose_paths",
+    "prepare_stats",
+    "stats_step",
+    "with_fallback",
+    "exact_on_fast_path",
+]
 
 
 @partial(
@@ -192,3 +200,47 @@ def stats_step(
 def with_fallback(plan: StatsPlan) -> StatsPlan:
     """Return ``plan`` with both paths: for the E-steps a fast-path-only plan did not cover."""
     return dataclasses.replace(plan, fast=_dispatch.prepare(plan.ys), paths=Paths.BOTH)
+
+
+def exact_on_fast_path(f: Callable) -> Callable:
+    """Return the objective ``theta -> f(theta, Paths.BOTH)``, differentiated one path at a time.
+
+    ``f(theta, paths)`` returns ``(value, info)``: the normalised objective computed through
+    :func:`jaxssm._schedules.dispatch.run` with ``paths`` on fully observed data, and that
+    run's :class:`~jaxssm.ScheduleInfo`. The returned function's value is
+    ``f(theta, Paths.BOTH)``'s. Its gradient is taken through the fast path alone
+    (``Paths.FAST``) and, where ``ScheduleInfo.fast_path`` says the fast path does not cover
+    ``theta`` (covariances not settled within the bound), through the gap-aware recursion alone
+    (``Paths.GAP_AWARE``), inside a ``lax.cond`` on the value-and-gradient pairs: the
+    value and gradient of ``Paths.BOTH``, which holds the same two branches. Reverse mode
+    through ``Paths.BOTH`` itself keeps the residuals of both branches (partial evaluation
+    of its ``lax.cond``) and costs several times the fast path's gradient. Every evaluation,
+    a line search's trial points included, is therefore exact. Reverse mode only (a
+    ``custom_vjp``).
+    """
+
+    def with_info(theta):
+        value, info = f(theta, Paths.FAST)
+        return value, jnp.all(info.fast_path)
+
+    @jax.custom_vjp
+    def value(theta):
+        return f(theta, Paths.BOTH)[0]
+
+    def forward(theta):
+        (v, covered), g = jax.value_and_grad(with_info, has_aux=True)(theta)
+        v, g = jax.lax.cond(
+            covered,
+            lambda th, v, g: (v, g),
+            lambda th, v, g: jax.value_and_grad(lambda t: f(t, Paths.GAP_AWARE)[0])(th),
+            theta,
+            v,
+            g,
+        )
+        return v, g
+
+    def backward(g, cotangent):
+        return (jax.tree.map(lambda x: cotangent * x, g),)
+
+    value.defvjp(forward, backward)
+    return value
