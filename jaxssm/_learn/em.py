@@ -345,6 +345,18 @@ def _squarem(params, plan, tol, budget=None, *, update, num_iters, decrease_rtol
 squarem_em = _compile.jit(_squarem, static_argnames=("update", "num_iters", "decrease_rtol"))
 
 
+def _run_loop(params: LGSSM, plan: _plan.StatsPlan, **static) -> tuple[_State, jax.Array]:
+    """Run the compiled EM loop over ``plan`` (eager; ``static`` as :func:`_fit`'s).
+
+    Where a fast-path-only plan does not cover an iteration's E-step, the loop goes on from
+    that iteration with both paths.
+    """
+    state, trace = _fit_jit(params, plan, None, **static)
+    if plan.paths is _dispatch.Paths.FAST and not bool(state.schedule.fast_path):
+        state, trace = _fit_jit(params, _plan.with_fallback(plan), (state, trace), **static)
+    return state, trace
+
+
 def em_steps(
     params: LGSSM, plan: _plan.StatsPlan, *, update, num_iters: int, decrease_rtol: float
 ) -> tuple[LGSSM, np.ndarray, int]:
@@ -354,12 +366,15 @@ def em_steps(
     both paths where a fast-path-only plan does not cover an E-step. Returns
     ``(best params, log-likelihoods of the E-steps run, E-steps run)``.
     """
-    static = dict(
-        num_iters=num_iters, update=update, tol=None, decrease_rtol=decrease_rtol, callback=None
+    state, trace = _run_loop(
+        params,
+        plan,
+        num_iters=num_iters,
+        update=update,
+        tol=None,
+        decrease_rtol=decrease_rtol,
+        callback=None,
     )
-    state, trace = _fit_jit(params, plan, None, **static)
-    if plan.paths is _dispatch.Paths.FAST and not bool(state.schedule.fast_path):
-        state, trace = _fit_jit(params, _plan.with_fallback(plan), (state, trace), **static)
     trace = np.asarray(trace)
     # count iterations, each an E-step, plus the E-step that evaluates the last M-step
     return state.best, trace[np.isfinite(trace)], int(state.count) + 1
@@ -557,11 +572,7 @@ def fit_em(
     )
 
     def run():
-        state, trace = _fit_jit(params, plan, None, **static)
-        if plan.paths is _dispatch.Paths.FAST and not bool(state.schedule.fast_path):
-            # An iteration the fast path does not cover: go on from it with both paths.
-            plan_both = _plan.with_fallback(plan)
-            state, trace = _fit_jit(params, plan_both, (state, trace), **static)
+        state, trace = _run_loop(params, plan, **static)
         info = EMInfo(
             trace, state.best_ll, state.count, state.status, state.decrease, state.schedule
         )
