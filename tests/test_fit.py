@@ -118,6 +118,9 @@ def _rank_one_maximum(params, ys):
     return -res.fun
 
 
+# Slow suite (16 s): the default suite keeps the boundary stage's smaller cases (the add-back
+# of wrongly held directions, the KKT sign check, a singular start).
+@pytest.mark.slow
 def test_boundary_maximum_with_a_singular_q():
     start, ys = _boundary_problem()
     params, info = _fit(start, ys, tol=1e-9)

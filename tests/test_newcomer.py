@@ -348,6 +348,26 @@ def test_run_suite_reports_each_group_as_it_starts_and_ends(capsys):
     assert lines[-1].startswith("run_suite: 2 groups in 0:0")
 
 
+def test_run_suite_starts_the_groups_with_heavy_files_first(capsys):
+    import run_suite
+
+    heavy = sorted(run_suite.HEAVY)
+    names = [f"test_a{i}.py" for i in range(4)] + [heavy[0], "test_b.py", *heavy[1:3]]
+    files = [run_suite.TESTS / name for name in [*names, "test_c.py"]]
+    calls = []
+
+    def run(argv, group):
+        calls.append([name.split("/")[-1] for name in group])
+        return 0, "1 passed in 0.1s\n"
+
+    # One process at a time: the groups run in the order they start. The second group holds
+    # three heavy files, the others none: it starts first, then the rest in name order.
+    assert run_suite.main(["-q"], files=files, run=run, jobs=1) == 0
+    assert calls == [names[4:], names[:4], ["test_c.py"]]
+    out = capsys.readouterr().out
+    assert f"[start 1/3] tests/{heavy[0]}" in out
+
+
 # --- 5. an unstable unobserved mode ---------------------------------------------------------------
 
 

@@ -113,6 +113,9 @@ def test_long_series_equals_sequential(long_series):
         assert_close(getattr(par_smooth, name), getattr(seq_smooth, name), 1e-9, err_msg=name)
 
 
+# Slow suite (13 s): the default suite compares the parallel schedule's gradients with the
+# sequential ones through fit_mle (tests/test_mle.py, test_parallel_method_matches_sequential).
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_gradients_equal_sequential():
     D, Dy, N, seed = GRAD_CASE

@@ -453,6 +453,9 @@ def test_public_fit_em(problem):
     assert_tree_close(fast, full, 1e-9)
 
 
+# Slow suite (12 s): the default suite checks the fast path's gradient against the full
+# recursion (test_grad_of_log_likelihood_matches_full_path) and fit_mle's paths (test_mle.py).
+@pytest.mark.slow
 def test_public_fit_mle_and_gradient(problem):
     params, ys = problem
     g_fast = jax.grad(ssm.log_likelihood)(params, ys)
