@@ -145,6 +145,9 @@ def test_max_iters_must_hold_a_cycle():
 # --- fit_em(accelerate="squarem"): the same loop behind the EM entry point -----------------
 
 
+# Slow suite (11 s): the default suite runs the same loop on the same data through the
+# private entry point (test_trace_never_falls_and_reaches_plain_em_maximum above).
+@pytest.mark.slow
 def test_fit_em_squarem_is_monotone_and_reaches_plain_ems_maximum():
     start, ys = _data()
     fitted, info = ssm.fit_em(start, ys, num_iters=300, tol=1e-12, accelerate="squarem")

@@ -500,7 +500,12 @@ def _model_with_extras(rng, inputs: bool):
 
 @pytest.mark.parametrize(
     "batch, inputs",
-    [(False, True), pytest.param(True, True, marks=pytest.mark.slow), (True, False)],
+    # the batched cases in the slow suite (8-11 s each); the default suite runs one sequence
+    [
+        (False, True),
+        pytest.param(True, True, marks=pytest.mark.slow),
+        pytest.param(True, False, marks=pytest.mark.slow),
+    ],
     ids=["inputs", "batch+inputs", "batch+offsets"],
 )
 def test_eager_fit_em_computes_the_data_sums_once(monkeypatch, batch, inputs):
