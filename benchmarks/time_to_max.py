@@ -34,6 +34,7 @@ Usage (from the repository root)::
     python benchmarks/time_to_max.py                 # SARCOS test split, ~15-30 min on 2 cores
     python benchmarks/time_to_max.py --quick         # small budgets, a smoke test
     python benchmarks/time_to_max.py --standin       # the 44,484-step stand-in
+    python benchmarks/time_to_max.py --render        # the page's table again from its JSON
 
 Writes ``time_to_max.json`` and ``time_to_max.md`` to ``--out``.
 """
@@ -272,7 +273,16 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--starts", default="white,initialize")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="rewrite the table of --out's page from its JSON (keeping the notes below it)",
+    )
     args = ap.parse_args()
+    if args.render:
+        stem = "time_to_max_standin" if args.standin else "time_to_max"
+        rerender(Path(args.out) / f"{stem}.json", Path(args.out) / f"{stem}.md")
+        return
     if args.quick:
         args.plain_iters, args.accel_iters, args.fit_iters, args.mle_iters = 60, 60, 300, 5
         args.reference_iters = args.reference_grads = 0
@@ -401,6 +411,19 @@ def main():
     print(render(meta, rows))
 
 
+#: Extrapolated E-step counts beyond this are printed as "over 10^9".
+_NEVER_EXP = 9
+_NEVER = 10.0**_NEVER_EXP
+
+
+def rerender(json_path: Path, md_path: Path) -> None:
+    """Rewrite ``md_path``'s table from ``json_path``; the notes after the table are kept."""
+    saved = json.loads(json_path.read_text())
+    old = md_path.read_text() if md_path.exists() else ""
+    cut = old.find("\nNotes")
+    md_path.write_text(render(saved["meta"], saved["rows"]) + (old[cut:] if cut >= 0 else ""))
+
+
 def _f(x, fmt="{:.1f}"):
     return "-" if x is None else fmt.format(x)
 
@@ -446,7 +469,11 @@ def render(meta, rows):
             c = f"{_f(s, '{:,.0f}')} / {_f(t)}"
             if r.get(f"grads_{label}"):
                 c = f"{_f(s, '{:,.0f}')} E + {r[f'grads_{label}']} G / {_f(t)}"
-            if how in ("extrapolated", "derived"):
+            if how in ("extrapolated", "derived") and s is not None and s > _NEVER:
+                # A power law fitted to a run that levels off below the target (another
+                # maximum) solves for absurd counts: say only that it is beyond any budget.
+                c = f"over 10^{_NEVER_EXP} ({how})"
+            elif how in ("extrapolated", "derived"):
                 c += f" ({how})"
             elif how == "not reached":
                 c = "not reached"
