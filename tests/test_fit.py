@@ -250,6 +250,24 @@ def test_boundary_stage_keeps_a_direction_grown_back_below_rank_tol(problem):
     assert float(info.log_likelihood) == pytest.approx(float(ref_info.log_likelihood), abs=1e-4)
 
 
+def test_boundary_stage_never_starts_below_its_point(problem):
+    # At the interior maximum, rank_tol = 0.9 calls its smaller eigenvalue (half the larger)
+    # vanishing, but holding it at zero costs nats. The stage's frame then holds only the
+    # directions that are zero to round-off: it starts at the maximum and stops there, where
+    # it used to start from the zeroed model and climb back (an L-BFGS search on the wrong
+    # face, then the grow-back's filter passes).
+    start, ys = problem
+    ref, ref_info = _fit(start, ys, tol=1e-12)
+    params, info = _fit(ref, ys, rank_tol=0.9)
+    assert info.status == ssm.FitStatus.CONVERGED and info.rank_dropped == {}
+    assert float(info.log_likelihood) >= float(ref_info.log_likelihood) - 1e-9
+    # (tol 1e-8 of a flat maximum: log p within 1e-9, Q within 1e-5 of the tol 1e-12 fit)
+    np.testing.assert_allclose(np.asarray(params.Q), np.asarray(ref.Q), atol=1e-5)
+    # the start's filter pass, the zeroed frame, the settled frame, (a step that rises by
+    # round-off at most)
+    assert info.num_grad_evals <= 4
+
+
 @pytest.mark.slow  # about 11-14 s on 2 cores: two compiled fits
 def test_boundary_stage_on_the_steady_state_schedule():
     # Fully observed data on the steady-state schedule: the stage's gradients run on the
