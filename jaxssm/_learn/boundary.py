@@ -24,7 +24,10 @@ and likewise ``H`` (with ``R`` and the smoothed ``\Sigma``), ``B, b`` (``Q``), `
 ``m0`` (``P0``, per sequence).
 
 **Active set.** A kept eigenvalue that falls to the threshold (``rank_tol * lambda_max``) is
-dropped (the frame is rebuilt at the current point and the memory restarted). The **KKT sign
+dropped (the frame is rebuilt at the current point and the memory restarted). A frame never
+starts below its point: where holding the eigenvalues under the threshold at zero lowers
+``log p(y)`` by more than ``tol |log p(y)|`` (a small direction that is not vanishing), the
+threshold moves to round-off (``1e-12 lambda_max``) and only the zero directions are held. The **KKT sign
 condition** of a boundary maximum is checked at the end and every ``_KKT_EVERY`` accepted
 steps: with ``G = d log p / dC`` (the full, symmetric gradient), ``v' G v <= 0`` for every
 dropped direction ``v`` (the likelihood falls when ``C`` grows out of the PSD cone's face). A
