@@ -268,6 +268,46 @@ def test_boundary_stage_never_starts_below_its_point(problem):
     assert info.num_grad_evals <= 4
 
 
+def test_boundary_stage_drops_a_kept_direction_whose_removal_raises_the_likelihood():
+    # The rank-one maximum with its noise-free direction put back at 1e-4 lambda_max and a
+    # rank_tol far below it: the stage starts with every direction kept, and its stopping test
+    # passes short of the boundary (the eigenvalue's coordinate loses curvature as it
+    # shrinks). The end-of-stage test finds that zeroing the direction raises log p(y), drops
+    # it and goes on to the rank-one maximum (scipy's, on Q = l l^T).
+    from jaxssm._args.prologue import prologue
+    from jaxssm._learn.boundary import boundary_stage
+
+    start, ys = _boundary_problem()
+    ref, ref_info = _fit(start, ys, tol=1e-9)
+    assert ref_info.rank_dropped == {"Q": 1}
+    w, v = np.linalg.eigh(np.asarray(ref.Q))
+    w[0] = 1e-4 * w[1]
+    point = ref._replace(Q=jnp.asarray((v * w) @ v.T))
+    point, ys_, inputs, schedule = prologue(
+        point, ys, None, method="sequential", allow_batch=True, update=("A", "Q")
+    )
+    stats, _ = ssm.e_step(point, ys_)
+    result = boundary_stage(
+        point,
+        ys_,
+        inputs,
+        stats,
+        update=("A", "Q"),
+        schedule=schedule,
+        rank_tol=1e-9,
+        tol=1e-6,
+        max_evals=500,
+        num_steps=ys.shape[0],
+        num_sequences=1,
+    )
+    # tol = 1e-6: within tol |log p| (2.9e-4 nats) of the maximum. Without the end-of-stage
+    # drop the stage stopped with the direction kept at 2e-6 lambda_max, 3.3e-3 nats below.
+    assert result.converged and result.rank_dropped == {"Q": 1}
+    gap = _rank_one_maximum(ref, ys) - result.log_likelihood
+    assert -1e-8 < gap < 1e-6 * abs(result.log_likelihood)
+    assert len(result.log_likelihoods) == result.num_grad_evals
+
+
 @pytest.mark.slow  # about 11-14 s on 2 cores: two compiled fits
 def test_boundary_stage_on_the_steady_state_schedule():
     # Fully observed data on the steady-state schedule: the stage's gradients run on the

@@ -27,7 +27,10 @@ and likewise ``H`` (with ``R`` and the smoothed ``\Sigma``), ``B, b`` (``Q``), `
 dropped (the frame is rebuilt at the current point and the memory restarted). A frame never
 starts below its point: where holding the eigenvalues under the threshold at zero lowers
 ``log p(y)`` by more than ``tol |log p(y)|`` (a small direction that is not vanishing), the
-threshold moves to round-off (``1e-12 lambda_max``) and only the zero directions are held. The **KKT sign
+threshold moves to round-off (``1e-12 lambda_max``) and only the zero directions are held.
+When the stopping test passes, a kept eigenvalue under ``1e-2 lambda_max`` whose removal raises
+``log p(y)`` is dropped (``truncate``'s test; up to ``_MAX_DROPS`` times) and the search goes
+on: L-BFGS crawls towards such a boundary and its test can pass short of it. The **KKT sign
 condition** of a boundary maximum is checked at the end and every ``_KKT_EVERY`` accepted
 steps: with ``G = d log p / dC`` (the full, symmetric gradient), ``v' G v <= 0`` for every
 dropped direction ``v`` (the likelihood falls when ``C`` grows out of the PSD cone's face). A
@@ -89,10 +92,15 @@ _MEMORY = 100
 #: Rounds of adding back directions that fail the KKT sign check, at most (beyond one per
 #: direction held at the start).
 _MAX_READDS = 2
+#: Drops at the stage's end (directions whose removal raises ``log p(y)``), at most.
+_MAX_DROPS = 2
 #: Accepted steps between the periodic KKT checks (0: only at the end).
 _KKT_EVERY = 50
 #: The smallest size, relative to lambda_max, at which a held direction is grown back.
 _GROW_FROM = 1e-12
+#: Relative eigenvalues below which a direction is a candidate for truncation (fit's EM stage
+#: and the boundary stage's end).
+SUSPECT_TOL = 1e-2
 #: Relative eigenvalues at most this are zero to round-off (the threshold of a frame whose
 #: ``rank_tol`` would hold a direction that is not vanishing: ``boundary_stage``'s ``settle``).
 _ZERO_REL = 1e-12
@@ -154,9 +162,22 @@ def truncate(
     KKT sign ``v' G v <= 0``); an interior direction, however small, does not (removing
     it costs nats). Returns ``(params, {name: k}, log-likelihood evaluations)``.
     """
+    params, dropped, evals, _ = _truncate(
+        params, ys, inputs, update=update, schedule=schedule, suspect_tol=suspect_tol, rtol=rtol
+    )
+    return params, dropped, evals
+
+
+def _truncate(params, ys, inputs, *, update, schedule, suspect_tol, rtol, current=None, trace=None):
+    """:func:`truncate`, also returning the log-likelihood at the returned ``params``.
+
+    ``current``: ``log p(y)`` at ``params`` where known (saves a filter pass); ``trace``: a list
+    that every evaluated log-likelihood is appended to.
+    """
     dropped, evals = {}, 0
-    current = float(log_likelihood_at(params, ys, inputs, schedule=schedule))
-    evals += 1
+    if current is None:
+        current = float(log_likelihood_at(params, ys, inputs, schedule=schedule))
+        evals += 1
     for name in COVARIANCES:
         if name not in update:
             continue
@@ -170,12 +191,19 @@ def truncate(
             trial = params._replace(**{name: jnp.asarray((v * wk) @ v.T, c.dtype)})
             value = float(log_likelihood_at(trial, ys, inputs, schedule=schedule))
             evals += 1
+            if trace is not None:
+                trace.append(value)
             if np.isfinite(value) and value >= current - rtol * abs(current):
                 best_k, best = k, (trial, value)
         if best_k:
             params, current = best
             dropped[name] = best_k
-    return params, dropped, evals
+    return params, dropped, evals, current
+
+
+def _zero_count(params: LGSSM, update) -> int:
+    """Eigenvalues of the covariances in ``update`` that are zero to round-off."""
+    return sum(vanishing(params, update, _ZERO_REL).values())
 
 
 def _inv_sqrt(s: np.ndarray) -> np.ndarray:
@@ -424,6 +452,7 @@ def boundary_stage(
         return frame, flat, x, f, g, gc
 
     floor = rank_tol  # the stage's threshold: lowered below a direction grown back smaller
+    drops = 0
     max_readds = _MAX_READDS + sum(vanishing(params, update, rank_tol).values())
     current = params
     f_start = float(log_likelihood_at(params, ys, inputs, schedule=schedule))
@@ -444,8 +473,29 @@ def boundary_stage(
             slope = float(g @ d)
         decrement = max(slope, 0.0)
         if 0.5 * decrement <= tol * abs(f) and last_rise <= tol * abs(f):
-            # KKT sign check on the dropped directions; add back a violating one.
             current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+            if drops < _MAX_DROPS:
+                # A small kept direction whose removal raises log p(y): L-BFGS crawls
+                # towards such a boundary (its eigenvalue's coordinate loses curvature) and
+                # its stopping test passes short of it. Drop it and go on.
+                trial, _, n, value = _truncate(
+                    current,
+                    ys,
+                    inputs,
+                    update=update,
+                    schedule=schedule,
+                    suspect_tol=SUSPECT_TOL,
+                    rtol=0.0,
+                    current=f,
+                    trace=trace,
+                )
+                evals += n
+                if _zero_count(trial, update) > _zero_count(current, update) and value > f:
+                    drops += 1
+                    frame, flat, x, f, g, gc = settle(trial, value)
+                    memory, last_rise, since_check = [], np.inf, 0
+                    continue
+            # KKT sign check on the dropped directions; add back a violating one.
             violated = _violations(current, gc, zeros, floor, rank_tol, tol * abs(f))
             if not violated or readds >= max_readds:
                 converged = not violated  # a violation past the re-adds: not a maximum

@@ -81,7 +81,13 @@ from jaxssm._base import compile as _compile
 from jaxssm._base import model as _model
 from jaxssm._base import structure as _structure
 from jaxssm._base.types import LGSSM, EMStatus
-from jaxssm._learn.boundary import boundary_stage, log_likelihood_at, truncate, vanishing
+from jaxssm._learn.boundary import (
+    SUSPECT_TOL,
+    boundary_stage,
+    log_likelihood_at,
+    truncate,
+    vanishing,
+)
 from jaxssm._learn.em import default_decrease_rtol, em_steps, squarem_em, squarem_plan
 from jaxssm._learn.initialize import initialize
 from jaxssm._learn.mstep import check_m_step, expected_log_joint, m_step_unchecked
@@ -97,8 +103,6 @@ _CHECK_EVERY = 100
 _BOUNDARY_CHUNK = 200
 #: Plain EM iterations between boundary-stage rounds.
 _EM_BURST = 100
-#: Relative eigenvalues below which a direction is a candidate for truncation.
-_SUSPECT_TOL = 1e-2
 #: The values of ``fit``'s ``start``.
 _STARTS = ("auto", "params", "data")
 
@@ -400,7 +404,7 @@ def fit(
                     inputs,
                     update=names,
                     schedule=schedule,
-                    suspect_tol=_SUSPECT_TOL,
+                    suspect_tol=SUSPECT_TOL,
                     rtol=float(decrease_rtol),
                 )
                 used += evals  # filter passes (log p(y) only), counted as E-steps
