@@ -109,6 +109,14 @@ PAGES: dict[str, tuple[str, str, str]] = {
         "The same comparison on the 44,484-step stand-in from `initialize` (where `fit` does "
         "not yet reach the maximum: see the notes in `results/time_to_max_standin.md`).",
     ),
+    "time_to_max_simulated": (
+        "Time to the maximum likelihood: 44,484 simulated steps",
+        "python benchmarks/time_to_max.py --simulated --starts initialize --accel-iters 1000 "
+        "--mle-iters 20 --reference-grads 1000",
+        "The same comparison on 44,484 steps drawn from `fit`'s maximum on the test split (a "
+        "series the model class can produce, of the training split's length), from "
+        "`initialize`.",
+    ),
     "standard_errors": (
         "Standard errors: the two routes of the observed information",
         "python benchmarks/standard_errors.py --steps 1000 --update A --runs 2",

@@ -92,6 +92,9 @@ _MEMORY = 100
 #: Rounds of adding back directions that fail the KKT sign check, at most (beyond one per
 #: direction held at the start).
 _MAX_READDS = 2
+#: Accepted steps whose total rise the stopping test bounds (one small step in a crawl, a
+#: line search that backtracked far, does not end the search).
+_RISE_WINDOW = 10
 #: Drops at the stage's end (directions whose removal raises ``log p(y)``), at most.
 _MAX_DROPS = 2
 #: Accepted steps between the periodic KKT checks (0: only at the end).
@@ -462,7 +465,7 @@ def boundary_stage(
     since_check, progress_mark = 0, f
     memory: list = []
     converged = False
-    last_rise = np.inf
+    last_rise, recent = np.inf, []  # the rise over the last _RISE_WINDOW accepted steps
     decrement = np.inf
     while True:
         d = _two_loop(g, memory)
@@ -493,7 +496,7 @@ def boundary_stage(
                 if _zero_count(trial, update) > _zero_count(current, update) and value > f:
                     drops += 1
                     frame, flat, x, f, g, gc = settle(trial, value)
-                    memory, last_rise, since_check = [], np.inf, 0
+                    memory, last_rise, since_check, recent = [], np.inf, 0, []
                     continue
             # KKT sign check on the dropped directions; add back a violating one.
             violated = _violations(current, gc, zeros, floor, rank_tol, tol * abs(f))
@@ -505,7 +508,7 @@ def boundary_stage(
             frame, flat = reframe(current)
             x = np.zeros(sum(flat.sizes))
             f, g, gc = evaluate(frame, flat, x)
-            memory, last_rise, since_check = [], np.inf, 0
+            memory, last_rise, since_check, recent = [], np.inf, 0, []
             continue
         if _KKT_EVERY and since_check >= _KKT_EVERY and readds < max_readds:
             # The face may be wrong from the start (the truncation test runs early): every
@@ -521,7 +524,7 @@ def boundary_stage(
                     frame, flat = reframe(grown)
                     x = np.zeros(sum(flat.sizes))
                     f, g, gc = evaluate(frame, flat, x)
-                    memory, last_rise = [], np.inf
+                    memory, last_rise, recent = [], np.inf, []
                     progress_mark = f
                     continue
             progress_mark = f
@@ -548,7 +551,8 @@ def boundary_stage(
             memory.append((s, y))
             if len(memory) > _MEMORY:
                 memory.pop(0)
-        last_rise = fn - f
+        recent = [*recent[1 - _RISE_WINDOW :], fn - f]
+        last_rise = sum(recent)
         since_check += 1
         x, f, g, gc = xn, fn, gn, gcn
         # Active set: drop a kept direction whose eigenvalue has fallen to rank_tol.
@@ -556,7 +560,7 @@ def boundary_stage(
         if vanishing(here, update, floor) != dict(held):
             current = here
             frame, flat, x, f, g, gc = settle(current, f)
-            memory, last_rise = [], np.inf
+            memory, last_rise, recent = [], np.inf, []
     current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
     slope_kkt = -np.inf
     for n in zeros:
