@@ -65,7 +65,8 @@ def test_without_the_option_the_plain_jit_runs(case, monkeypatch):
     assert np.isfinite(float(program(params, ys)))
 
 
-@pytest.mark.parametrize("method", ["sequential", "parallel"])
+# The parallel case in the slow suite (9 s: the associative scan compiled twice).
+@pytest.mark.parametrize("method", ["sequential", pytest.param("parallel", marks=pytest.mark.slow)])
 def test_the_option_changes_no_result(case, method):
     """The program compiled with the option against the plain one and the dense posterior.
 
