@@ -156,7 +156,9 @@ def truncate(
     schedule,
     suspect_tol: float,
     rtol: float,
-) -> tuple[LGSSM, dict[str, int], int]:
+    current: float | None = None,
+    trace: list | None = None,
+) -> tuple[LGSSM, dict[str, int], int, float]:
     """Zero the vanishing directions whose removal does not lower ``log p(y)``.
 
     For each covariance ``C`` in ``update``, the candidates are its eigenvalues at most
@@ -165,19 +167,9 @@ def truncate(
     ``rtol |log p|`` round-off). A direction on its way to zero (EM's crawl towards a
     boundary maximum) passes: removing it is itself an ascent step (the discrete form of the
     KKT sign ``v' G v <= 0``); an interior direction, however small, does not (removing
-    it costs nats). Returns ``(params, {name: k}, log-likelihood evaluations)``.
-    """
-    params, dropped, evals, _ = _truncate(
-        params, ys, inputs, update=update, schedule=schedule, suspect_tol=suspect_tol, rtol=rtol
-    )
-    return params, dropped, evals
-
-
-def _truncate(params, ys, inputs, *, update, schedule, suspect_tol, rtol, current=None, trace=None):
-    """:func:`truncate`, also returning the log-likelihood at the returned ``params``.
-
-    ``current``: ``log p(y)`` at ``params`` where known (saves a filter pass); ``trace``: a list
-    that every evaluated log-likelihood is appended to.
+    it costs nats). ``current``: ``log p(y)`` at ``params`` where known (saves a filter
+    pass); ``trace``: a list that every evaluated log-likelihood is appended to. Returns
+    ``(params, {name: k}, log-likelihood evaluations, log p(y) at the returned params)``.
     """
     dropped, evals = {}, 0
     if current is None:
@@ -437,6 +429,12 @@ def boundary_stage(
             floor = min(floor, 0.01 * best / top)
         return current._replace(**{n: jnp.asarray(c + best * vec, dtype)}), best_f
 
+    def restart(point):
+        """Start a new frame at ``point`` and evaluate there (L-BFGS's memory starts empty)."""
+        frame, flat = reframe(point)
+        x = np.zeros(sum(flat.sizes))
+        return (frame, flat, x, *evaluate(frame, flat, x))
+
     def settle(point, f_point):
         """Frame at ``point`` (exact ``log p = f_point``); never start below it.
 
@@ -447,14 +445,11 @@ def boundary_stage(
         round-off (``_ZERO_REL``): only the directions that are zero are held.
         """
         nonlocal floor
-        frame, flat = reframe(point)
-        x = np.zeros(sum(flat.sizes))
-        f, g, gc = evaluate(frame, flat, x)
-        if f < f_point - tol * abs(f_point) and floor > _ZERO_REL:
+        started = restart(point)
+        if started[3] < f_point - tol * abs(f_point) and floor > _ZERO_REL:
             floor = _ZERO_REL
-            frame, flat = reframe(point)
-            f, g, gc = evaluate(frame, flat, x)
-        return frame, flat, x, f, g, gc
+            started = restart(point)
+        return started
 
     floor = rank_tol  # the stage's threshold: lowered below a direction grown back smaller
     drops = 0
@@ -467,7 +462,7 @@ def boundary_stage(
     since_check, progress_mark = 0, f
     memory: list = []
     converged = False
-    last_rise, recent = np.inf, []  # the rise over the last _RISE_WINDOW accepted steps
+    recent: list = []  # the rises of the last _RISE_WINDOW accepted steps since a restart
     decrement = np.inf
     while True:
         d = _two_loop(g, memory)
@@ -477,13 +472,14 @@ def boundary_stage(
             d = _two_loop(g, memory)
             slope = float(g @ d)
         decrement = max(slope, 0.0)
-        if 0.5 * decrement <= tol * abs(f) and last_rise <= tol * abs(f):
+        rise = sum(recent) if recent else np.inf
+        if 0.5 * decrement <= tol * abs(f) and rise <= tol * abs(f):
             current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
             if drops < _MAX_DROPS:
                 # A small kept direction whose removal raises log p(y): L-BFGS crawls
                 # towards such a boundary (its eigenvalue's coordinate loses curvature) and
                 # its stopping test passes short of it. Drop it and go on.
-                trial, _, n, value = _truncate(
+                trial, _, n, value = truncate(
                     current,
                     ys,
                     inputs,
@@ -498,7 +494,7 @@ def boundary_stage(
                 if _zero_count(trial, update) > _zero_count(current, update) and value > f:
                     drops += 1
                     frame, flat, x, f, g, gc = settle(trial, value)
-                    memory, last_rise, since_check, recent = [], np.inf, 0, []
+                    memory, since_check, recent = [], 0, []
                     continue
             # KKT sign check on the dropped directions; add back a violating one.
             violated = _violations(current, gc, zeros, floor, rank_tol, tol * abs(f))
@@ -507,10 +503,8 @@ def boundary_stage(
                 break
             current, _ = grow_back(current, violated[0], f)
             readds += 1
-            frame, flat = reframe(current)
-            x = np.zeros(sum(flat.sizes))
-            f, g, gc = evaluate(frame, flat, x)
-            memory, last_rise, since_check, recent = [], np.inf, 0, []
+            frame, flat, x, f, g, gc = restart(current)
+            memory, since_check, recent = [], 0, []
             continue
         if _KKT_EVERY and since_check >= _KKT_EVERY and readds < max_readds:
             # The face may be wrong from the start (the truncation test runs early): every
@@ -523,10 +517,8 @@ def boundary_stage(
                 grown, grown_f = grow_back(current, violated[0], f)
                 if grown_f - f > f - progress_mark:
                     readds += 1
-                    frame, flat = reframe(grown)
-                    x = np.zeros(sum(flat.sizes))
-                    f, g, gc = evaluate(frame, flat, x)
-                    memory, last_rise, recent = [], np.inf, []
+                    frame, flat, x, f, g, gc = restart(grown)
+                    memory, recent = [], []
                     progress_mark = f
                     continue
             progress_mark = f
@@ -554,7 +546,6 @@ def boundary_stage(
             if len(memory) > _MEMORY:
                 memory.pop(0)
         recent = [*recent[1 - _RISE_WINDOW :], fn - f]
-        last_rise = sum(recent)
         since_check += 1
         x, f, g, gc = xn, fn, gn, gcn
         # Active set: drop a kept direction whose eigenvalue has fallen to rank_tol.
@@ -562,7 +553,7 @@ def boundary_stage(
         if vanishing(here, update, floor) != dict(held):
             current = here
             frame, flat, x, f, g, gc = settle(current, f)
-            memory, last_rise, recent = [], np.inf, []
+            memory, recent = [], []
     current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
     slope_kkt = -np.inf
     for n in zeros:

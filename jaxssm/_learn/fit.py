@@ -403,7 +403,7 @@ def fit(
             if rank_tol is not None and max_iters - used >= 3:
                 # (not when the E-step budget is spent: then fit stops with MAX_ITERS, as
                 # without the boundary stage, so that a small max_iters stays a quick run)
-                params, dropped, evals = truncate(
+                params, dropped, evals, _ = truncate(
                     params,
                     ys,
                     inputs,
