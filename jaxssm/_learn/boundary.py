@@ -44,6 +44,24 @@ after the first hundred E-steps). A direction's best size can lie far below
 threshold then moves to a hundredth of it, so that the direction stays kept. Up to two
 rounds more than the directions held at the start.
 
+**The small directions' block.** Along the small directions of a covariance (eigenvalues at
+most ``rank_tol * lambda_max``, held or kept) the complete-data information overstates the
+observed information by orders of magnitude: the states are not observed, and the data say
+little about the rows of ``A`` that a nearly noise-free direction pins, or about how a tiny
+kept direction of ``Q`` is correlated with the others. On a 44,484-step series simulated from
+SARCOS's fit, the Hessian on those coordinates (the rows of ``A`` along the six smallest
+eigenvectors of ``Q``, the columns of ``L`` of its four small kept ones: 210) had curvatures
+1e-6 .. 0.4 in units where the rest are about one, L-BFGS crawled at 1e-4 nats per step, and
+its stopping test passed 0.27 nats short of the maximum. So, where the stopping test first
+passes in a frame (at most ``_MAX_BLOCKS`` times a stage, float64 only: in float32 the
+likelihood's round-off exceeds the gains), the stage restarts there and takes the exact
+Hessian of the block by forward differences of the gradient (one gradient per coordinate, at
+most ``_BLOCK_MAX``, within the budget). Where its Newton model predicts a gain above
+``tol |log p(y)|`` the search goes on in coordinates in which the block's Hessian is the
+identity (``x_block = M^{-1/2} u``, ``M`` the negated block Hessian with its eigenvalues'
+absolute values raised to ``_CURVATURE_FLOOR``); else the point passes, now also on the
+block's exact model. On that series L-BFGS then gained the 0.26 nats in 10 steps.
+
 **Gradients.** On fully observed data and the steady-state schedule the gradient is taken
 through the fast path alone (``Paths.FAST``), and through the gap-aware recursion where the
 fast path does not cover the point (:func:`jaxssm._schedules.plan.exact_on_fast_path`, as in
@@ -109,6 +127,16 @@ SUSPECT_TOL = 1e-2
 #: Relative eigenvalues at most this are zero to round-off (the threshold of a frame whose
 #: ``rank_tol`` would hold a direction that is not vanishing: ``boundary_stage``'s ``settle``).
 _ZERO_REL = 1e-12
+#: Block Hessians (the preconditioner of the small directions' coordinates) per stage, at most.
+_MAX_BLOCKS = 2
+#: Coordinates in the block, at most (each costs one gradient evaluation).
+_BLOCK_MAX = 512
+#: Finite-difference step of the block Hessian, in the frame's coordinates (about one
+#: standard error each): forward differences agreed with central ones to 2e-8 on SARCOS.
+_BLOCK_STEP = 1e-4
+#: Curvatures of the block below this (the frame's unit: one complete-data standard error)
+#: are raised to it: round-off, and the flat directions of ``L`` (rotations of its columns).
+_CURVATURE_FLOOR = 1e-5
 
 
 class BoundaryResult(NamedTuple):
@@ -201,6 +229,69 @@ def truncate(
 def _zero_count(params: LGSSM, update) -> int:
     """Eigenvalues of the covariances in ``update`` that are zero to round-off."""
     return sum(vanishing(params, update, _ZERO_REL).values())
+
+
+def _small_directions(params: LGSSM, rank_tol: float, floor: float) -> dict:
+    """``{cov: (small, kept)}``: masks over each covariance's eigenvalues (ascending).
+
+    ``small``: at most ``rank_tol * lambda_max`` (held at zero or kept); ``kept``: above the
+    stage's threshold ``floor * lambda_max``. For every covariance: each scales the fields
+    of ``_SCALE`` whether or not it is itself in ``update``.
+    """
+    out = {}
+    for cov in COVARIANCES:
+        w, _ = _eigh(getattr(params, cov))
+        top = max(w[-1], 0.0)
+        out[cov] = (w <= rank_tol * top, w > floor * top)
+    return out
+
+
+def _block(flat: _Flat, update, small: dict) -> np.ndarray:
+    """Flat indices of the coordinates along the small directions (the block).
+
+    The rows of a field's coordinates along its scaling covariance's small directions (the
+    first axis: ``_frame``'s ``left`` is that covariance's eigenvector basis, ascending),
+    and the columns of a covariance's factor that are small and kept (a held column is
+    masked). Along these the complete-data information the frame is scaled by overstates
+    the observed information by orders of magnitude (the states are not observed).
+    """
+    out, offset = [], 0
+    for name, size in zip(flat.names, flat.sizes, strict=True):
+        mask = np.zeros(flat.shapes[name], bool)
+        if name in COVARIANCES:
+            is_small, kept = small[name]
+            mask[:, is_small & kept] = True
+        else:
+            mask[small[_SCALE[name]][0]] = True
+        out.append(offset + np.flatnonzero(mask.ravel()))
+        offset += size
+    return np.concatenate(out) if out else np.zeros(0, int)
+
+
+def _block_hessian(grad, x0: np.ndarray, g0: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Return the Hessian of the objective on the coordinates ``idx`` at ``x0`` (symmetrised).
+
+    Forward differences of the exact gradient ``grad`` (``g0 = grad(x0)``), one gradient per
+    coordinate: the stage's gradient is reverse mode only (its fast path is a
+    ``custom_vjp``), so there is no forward-over-reverse product.
+    """
+    hess = np.empty((idx.size, idx.size))
+    for a, i in enumerate(idx):
+        e = x0.copy()
+        e[i] += _BLOCK_STEP
+        hess[:, a] = ((grad(e) - g0) / _BLOCK_STEP)[idx]
+    return 0.5 * (hess + hess.T)
+
+
+def _block_map(grad, x0: np.ndarray, g0: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``M^{-1/2}``, ``M`` the negated block Hessian, eigenvalues raised to the floor.
+
+    In the new coordinates ``u`` (``x[idx] = M^{-1/2} u``) the block's Hessian is about the
+    identity at ``x0``, like the rest of the frame's; the absolute values keep the map real
+    where round-off or a flat rotation of ``L``'s columns gives a small negative curvature.
+    """
+    mu, u = np.linalg.eigh(-_block_hessian(grad, x0, g0, idx))
+    return (u / np.sqrt(np.maximum(np.abs(mu), _CURVATURE_FLOOR))) @ u.T
 
 
 def _inv_sqrt(s: np.ndarray) -> np.ndarray:
@@ -376,6 +467,8 @@ def boundary_stage(
     readds = 0
 
     held: list = []  # (name, directions held at zero) of the current frame
+    precond = None  # (flat indices, map) of the current frame's preconditioned block
+    blocks = 0
 
     def reframe(p):
         base, left, right, ranks = _frame(p, stats, update, floor, num_steps, num_sequences)
@@ -388,17 +481,37 @@ def boundary_stage(
             else:
                 shapes[n] = (left[n].shape[1],)
         held[:] = [(n, left[n].shape[1] - r) for n, r in ranks.items() if left[n].shape[1] > r]
+        nonlocal precond
+        precond = None  # a new frame starts in its own (complete-data) scaling
         return (base, left, right), _Flat(shapes)
+
+    def mapped(x):
+        """Return the frame's coordinates of the search's ``x`` (the block preconditioned)."""
+        if precond is None:
+            return x
+        idx, s = precond
+        out = x.copy()
+        out[idx] = s @ x[idx]
+        return out
+
+    def point(x):
+        """Return the model at the search's ``x`` in the current frame."""
+        return _assemble(flat.unravel(mapped(x), dtype), zeros, *frame, params)
 
     def evaluate(frame, flat, x):
         nonlocal evals
         base, left, right = frame
-        args = (flat.unravel(x, dtype), zeros, base, left, right, params, ys, inputs)
+        xf = mapped(x)
+        args = (flat.unravel(xf, dtype), zeros, base, left, right, params, ys, inputs)
         value, g, gc = _value_and_grad(*args, schedule=schedule, paths=paths)
         evals += 1
         value = float(value)
         trace.append(value)
-        return value, flat.ravel(g), {n: np.asarray(a, np.float64) for n, a in gc.items()}
+        g = flat.ravel(g)
+        if precond is not None:
+            idx, s = precond
+            g[idx] = s.T @ g[idx]
+        return value, g, {n: np.asarray(a, np.float64) for n, a in gc.items()}
 
     def grow_back(current, violation, f_now):
         """Grow a held direction back to its best size; return ``(point, value)``.
@@ -434,6 +547,33 @@ def boundary_stage(
         frame, flat = reframe(point)
         x = np.zeros(sum(flat.sizes))
         return (frame, flat, x, *evaluate(frame, flat, x))
+
+    def precondition(here):
+        """Restart at ``here`` with the small directions' block preconditioned.
+
+        Returns ``(started, gain)``: the restarted search (``restart``'s tuple) and the gain
+        the block's Newton model predicts there; ``(None, None)`` where there is no block,
+        it is larger than ``_BLOCK_MAX``, or the budget is too short for it.
+        """
+        nonlocal precond
+        small = _small_directions(here, rank_tol, floor)
+        size = 0  # the block's size, known before the restart it needs
+        for n in update:
+            field = np.asarray(getattr(here, n))
+            if n in COVARIANCES:
+                size += field.shape[0] * int(np.sum(small[n][0] & small[n][1]))
+            else:
+                size += int(np.sum(small[_SCALE[n]][0])) * (field.size // field.shape[0])
+        if not 0 < size <= _BLOCK_MAX or evals + 1 + size > max_evals:
+            return None, None
+        started = restart(here)
+        fr, fl, x0, f0, g0, gc0 = started
+        idx = _block(fl, update, small)
+        s = _block_map(lambda x: evaluate(fr, fl, x)[1], x0, g0, idx)
+        precond = (idx, s)
+        g = g0.copy()
+        g[idx] = s.T @ g0[idx]
+        return (fr, fl, x0, f0, g, gc0), 0.5 * float(g[idx] @ g[idx])
 
     def settle(point, f_point):
         """Frame at ``point`` (exact ``log p = f_point``); never start below it.
@@ -474,7 +614,7 @@ def boundary_stage(
         decrement = max(slope, 0.0)
         rise = sum(recent) if recent else np.inf
         if 0.5 * decrement <= tol * abs(f) and rise <= tol * abs(f):
-            current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+            current = point(x)
             if drops < _MAX_DROPS:
                 # A small kept direction whose removal raises log p(y): L-BFGS crawls
                 # towards such a boundary (its eigenvalue's coordinate loses curvature) and
@@ -496,6 +636,17 @@ def boundary_stage(
                     frame, flat, x, f, g, gc = settle(trial, value)
                     memory, since_check, recent = [], 0, []
                     continue
+            if blocks < _MAX_BLOCKS and precond is None and np.dtype(dtype) == np.float64:
+                # The small directions' block: its exact Hessian (finite differences of the
+                # gradient) preconditions the search; where its Newton model predicts a
+                # gain, L-BFGS was crawling there and goes on in the new coordinates.
+                blocks += 1
+                started, gain = precondition(current)
+                if started is not None:
+                    frame, flat, x, f, g, gc = started
+                    memory, since_check, recent = [], 0, []
+                    if gain > tol * abs(f):
+                        continue
             # KKT sign check on the dropped directions; add back a violating one.
             violated = _violations(current, gc, zeros, floor, rank_tol, tol * abs(f))
             if not violated or readds >= max_readds:
@@ -511,7 +662,7 @@ def boundary_stage(
             # _KKT_EVERY accepted steps, grow back the most violating held direction when
             # that gains more than the last _KKT_EVERY steps did together.
             since_check = 0
-            current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+            current = point(x)
             violated = _violations(current, gc, zeros, floor, rank_tol, tol * abs(f))
             if violated:
                 grown, grown_f = grow_back(current, violated[0], f)
@@ -549,12 +700,12 @@ def boundary_stage(
         since_check += 1
         x, f, g, gc = xn, fn, gn, gcn
         # Active set: drop a kept direction whose eigenvalue has fallen to rank_tol.
-        here = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+        here = point(x)
         if vanishing(here, update, floor) != dict(held):
             current = here
             frame, flat, x, f, g, gc = settle(current, f)
             memory, recent = [], []
-    current = _assemble(flat.unravel(x, dtype), zeros, *frame, params)
+    current = point(x)
     slope_kkt = -np.inf
     for n in zeros:
         c = np.asarray(getattr(current, n), np.float64)
