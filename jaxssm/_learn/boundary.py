@@ -127,6 +127,10 @@ SUSPECT_TOL = 1e-2
 #: Relative eigenvalues at most this are zero to round-off (the threshold of a frame whose
 #: ``rank_tol`` would hold a direction that is not vanishing: ``boundary_stage``'s ``settle``).
 _ZERO_REL = 1e-12
+#: A frame's last _CRAWL_STEPS accepted steps rising by less than _CRAWL_RISE * tol |log p|
+#: each on average is a crawl: the block is built then too (0: only at the stopping test).
+_CRAWL_STEPS = 50
+_CRAWL_RISE = 10.0
 #: Block Hessians (the preconditioner of the small directions' coordinates) per stage, at most.
 _MAX_BLOCKS = 2
 #: Coordinates in the block, at most (each costs one gradient evaluation).
@@ -468,6 +472,7 @@ def boundary_stage(
 
     held: list = []  # (name, directions held at zero) of the current frame
     precond = None  # (flat indices, map) of the current frame's preconditioned block
+    path: list = []  # log p(y) after the last _CRAWL_STEPS + 1 accepted steps of the frame
     blocks = 0
 
     def reframe(p):
@@ -481,8 +486,9 @@ def boundary_stage(
             else:
                 shapes[n] = (left[n].shape[1],)
         held[:] = [(n, left[n].shape[1] - r) for n, r in ranks.items() if left[n].shape[1] > r]
-        nonlocal precond
+        nonlocal precond, path
         precond = None  # a new frame starts in its own (complete-data) scaling
+        path = []
         return (base, left, right), _Flat(shapes)
 
     def mapped(x):
@@ -657,6 +663,22 @@ def boundary_stage(
             frame, flat, x, f, g, gc = restart(current)
             memory, since_check, recent = [], 0, []
             continue
+        if (
+            _CRAWL_STEPS
+            and blocks < _MAX_BLOCKS
+            and precond is None
+            and np.dtype(dtype) == np.float64
+            and len(path) > _CRAWL_STEPS
+            and path[-1] - path[0] < _CRAWL_STEPS * _CRAWL_RISE * tol * abs(f)
+        ):
+            # A crawl before the stopping test passes (a tight tol, or one that never
+            # passes): the block as at the stopping test.
+            blocks += 1
+            started, gain = precondition(point(x))
+            if started is not None:
+                frame, flat, x, f, g, gc = started
+                memory, since_check, recent = [], 0, []
+                continue
         if _KKT_EVERY and since_check >= _KKT_EVERY and readds < max_readds:
             # The face may be wrong from the start (the truncation test runs early): every
             # _KKT_EVERY accepted steps, grow back the most violating held direction when
@@ -697,6 +719,7 @@ def boundary_stage(
             if len(memory) > _MEMORY:
                 memory.pop(0)
         recent = [*recent[1 - _RISE_WINDOW :], fn - f]
+        path = [*path[-_CRAWL_STEPS:], fn]
         since_check += 1
         x, f, g, gc = xn, fn, gn, gcn
         # Active set: drop a kept direction whose eigenvalue has fallen to rank_tol.
