@@ -53,14 +53,17 @@ SARCOS's fit, the Hessian on those coordinates (the rows of ``A`` along the six 
 eigenvectors of ``Q``, the columns of ``L`` of its four small kept ones: 210) had curvatures
 1e-6 .. 0.4 in units where the rest are about one, L-BFGS crawled at 1e-4 nats per step, and
 its stopping test passed 0.27 nats short of the maximum. So, where the stopping test first
-passes in a frame (at most ``_MAX_BLOCKS`` times a stage, float64 only: in float32 the
-likelihood's round-off exceeds the gains), the stage restarts there and takes the exact
-Hessian of the block by forward differences of the gradient (one gradient per coordinate, at
-most ``_BLOCK_MAX``, within the budget). Where its Newton model predicts a gain above
-``tol |log p(y)|`` the search goes on in coordinates in which the block's Hessian is the
-identity (``x_block = M^{-1/2} u``, ``M`` the negated block Hessian with its eigenvalues'
-absolute values raised to ``_CURVATURE_FLOOR``); else the point passes, now also on the
-block's exact model. On that series L-BFGS then gained the 0.26 nats in 10 steps.
+passes in a frame, or the frame's last ``_CRAWL_STEPS`` (50) accepted steps rose by under
+``_CRAWL_RISE`` (10) ``tol |log p(y)|`` each on average (at most ``_MAX_BLOCKS`` times a
+stage, float64 only: in float32 the likelihood's round-off exceeds the gains; built at the
+stage's start instead, far from the maximum, it preconditioned badly), the stage restarts
+there and takes the exact Hessian of the block by forward differences of the gradient (one
+gradient per coordinate, at most ``_BLOCK_MAX``, within the budget). Where its Newton model
+predicts a gain above ``tol |log p(y)|`` the search goes on in coordinates in which the
+block's Hessian is the identity (``x_block = M^{-1/2} u``, ``M`` the negated block Hessian
+with its eigenvalues' absolute values raised to ``_CURVATURE_FLOOR``); else the point
+passes, now also on the block's exact model. On that series L-BFGS then gained the 0.26
+nats in 10 steps.
 
 **Gradients.** On fully observed data and the steady-state schedule the gradient is taken
 through the fast path alone (``Paths.FAST``), and through the gap-aware recursion where the
