@@ -557,6 +557,10 @@ def boundary_stage(
         x = np.zeros(sum(flat.sizes))
         return (frame, flat, x, *evaluate(frame, flat, x))
 
+    def blockable():
+        """Whether this frame may build the block (module docstring)."""
+        return blocks < _MAX_BLOCKS and precond is None and np.dtype(dtype) == np.float64
+
     def precondition(here):
         """Restart at ``here`` with the small directions' block preconditioned.
 
@@ -645,7 +649,7 @@ def boundary_stage(
                     frame, flat, x, f, g, gc = settle(trial, value)
                     memory, since_check, recent = [], 0, []
                     continue
-            if blocks < _MAX_BLOCKS and precond is None and np.dtype(dtype) == np.float64:
+            if blockable():
                 # The small directions' block: its exact Hessian (finite differences of the
                 # gradient) preconditions the search; where its Newton model predicts a
                 # gain, L-BFGS was crawling there and goes on in the new coordinates.
@@ -668,9 +672,7 @@ def boundary_stage(
             continue
         if (
             _CRAWL_STEPS
-            and blocks < _MAX_BLOCKS
-            and precond is None
-            and np.dtype(dtype) == np.float64
+            and blockable()
             and len(path) > _CRAWL_STEPS
             and path[-1] - path[0] < _CRAWL_STEPS * _CRAWL_RISE * tol * abs(f)
         ):
