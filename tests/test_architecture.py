@@ -48,7 +48,7 @@ LAYERS = [
     ["sharding", "_learn.constrained", "_api.entry"],
     ["_api.inference", "_api.sampling", "_api.posterior", "_api.forecast", "_learn.mstep"],
     ["_learn.accelerate", "_learn.moments"],
-    ["_learn.subspace"],
+    ["_learn.subspace", "_learn.block"],
     ["_learn.em", "_learn.mle", "_learn.score", "_learn.initialize"],
     ["_learn.boundary", "_learn.uncertainty"],
     ["_learn.fit", "_learn.errors"],

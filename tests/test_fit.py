@@ -316,6 +316,7 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
     # of the stage's exact gradient. Reference: jax.hessian (forward over reverse) of the same
     # objective through the plain filter.
     from jaxssm._args.schedule import resolve
+    from jaxssm._learn import block
     from jaxssm._learn import boundary as bd
     from jaxssm._schedules import dispatch
 
@@ -332,8 +333,8 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
     rank_tol, floor = 1e-6, 1e-12  # direction 0 held, direction 1 kept and small
     base, left, right, _ = bd._frame(true, stats, UPDATE, floor, ys.shape[0], 1)
     flat = bd._Flat({"A": (3, 3), "Q": (3, 3)})
-    small = bd._small_directions(true, rank_tol, floor)
-    idx = bd._block(flat, UPDATE, small)
+    small = block.small_directions(true, bd.COVARIANCES, rank_tol, floor)
+    idx = block.block_indices(flat, small, bd._SCALE, bd.COVARIANCES)
     # Q's eigenvalues ascend: A's rows 0 and 1 (coordinates 0-5) and L's column 1 (9 + 1, 4, 7).
     np.testing.assert_array_equal(idx, [0, 1, 2, 3, 4, 5, 10, 13, 16])
     zeros = {"Q": jnp.zeros((3, 3))}
@@ -360,7 +361,7 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
 
     x0 = np.zeros(18)
     exact = np.asarray(jax.hessian(objective)(jnp.asarray(x0)))[np.ix_(idx, idx)]
-    approx = bd._block_hessian(grad, x0, grad(x0), idx)
+    approx = block.block_hessian(grad, x0, grad(x0), idx)
     # Forward differences with a step of 1e-4 (in units of about one standard error):
     # truncation error of order the step times the third derivative (measured: 3e-8 of the
     # largest entry).
@@ -368,8 +369,8 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
     # The map is M^{-1/2}, M the negated Hessian with its eigenvalues' absolute values raised
     # to the floor (here one curvature is negative: this point is not a maximum).
     mu, u = np.linalg.eigh(-exact)
-    m = (u * np.maximum(np.abs(mu), bd._CURVATURE_FLOOR)) @ u.T
-    s = bd._block_map(grad, x0, grad(x0), idx)
+    m = (u * np.maximum(np.abs(mu), block.CURVATURE_FLOOR)) @ u.T
+    s = block.block_map(grad, x0, grad(x0), idx)
     np.testing.assert_allclose(s.T @ m @ s, np.eye(idx.size), atol=1e-4)
 
 

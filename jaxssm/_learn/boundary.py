@@ -61,7 +61,7 @@ there and takes the exact Hessian of the block by forward differences of the gra
 gradient per coordinate, at most ``_BLOCK_MAX``, within the budget). Where its Newton model
 predicts a gain above ``tol |log p(y)|`` the search goes on in coordinates in which the
 block's Hessian is the identity (``x_block = M^{-1/2} u``, ``M`` the negated block Hessian
-with its eigenvalues' absolute values raised to ``_CURVATURE_FLOOR``); else the point
+with its eigenvalues' absolute values raised to ``block.CURVATURE_FLOOR``); else the point
 passes, now also on the block's exact model. On that series L-BFGS then gained the 0.26
 nats in 10 steps.
 
@@ -93,6 +93,8 @@ import numpy as np
 
 from jaxssm._base import compile as _compile
 from jaxssm._base.types import LGSSM
+from jaxssm._learn.block import block_indices, block_map, small_directions
+from jaxssm._learn.block import eigh as _eigh
 from jaxssm._schedules import dispatch as _dispatch
 from jaxssm._schedules import plan as _plan
 
@@ -130,20 +132,14 @@ SUSPECT_TOL = 1e-2
 #: Relative eigenvalues at most this are zero to round-off (the threshold of a frame whose
 #: ``rank_tol`` would hold a direction that is not vanishing: ``boundary_stage``'s ``settle``).
 _ZERO_REL = 1e-12
-#: A frame's last _CRAWL_STEPS accepted steps rising by less than _CRAWL_RISE * tol |log p|
-#: each on average is a crawl: the block is built then too (0: only at the stopping test).
-_CRAWL_STEPS = 50
-_CRAWL_RISE = 10.0
 #: Block Hessians (the preconditioner of the small directions' coordinates) per stage, at most.
 _MAX_BLOCKS = 2
 #: Coordinates in the block, at most (each costs one gradient evaluation).
 _BLOCK_MAX = 512
-#: Finite-difference step of the block Hessian, in the frame's coordinates (about one
-#: standard error each): forward differences agreed with central ones to 2e-8 on SARCOS.
-_BLOCK_STEP = 1e-4
-#: Curvatures of the block below this (the frame's unit: one complete-data standard error)
-#: are raised to it: round-off, and the flat directions of ``L`` (rotations of its columns).
-_CURVATURE_FLOOR = 1e-5
+#: A frame's last _CRAWL_STEPS accepted steps rising by less than _CRAWL_RISE * tol |log p|
+#: each on average is a crawl: the block is built then too (0: only at the stopping test).
+_CRAWL_STEPS = 50
+_CRAWL_RISE = 10.0
 
 
 class BoundaryResult(NamedTuple):
@@ -157,11 +153,6 @@ class BoundaryResult(NamedTuple):
     boundary_slope: float
     log_likelihoods: np.ndarray
     converged: bool
-
-
-def _eigh(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    c = np.asarray(c, np.float64)
-    return np.linalg.eigh(0.5 * (c + c.T))
 
 
 def vanishing(params: LGSSM, update: tuple[str, ...], rank_tol: float) -> dict[str, int]:
@@ -236,69 +227,6 @@ def truncate(
 def _zero_count(params: LGSSM, update) -> int:
     """Eigenvalues of the covariances in ``update`` that are zero to round-off."""
     return sum(vanishing(params, update, _ZERO_REL).values())
-
-
-def _small_directions(params: LGSSM, rank_tol: float, floor: float) -> dict:
-    """``{cov: (small, kept)}``: masks over each covariance's eigenvalues (ascending).
-
-    ``small``: at most ``rank_tol * lambda_max`` (held at zero or kept); ``kept``: above the
-    stage's threshold ``floor * lambda_max``. For every covariance: each scales the fields
-    of ``_SCALE`` whether or not it is itself in ``update``.
-    """
-    out = {}
-    for cov in COVARIANCES:
-        w, _ = _eigh(getattr(params, cov))
-        top = max(w[-1], 0.0)
-        out[cov] = (w <= rank_tol * top, w > floor * top)
-    return out
-
-
-def _block(flat: _Flat, update, small: dict) -> np.ndarray:
-    """Flat indices of the coordinates along the small directions (the block).
-
-    The rows of a field's coordinates along its scaling covariance's small directions (the
-    first axis: ``_frame``'s ``left`` is that covariance's eigenvector basis, ascending),
-    and the columns of a covariance's factor that are small and kept (a held column is
-    masked). Along these the complete-data information the frame is scaled by overstates
-    the observed information by orders of magnitude (the states are not observed).
-    """
-    out, offset = [], 0
-    for name, size in zip(flat.names, flat.sizes, strict=True):
-        mask = np.zeros(flat.shapes[name], bool)
-        if name in COVARIANCES:
-            is_small, kept = small[name]
-            mask[:, is_small & kept] = True
-        else:
-            mask[small[_SCALE[name]][0]] = True
-        out.append(offset + np.flatnonzero(mask.ravel()))
-        offset += size
-    return np.concatenate(out) if out else np.zeros(0, int)
-
-
-def _block_hessian(grad, x0: np.ndarray, g0: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Return the Hessian of the objective on the coordinates ``idx`` at ``x0`` (symmetrised).
-
-    Forward differences of the exact gradient ``grad`` (``g0 = grad(x0)``), one gradient per
-    coordinate: the stage's gradient is reverse mode only (its fast path is a
-    ``custom_vjp``), so there is no forward-over-reverse product.
-    """
-    hess = np.empty((idx.size, idx.size))
-    for a, i in enumerate(idx):
-        e = x0.copy()
-        e[i] += _BLOCK_STEP
-        hess[:, a] = ((grad(e) - g0) / _BLOCK_STEP)[idx]
-    return 0.5 * (hess + hess.T)
-
-
-def _block_map(grad, x0: np.ndarray, g0: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``M^{-1/2}``, ``M`` the negated block Hessian, eigenvalues raised to the floor.
-
-    In the new coordinates ``u`` (``x[idx] = M^{-1/2} u``) the block's Hessian is about the
-    identity at ``x0``, like the rest of the frame's; the absolute values keep the map real
-    where round-off or a flat rotation of ``L``'s columns gives a small negative curvature.
-    """
-    mu, u = np.linalg.eigh(-_block_hessian(grad, x0, g0, idx))
-    return (u / np.sqrt(np.maximum(np.abs(mu), _CURVATURE_FLOOR))) @ u.T
 
 
 def _inv_sqrt(s: np.ndarray) -> np.ndarray:
@@ -569,20 +497,15 @@ def boundary_stage(
         it is larger than ``_BLOCK_MAX``, or the budget is too short for it.
         """
         nonlocal precond
-        small = _small_directions(here, rank_tol, floor)
-        size = 0  # the block's size, known before the restart it needs
-        for n in update:
-            field = np.asarray(getattr(here, n))
-            if n in COVARIANCES:
-                size += field.shape[0] * int(np.sum(small[n][0] & small[n][1]))
-            else:
-                size += int(np.sum(small[_SCALE[n]][0])) * (field.size // field.shape[0])
-        if not 0 < size <= _BLOCK_MAX or evals + 1 + size > max_evals:
+        small = small_directions(here, COVARIANCES, rank_tol, floor)
+        # (the flat shapes do not depend on the point: the current frame's give the block
+        # before the restart it needs)
+        idx = block_indices(flat, small, _SCALE, COVARIANCES)
+        if not 0 < idx.size <= _BLOCK_MAX or evals + 1 + idx.size > max_evals:
             return None, None
         started = restart(here)
         fr, fl, x0, f0, g0, gc0 = started
-        idx = _block(fl, update, small)
-        s = _block_map(lambda x: evaluate(fr, fl, x)[1], x0, g0, idx)
+        s = block_map(lambda x: evaluate(fr, fl, x)[1], x0, g0, idx)
         precond = (idx, s)
         g = g0.copy()
         g[idx] = s.T @ g0[idx]
