@@ -49,7 +49,7 @@ LAYERS = [
     ["_api.inference", "_api.sampling", "_api.posterior", "_api.forecast", "_learn.mstep"],
     ["_learn.accelerate", "_learn.moments"],
     ["_learn.subspace", "_learn.block"],
-    ["_learn.em", "_learn.mle", "_learn.score", "_learn.initialize"],
+    ["_learn.em", "_learn.mle", "_learn.score", "_learn.initialize", "_learn.frame"],
     ["_learn.boundary", "_learn.uncertainty"],
     ["_learn.fit", "_learn.errors"],
     ["priors", "datasets"],

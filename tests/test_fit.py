@@ -316,8 +316,7 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
     # of the stage's exact gradient. Reference: jax.hessian (forward over reverse) of the same
     # objective through the plain filter.
     from jaxssm._args.schedule import resolve
-    from jaxssm._learn import block
-    from jaxssm._learn import boundary as bd
+    from jaxssm._learn import block, frame
     from jaxssm._schedules import dispatch
 
     true = ssm.LGSSM(
@@ -331,21 +330,21 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
     _, ys = ssm.sample(jax.random.PRNGKey(4), true, 200)
     stats, _ = ssm.e_step(true, ys)
     rank_tol, floor = 1e-6, 1e-12  # direction 0 held, direction 1 kept and small
-    base, left, right, _ = bd._frame(true, stats, UPDATE, floor, ys.shape[0], 1)
-    flat = bd._Flat({"A": (3, 3), "Q": (3, 3)})
-    small = block.small_directions(true, bd.COVARIANCES, rank_tol, floor)
-    idx = block.block_indices(flat, small, bd._SCALE, bd.COVARIANCES)
+    base, left, right, _ = frame.build_frame(true, stats, UPDATE, floor, ys.shape[0], 1)
+    flat = frame.Flat({"A": (3, 3), "Q": (3, 3)})
+    small = block.small_directions(true, frame.COVARIANCES, rank_tol, floor)
+    idx = block.block_indices(flat, small, frame.SCALE, frame.COVARIANCES)
     # Q's eigenvalues ascend: A's rows 0 and 1 (coordinates 0-5) and L's column 1 (9 + 1, 4, 7).
     np.testing.assert_array_equal(idx, [0, 1, 2, 3, 4, 5, 10, 13, 16])
     zeros = {"Q": jnp.zeros((3, 3))}
     schedule = resolve("sequential", False, "cov")
 
     def objective(x):
-        model = bd._assemble(flat.unravel(x, jnp.float64), zeros, base, left, right, true)
+        model = frame.assemble(flat.unravel(x, jnp.float64), zeros, base, left, right, true)
         return ssm.log_likelihood(model, ys)
 
     def grad(x):
-        _, g, _ = bd._value_and_grad(
+        _, g, _ = frame.value_and_grad(
             flat.unravel(x, jnp.float64),
             zeros,
             base,

@@ -87,7 +87,6 @@ from __future__ import annotations
 from functools import partial
 from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -95,8 +94,16 @@ from jaxssm._base import compile as _compile
 from jaxssm._base.types import LGSSM
 from jaxssm._learn.block import block_indices, block_map, small_directions
 from jaxssm._learn.block import eigh as _eigh
+from jaxssm._learn.frame import (
+    COVARIANCES,
+    SCALE,
+    Flat,
+    assemble,
+    build_frame,
+    two_loop,
+    value_and_grad,
+)
 from jaxssm._schedules import dispatch as _dispatch
-from jaxssm._schedules import plan as _plan
 
 __all__ = [
     "COVARIANCES",
@@ -107,10 +114,6 @@ __all__ = [
     "log_likelihood_at",
 ]
 
-#: The covariances whose vanishing directions the stage handles.
-COVARIANCES = ("Q", "R", "P0")
-#: The field whose Gaussian term scales each field's coordinates.
-_SCALE = {"A": "Q", "B": "Q", "b": "Q", "H": "R", "D": "R", "d": "R", "m0": "P0"}
 #: L-BFGS memory: the (step, gradient change) pairs kept (the benchmark pages, "Smaller
 #: measurements", give the gradients it took on SARCOS for other values).
 _MEMORY = 100
@@ -229,120 +232,6 @@ def _zero_count(params: LGSSM, update) -> int:
     return sum(vanishing(params, update, _ZERO_REL).values())
 
 
-def _inv_sqrt(s: np.ndarray) -> np.ndarray:
-    w, v = _eigh(s)
-    w = np.maximum(w, 1e-12 * max(w[-1], 1e-300))
-    return (v / np.sqrt(w)) @ v.T
-
-
-def _frame(params: LGSSM, stats, update, rank_tol, num_steps, num_sequences):
-    """Build the coordinates' frame at ``params``: ``(base, left, right, ranks)`` (NumPy)."""
-    dtype = np.dtype(params.A.dtype)
-    base, left, right, ranks = {}, {}, {}, {}
-    scales = {}
-    for cov in COVARIANCES:
-        w, v = _eigh(getattr(params, cov))
-        keep = w > rank_tol * max(w[-1], 0.0)
-        floor = w[keep].min() if keep.any() else max(w[-1], 1e-300)
-        n = num_sequences if cov == "P0" else num_steps
-        scales[cov] = (w, v, keep, (v * np.sqrt(np.maximum(w, floor))) / np.sqrt(n))
-    for name in update:
-        if name in COVARIANCES:
-            w, v, keep, t = scales[name]
-            # All n columns, the dropped ones masked by ``right`` (static shapes: one
-            # compilation whatever the rank).
-            base[name] = v * np.sqrt(np.maximum(w, 0.0))
-            left[name] = t
-            right[name] = np.diag(keep.astype(np.float64))
-            ranks[name] = int(keep.sum())
-            continue
-        x = np.asarray(getattr(params, name), np.float64)
-        base[name] = x
-        left[name] = scales[_SCALE[name]][3]
-        if name == "A":
-            right[name] = _inv_sqrt(np.asarray(stats.Phi))
-        elif name == "H":
-            right[name] = _inv_sqrt(np.asarray(stats.Sigma))
-    cast = lambda d: {k: jnp.asarray(a, dtype) for k, a in d.items()}  # noqa: E731
-    return cast(base), cast(left), cast(right), ranks
-
-
-def _assemble(theta, zeros, base, left, right, params):
-    """Assemble the model at ``theta``; ``zeros`` (added to the covariances) carry ``dC``."""
-    fields = {}
-    for name, x in theta.items():
-        if name in COVARIANCES:
-            lmat = (base[name] + left[name] @ x) @ right[name]
-            fields[name] = lmat @ lmat.T + zeros[name]
-        else:
-            step = left[name] @ x
-            if name in right:
-                step = step @ right[name]
-            fields[name] = base[name] + step
-    return params._replace(**fields)
-
-
-@partial(_compile.jit, static_argnames=("schedule", "paths"))
-def _value_and_grad(theta, zeros, base, left, right, params, ys, inputs, *, schedule, paths):
-    """``log p(y)``, its gradient in ``theta`` and in the full covariances (``zeros``).
-
-    With ``paths`` the fast path alone (fully observed data), reverse mode goes one path at a
-    time (:func:`jaxssm._schedules.plan.exact_on_fast_path`): through a program that holds
-    both paths it pays for both branches' residuals.
-    """
-
-    def f(th_z, p):
-        model = _assemble(*th_z, base, left, right, params)
-        return _dispatch.run(
-            _dispatch.Kind.LOG_LIKELIHOOD, model, ys, schedule, inputs=inputs, paths=p
-        )
-
-    if paths is _dispatch.Paths.FAST:
-        objective = _plan.exact_on_fast_path(f)
-    else:
-        objective = lambda th_z: f(th_z, paths)[0]  # noqa: E731
-    value, (g_theta, g_cov) = jax.value_and_grad(objective)((theta, zeros))
-    return value, g_theta, g_cov
-
-
-class _Flat:
-    """Flatten ``{name: array}`` in a fixed order (NumPy float64)."""
-
-    def __init__(self, shapes: dict):
-        self.names = list(shapes)
-        self.shapes = shapes
-        self.sizes = [int(np.prod(shapes[n])) for n in self.names]
-
-    def ravel(self, tree) -> np.ndarray:
-        return np.concatenate([np.asarray(tree[n], np.float64).ravel() for n in self.names])
-
-    def unravel(self, x: np.ndarray, dtype) -> dict:
-        out, i = {}, 0
-        for n, k in zip(self.names, self.sizes, strict=True):
-            out[n] = jnp.asarray(x[i : i + k].reshape(self.shapes[n]), dtype)
-            i += k
-        return out
-
-
-def _two_loop(g, memory):
-    """L-BFGS's ascent step ``H g`` (``memory``: pairs ``(s, y)``, ``y`` = -change of ``g``)."""
-    q = g.copy()
-    alphas = []
-    for s, y in reversed(memory):
-        a = (s @ q) / (y @ s)
-        alphas.append(a)
-        q -= a * y
-    if memory:
-        s, y = memory[-1]
-        q *= (s @ y) / (y @ y)
-    else:
-        q /= max(float(np.linalg.norm(g)), 1.0)
-    for (s, y), a in zip(memory, reversed(alphas), strict=True):
-        b = (y @ q) / (y @ s)
-        q += (a - b) * s
-    return q
-
-
 def _null_basis(c: np.ndarray, rank_tol: float) -> np.ndarray:
     w, v = _eigh(c)
     return v[:, w <= rank_tol * max(w[-1], 0.0)]
@@ -407,7 +296,7 @@ def boundary_stage(
     blocks = 0
 
     def reframe(p):
-        base, left, right, ranks = _frame(p, stats, update, floor, num_steps, num_sequences)
+        base, left, right, ranks = build_frame(p, stats, update, floor, num_steps, num_sequences)
         shapes = {}
         for n in update:
             if n in right:
@@ -420,7 +309,7 @@ def boundary_stage(
         nonlocal precond, path
         precond = None  # a new frame starts in its own (complete-data) scaling
         path = []
-        return (base, left, right), _Flat(shapes)
+        return (base, left, right), Flat(shapes)
 
     def mapped(x):
         """Return the frame's coordinates of the search's ``x`` (the block preconditioned)."""
@@ -433,14 +322,14 @@ def boundary_stage(
 
     def point(x):
         """Return the model at the search's ``x`` in the current frame."""
-        return _assemble(flat.unravel(mapped(x), dtype), zeros, *frame, params)
+        return assemble(flat.unravel(mapped(x), dtype), zeros, *frame, params)
 
     def evaluate(frame, flat, x):
         nonlocal evals
         base, left, right = frame
         xf = mapped(x)
         args = (flat.unravel(xf, dtype), zeros, base, left, right, params, ys, inputs)
-        value, g, gc = _value_and_grad(*args, schedule=schedule, paths=paths)
+        value, g, gc = value_and_grad(*args, schedule=schedule, paths=paths)
         evals += 1
         value = float(value)
         trace.append(value)
@@ -500,7 +389,7 @@ def boundary_stage(
         small = small_directions(here, COVARIANCES, rank_tol, floor)
         # (the flat shapes do not depend on the point: the current frame's give the block
         # before the restart it needs)
-        idx = block_indices(flat, small, _SCALE, COVARIANCES)
+        idx = block_indices(flat, small, SCALE, COVARIANCES)
         if not 0 < idx.size <= _BLOCK_MAX or evals + 1 + idx.size > max_evals:
             return None, None
         started = restart(here)
@@ -541,11 +430,11 @@ def boundary_stage(
     recent: list = []  # the rises of the last _RISE_WINDOW accepted steps since a restart
     decrement = np.inf
     while True:
-        d = _two_loop(g, memory)
+        d = two_loop(g, memory)
         slope = float(g @ d)
         if not slope > 0:
             memory = []
-            d = _two_loop(g, memory)
+            d = two_loop(g, memory)
             slope = float(g @ d)
         decrement = max(slope, 0.0)
         rise = sum(recent) if recent else np.inf
