@@ -520,6 +520,39 @@ def test_start_auto(problem):
     assert float(info2.log_likelihood) >= float(ref.log_likelihood) - 1e-9
 
 
+def test_start_both_keeps_the_run_that_ends_higher(problem):
+    # start="both" is the two whole fits, the higher kept: with 4 E-steps neither converges
+    # and they end apart, so keeping the wrong one (or always the same one) fails. From the
+    # poor start the data start ends higher; from the maximum the given start does.
+    start, ys = problem
+    best_params, _ = _fit(start, ys)
+    for here, want in ((start, "data"), (best_params, "params")):
+        runs = {s: _fit(here, ys, start=s, max_iters=4) for s in ("params", "data")}
+        lls = {s: float(info.log_likelihood) for s, (_, info) in runs.items()}
+        assert abs(lls["data"] - lls["params"]) > 1e-6
+        assert max(lls, key=lls.get) == want
+        params, info = _fit(here, ys, start="both", max_iters=4)
+        assert info.start == want
+        assert float(info.log_likelihood) == lls[want]
+        np.testing.assert_array_equal(np.asarray(params.A), np.asarray(runs[want][0].A))
+        np.testing.assert_array_equal(np.asarray(params.Q), np.asarray(runs[want][0].Q))
+
+
+def test_start_both_runs_the_given_start_where_initialize_cannot():
+    # H of shape [1, 2]: the regression start needs H of full column rank, so start="data"
+    # raises and start="both" is the given start's run alone.
+    true = _true()._replace(H=jnp.array([[1.0, 0.5]]), R=jnp.array([[0.1]]))
+    _, ys = ssm.sample(jax.random.PRNGKey(2), true, 200)
+    start = _start(true)
+    with pytest.raises(ValueError, match="full column rank"):
+        _fit(start, ys, start="data", max_iters=4)
+    params, info = _fit(start, ys, start="both", max_iters=4)
+    ref_params, ref = _fit(start, ys, max_iters=4)
+    assert info.start == "params"
+    assert float(info.log_likelihood) == float(ref.log_likelihood)
+    np.testing.assert_array_equal(np.asarray(params.A), np.asarray(ref_params.A))
+
+
 def test_float32_runs_without_nan():
     true = _true(jnp.float32)
     _, ys = ssm.sample(jax.random.PRNGKey(1), true, 500)
