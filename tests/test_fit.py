@@ -332,8 +332,8 @@ def test_block_hessian_is_the_exact_hessian_on_the_small_directions():
     rank_tol, floor = 1e-6, 1e-12  # direction 0 held, direction 1 kept and small
     base, left, right, _ = frame.build_frame(true, stats, UPDATE, floor, ys.shape[0], 1)
     flat = frame.Flat({"A": (3, 3), "Q": (3, 3)})
-    small = block.small_directions(true, frame.COVARIANCES, rank_tol, floor)
-    idx = block.block_indices(flat, small, frame.SCALE, frame.COVARIANCES)
+    small = block.small_directions(true, rank_tol, floor)
+    idx = block.block_indices(flat, small)
     # Q's eigenvalues ascend: A's rows 0 and 1 (coordinates 0-5) and L's column 1 (9 + 1, 4, 7).
     np.testing.assert_array_equal(idx, [0, 1, 2, 3, 4, 5, 10, 13, 16])
     zeros = {"Q": jnp.zeros((3, 3))}

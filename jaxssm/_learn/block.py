@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from jaxssm._base.types import LGSSM
+from jaxssm._learn.frame import COVARIANCES, SCALE, eigh
 
-__all__ = ["eigh", "small_directions", "block_indices", "block_hessian", "block_map"]
+__all__ = ["small_directions", "block_indices", "block_hessian", "block_map"]
 
 #: Finite-difference step of the block Hessian, in the frame's coordinates (about one
 #: standard error each).
@@ -23,13 +24,7 @@ BLOCK_STEP = 1e-4
 CURVATURE_FLOOR = 1e-5
 
 
-def eigh(c) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs (ascending) of the symmetric part of ``c``, in float64 NumPy."""
-    c = np.asarray(c, np.float64)
-    return np.linalg.eigh(0.5 * (c + c.T))
-
-
-def small_directions(params: LGSSM, covariances, rank_tol: float, floor: float) -> dict:
+def small_directions(params: LGSSM, rank_tol: float, floor: float) -> dict:
     """``{cov: (small, kept)}``: masks over each covariance's eigenvalues (ascending).
 
     ``small``: at most ``rank_tol * lambda_max`` (held at zero or kept); ``kept``: above the
@@ -37,30 +32,29 @@ def small_directions(params: LGSSM, covariances, rank_tol: float, floor: float) 
     whether or not it is itself updated.
     """
     out = {}
-    for cov in covariances:
+    for cov in COVARIANCES:
         w, _ = eigh(getattr(params, cov))
         top = max(w[-1], 0.0)
         out[cov] = (w <= rank_tol * top, w > floor * top)
     return out
 
 
-def block_indices(flat, small: dict, scale: dict, covariances) -> np.ndarray:
+def block_indices(flat, small: dict) -> np.ndarray:
     """Flat indices of the coordinates along the small directions (the block).
 
-    ``flat``: the stage's flattening (``names``, ``sizes``, ``shapes``); ``scale``: the
-    covariance that scales each other field. The rows of a field's coordinates along its
-    scaling covariance's small directions (the first axis is that covariance's eigenvector
-    basis, ascending), and the columns of a covariance's factor that are small and kept (a
-    held column is masked).
+    ``flat``: the stage's flattening (``names``, ``sizes``, ``shapes``). The rows of a
+    field's coordinates along its scaling covariance's small directions (the first axis is
+    that covariance's eigenvector basis, ascending), and the columns of a covariance's
+    factor that are small and kept (a held column is masked).
     """
     out, offset = [], 0
     for name, size in zip(flat.names, flat.sizes, strict=True):
         mask = np.zeros(flat.shapes[name], bool)
-        if name in covariances:
+        if name in COVARIANCES:
             is_small, kept = small[name]
             mask[:, is_small & kept] = True
         else:
-            mask[small[scale[name]][0]] = True
+            mask[small[SCALE[name]][0]] = True
         out.append(offset + np.flatnonzero(mask.ravel()))
         offset += size
     return np.concatenate(out) if out else np.zeros(0, int)

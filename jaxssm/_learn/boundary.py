@@ -93,16 +93,15 @@ import numpy as np
 from jaxssm._base import compile as _compile
 from jaxssm._base.types import LGSSM
 from jaxssm._learn.block import block_indices, block_map, small_directions
-from jaxssm._learn.block import eigh as _eigh
 from jaxssm._learn.frame import (
     COVARIANCES,
-    SCALE,
     Flat,
     assemble,
     build_frame,
     two_loop,
     value_and_grad,
 )
+from jaxssm._learn.frame import eigh as _eigh
 from jaxssm._schedules import dispatch as _dispatch
 
 __all__ = [
@@ -386,10 +385,10 @@ def boundary_stage(
         it is larger than ``_BLOCK_MAX``, or the budget is too short for it.
         """
         nonlocal precond
-        small = small_directions(here, COVARIANCES, rank_tol, floor)
+        small = small_directions(here, rank_tol, floor)
         # (the flat shapes do not depend on the point: the current frame's give the block
         # before the restart it needs)
-        idx = block_indices(flat, small, SCALE, COVARIANCES)
+        idx = block_indices(flat, small)
         if not 0 < idx.size <= _BLOCK_MAX or evals + 1 + idx.size > max_evals:
             return None, None
         started = restart(here)

@@ -6,7 +6,7 @@ This module holds the pieces that do not depend on the stage's state: the frame 
 point (``build_frame``: the base, the left and right scalings, the kept ranks), the model at a
 coordinate vector (``assemble``), ``log p(y)`` with its exact gradient there
 (``value_and_grad``), the flattening of the coordinates (``Flat``) and L-BFGS's two-loop
-recursion (``two_loop``).
+recursion (``two_loop``), and the symmetric ``eigh`` the stage and its block share.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import numpy as np
 
 from jaxssm._base import compile as _compile
 from jaxssm._base.types import LGSSM
-from jaxssm._learn.block import eigh
 from jaxssm._schedules import dispatch as _dispatch
 from jaxssm._schedules import plan as _plan
 
 __all__ = [
     "COVARIANCES",
     "SCALE",
+    "eigh",
     "inv_sqrt",
     "build_frame",
     "assemble",
@@ -40,7 +40,14 @@ COVARIANCES = ("Q", "R", "P0")
 SCALE = {"A": "Q", "B": "Q", "b": "Q", "H": "R", "D": "R", "d": "R", "m0": "P0"}
 
 
+def eigh(c) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs (ascending) of the symmetric part of ``c``, in float64 NumPy."""
+    c = np.asarray(c, np.float64)
+    return np.linalg.eigh(0.5 * (c + c.T))
+
+
 def inv_sqrt(s: np.ndarray) -> np.ndarray:
+    """``s^{-1/2}`` of a symmetric PSD ``s``, its eigenvalues floored at ``1e-12 lambda_max``."""
     w, v = eigh(s)
     w = np.maximum(w, 1e-12 * max(w[-1], 1e-300))
     return (v / np.sqrt(w)) @ v.T
